@@ -1,0 +1,465 @@
+//! The configuration tree. One set of serde structs, layered:
+//! built-in defaults → TOML file → environment (`MOLTBOT_SECTION__KEY=value`) → CLI flags.
+//!
+//! Unknown keys anywhere are errors that name the key, so a typo never silently falls back to
+//! a default. Secrets are [`Secret`]s and never print.
+
+use crate::Secret;
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The example config written by `moltbot config init`; a test checks that it parses and
+/// equals the defaults.
+pub const EXAMPLE_CONFIG: &str = include_str!("../moltbot.example.toml");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub data: DataConfig,
+    pub sessions: SessionsConfig,
+    pub model: ModelConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address to listen on. Anything but loopback requires `token`.
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Bearer token for every API route except the health probes. Also read from
+    /// `MOLTBOT_GATEWAY_TOKEN`.
+    pub token: Option<Secret>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Turns processed at once across all sessions; more get HTTP 429.
+    pub max_concurrent_turns: usize,
+    /// Longest user message accepted, in characters.
+    pub max_message_chars: usize,
+    /// Keepalive `tick` interval of the WebSocket protocol, in milliseconds.
+    pub tick_interval_ms: u64,
+    /// How long shutdown waits for in-flight turns, in seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 18789,
+            token: None,
+            max_body_bytes: 1024 * 1024,
+            max_concurrent_turns: 256,
+            max_message_chars: 32_000,
+            tick_interval_ms: 30_000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Where the store and the model cache live. Default: `~/.moltbot`.
+    pub dir: Option<PathBuf>,
+}
+
+impl DataConfig {
+    pub fn resolved_dir(&self) -> PathBuf {
+        match &self.dir {
+            Some(d) => expand_home(d),
+            None => home_dir().join(".moltbot"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Turns (user + assistant pairs) of history fed to the model.
+    pub max_turns: usize,
+    /// Sessions whose recent history is kept in RAM.
+    pub hot_cache_sessions: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            max_turns: 128,
+            hot_cache_sessions: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Local,
+    Openai,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Providers to use, in failover order. The first answers; on a connection error, a
+    /// timeout or a 5xx the next one is tried.
+    pub providers: Vec<ProviderKind>,
+    pub system_prompt: String,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub local: LocalModelConfig,
+    pub openai: OpenAiConfig,
+    pub anthropic: AnthropicConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            providers: vec![ProviderKind::Local],
+            system_prompt: "You are Moltbot, a helpful personal assistant. Answer briefly and \
+                            accurately."
+                .to_string(),
+            max_tokens: 256,
+            temperature: 0.7,
+            local: LocalModelConfig::default(),
+            openai: OpenAiConfig::default(),
+            anthropic: AnthropicConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalModelConfig {
+    /// A GGUF file. Empty: the embedded default (SmolLM2-135M-Instruct), fetched on first run.
+    pub path: Option<PathBuf>,
+    /// Decode threads; 0 picks from the environment snapshot.
+    pub threads: usize,
+    /// Context window in tokens.
+    pub context_size: u32,
+    /// Sequences decoded together.
+    pub parallel: usize,
+}
+
+impl Default for LocalModelConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            threads: 0,
+            context_size: 4096,
+            parallel: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenAiConfig {
+    /// Base URL up to and including `/v1` (OpenAI, Ollama `http://127.0.0.1:11434/v1`, vLLM…).
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".to_string(),
+            api_key: None,
+            model: "gpt-4o-mini".to_string(),
+            timeout_secs: 120,
+            max_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnthropicConfig {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub model: String,
+    pub timeout_secs: u64,
+    pub max_retries: u32,
+}
+
+impl Default for AnthropicConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.anthropic.com".to_string(),
+            api_key: None,
+            model: "claude-3-5-haiku-latest".to_string(),
+            timeout_secs: 120,
+            max_retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `moltbot=debug,tower_http=info`.
+    pub level: String,
+    /// One JSON object per line instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+            json: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} cannot be read: {cause}")]
+    Read { path: PathBuf, cause: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where the config file lives when `--config` is not given.
+pub fn default_config_path() -> PathBuf {
+    home_dir().join(".moltbot").join("moltbot.toml")
+}
+
+impl Config {
+    /// Load defaults, then `path` (if it exists; a missing explicit file is an error), then
+    /// `MOLTBOT_*__*` environment variables. CLI flags are applied by the caller afterwards
+    /// with [`Config::validate`] again.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment (tests must not mutate the process env).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        let file = match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(ConfigError::Read {
+                        path: p.to_path_buf(),
+                        cause: "no such file".into(),
+                    });
+                }
+                Some(p.to_path_buf())
+            }
+            None => Some(default_config_path()).filter(|p| p.exists()),
+        };
+        if let Some(p) = &file {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.clone(),
+                cause: e.to_string(),
+            })?;
+            // Parse first on our own so syntax errors carry the file name and line.
+            toml::from_str::<toml::Value>(&text).map_err(|e| ConfigError::Read {
+                path: p.clone(),
+                cause: e.to_string(),
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        // Only `MOLTBOT_SECTION__KEY` variables are config; others such as
+        // `MOLTBOT_GATEWAY_TOKEN` are handled below.
+        let nested: Vec<(String, String)> = env
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix("MOLTBOT_")?;
+                rest.contains("__")
+                    .then(|| (rest.to_ascii_lowercase().replace("__", "."), v.clone()))
+            })
+            .collect();
+        for (key, value) in nested {
+            fig = fig.merge(Toml::string(&env_toml(&key, &value)));
+        }
+        let mut cfg: Config = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Invalid(msgs.join("; "))
+        })?;
+        if let Some((_, token)) = env.iter().find(|(k, _)| k == "MOLTBOT_GATEWAY_TOKEN") {
+            if !token.is_empty() {
+                cfg.gateway.token = Some(Secret::new(token.clone()));
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check values that serde cannot: ranges, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.gateway.max_body_bytes < 1024 {
+            return bad(format!(
+                "gateway.max_body_bytes must be at least 1024, got {}",
+                self.gateway.max_body_bytes
+            ));
+        }
+        if self.gateway.max_concurrent_turns == 0 {
+            return bad("gateway.max_concurrent_turns must be at least 1, got 0".into());
+        }
+        if !(1..=1024).contains(&self.sessions.max_turns) {
+            return bad(format!(
+                "sessions.max_turns must be between 1 and 1024, got {}",
+                self.sessions.max_turns
+            ));
+        }
+        if self.model.providers.is_empty() {
+            return bad("model.providers must name at least one provider, got []".into());
+        }
+        if !(0.0..=2.0).contains(&self.model.temperature) {
+            return bad(format!(
+                "model.temperature must be between 0 and 2, got {}",
+                self.model.temperature
+            ));
+        }
+        if self.gateway.tick_interval_ms < 100 {
+            return bad(format!(
+                "gateway.tick_interval_ms must be at least 100, got {}",
+                self.gateway.tick_interval_ms
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuse to expose an unauthenticated gateway beyond this machine.
+    pub fn check_bind_safety(&self) -> Result<(), ConfigError> {
+        let has_token = self.gateway.token.as_ref().is_some_and(|t| !t.is_empty());
+        if !self.gateway.bind.is_loopback() && !has_token {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {} without a token: anyone on the network could use \
+                 this gateway.\nhint: set gateway.token in the config or MOLTBOT_GATEWAY_TOKEN, \
+                 or bind to 127.0.0.1",
+                self.gateway.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A one-line TOML document `a.b.c = value`, so env values are typed like TOML values
+/// (`18790` is a number, `true` a bool, `["local","openai"]` a list); anything that is not a
+/// TOML literal is taken as a string.
+fn env_toml(key: &str, value: &str) -> String {
+    let literal = format!("{key} = {value}");
+    if toml::from_str::<toml::Value>(&literal).is_ok() {
+        literal
+    } else {
+        format!("{key} = {}", toml::Value::String(value.to_string()))
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("moltbot.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn example_config_parses_to_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, EXAMPLE_CONFIG);
+        let cfg = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[gateway]\nprot = 1\n");
+        let err = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_types_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[gateway]\nport = 1000\n");
+        let env = vec![
+            ("MOLTBOT_GATEWAY__PORT".to_string(), "2000".to_string()),
+            (
+                "MOLTBOT_MODEL__OPENAI__BASE_URL".to_string(),
+                "http://127.0.0.1:9/v1".to_string(),
+            ),
+            ("MOLTBOT_GATEWAY_TOKEN".to_string(), "tok".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let cfg = Config::load_with_env(Some(&p), &env).unwrap();
+        assert_eq!(cfg.gateway.port, 2000);
+        assert_eq!(cfg.model.openai.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(cfg.gateway.token.unwrap().expose(), "tok");
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error() {
+        let env = vec![("MOLTBOT_GATEWAY__PROT".to_string(), "1".to_string())];
+        let err = Config::load_with_env(None, &env).unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn range_errors_name_field_limit_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[sessions]\nmax_turns = 0\n");
+        let err = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        assert!(err.contains("sessions.max_turns"), "{err}");
+        assert!(err.contains("between 1 and 1024"), "{err}");
+        assert!(err.contains("got 0"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        let mut cfg = Config::default();
+        cfg.gateway.bind = "0.0.0.0".parse().unwrap();
+        assert!(cfg.check_bind_safety().is_err());
+        cfg.gateway.token = Some(Secret::new("t"));
+        assert!(cfg.check_bind_safety().is_ok());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let mut cfg = Config::default();
+        cfg.model.openai.api_key = Some(Secret::new("sk-abc123"));
+        let shown = format!("{cfg:?} {}", toml::to_string(&cfg).unwrap());
+        assert!(!shown.contains("sk-abc123"));
+    }
+}
