@@ -1,0 +1,490 @@
+//! [`Engine`]: runs turns.
+
+use crate::sessions::SessionMap;
+use crate::{EngineError, ModelSlot};
+use futures::StreamExt;
+use moltbot_core::{ChatChunk, ChatMessage, ChatRequest, FinishReason, ModelError, Role, Usage};
+use moltbot_store::{NewMessage, Store, StoredMessage};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub system_prompt: String,
+    /// Turns (user + assistant) of history fed to the model.
+    pub max_turns: usize,
+    pub max_message_chars: usize,
+    pub default_max_tokens: u32,
+    pub default_temperature: f32,
+    pub hot_cache_sessions: usize,
+    /// How long a turn waits for a model that is still loading.
+    pub model_wait: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            system_prompt: "You are a helpful assistant.".into(),
+            max_turns: 128,
+            max_message_chars: 32_000,
+            default_max_tokens: 256,
+            default_temperature: 0.7,
+            hot_cache_sessions: 4096,
+            model_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Per-request generation settings; `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub session_id: String,
+    pub user: Option<String>,
+    pub message: String,
+    /// Where the turn came from (`http`, `openai`, `ws`, …), kept with the session.
+    pub channel: &'static str,
+    pub overrides: Overrides,
+}
+
+/// Streamed while a turn runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// New reply text to append.
+    Delta(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnOutcome {
+    pub session_id: String,
+    pub reply: String,
+    pub model: String,
+    pub usage: Usage,
+    pub finish_reason: FinishReason,
+    pub latency_ms: f64,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    model: ModelSlot,
+    opts: EngineOptions,
+    sessions: SessionMap,
+}
+
+/// Decrements the in-flight gauge when a turn ends, however it ends.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!("moltbot_concurrent_users").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("moltbot_concurrent_users").decrement(1.0);
+    }
+}
+
+impl Engine {
+    pub fn new(store: Store, model: ModelSlot, opts: EngineOptions) -> Self {
+        let sessions = SessionMap::new(opts.hot_cache_sessions);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                model,
+                opts,
+                sessions,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn model(&self) -> &ModelSlot {
+        &self.inner.model
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.opts
+    }
+
+    /// Check a user message against the limits; the error names field, limit and value.
+    pub fn validate_message(&self, field: &str, message: &str) -> Result<(), EngineError> {
+        if message.trim().is_empty() {
+            return Err(EngineError::InvalidInput(format!(
+                "`{field}` must not be empty"
+            )));
+        }
+        let max = self.inner.opts.max_message_chars;
+        let n = message.chars().count();
+        if n > max {
+            return Err(EngineError::InvalidInput(format!(
+                "`{field}` must be at most {max} characters, got {n}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run one turn of a persistent session. Deltas go to `events` (if given); if that
+    /// receiver goes away, or `cancel` fires, generation stops. Turns of one session run one
+    /// at a time, in arrival order.
+    pub async fn turn(
+        &self,
+        req: TurnRequest,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        cancel: CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
+        self.validate_message("message", &req.message)?;
+        let started = Instant::now();
+        let _inflight = InFlight::start();
+        let slot = self.inner.sessions.slot(&req.session_id);
+        let mut history = slot.history.lock().await;
+        if history.is_none() {
+            let rows = self
+                .inner
+                .store
+                .recent_messages(&req.session_id, self.inner.opts.max_turns * 2)
+                .await?;
+            *history = Some(rows.into_iter().map(to_chat).collect());
+        }
+        let past = history.get_or_insert_with(VecDeque::new);
+
+        // The user's message is accepted from here on: persist it before generating, so
+        // a failing model never loses what the user said.
+        let user_msg = ChatMessage::new(Role::User, req.message.clone());
+        self.inner
+            .store
+            .append(
+                &req.session_id,
+                req.user.as_deref(),
+                req.channel,
+                vec![NewMessage::new(Role::User, req.message.clone())],
+            )
+            .await?;
+        push_bounded(past, user_msg, self.inner.opts.max_turns * 2);
+
+        let mut messages = Vec::with_capacity(past.len() + 1);
+        messages.push(ChatMessage::new(
+            Role::System,
+            self.inner.opts.system_prompt.clone(),
+        ));
+        messages.extend(past.iter().cloned());
+        let request = self.request(messages, &req.overrides);
+        let (model_id, completion) = self.generate(request, events, cancel).await?;
+
+        let reply = NewMessage {
+            role: Role::Assistant,
+            content: completion.text.clone(),
+            model: Some(model_id.clone()),
+            prompt_tokens: Some(completion.usage.prompt_tokens),
+            completion_tokens: Some(completion.usage.completion_tokens),
+        };
+        self.inner
+            .store
+            .append(&req.session_id, req.user.as_deref(), req.channel, vec![reply])
+            .await?;
+        push_bounded(
+            past,
+            ChatMessage::new(Role::Assistant, completion.text.clone()),
+            self.inner.opts.max_turns * 2,
+        );
+        Ok(TurnOutcome {
+            session_id: req.session_id,
+            reply: completion.text,
+            model: model_id,
+            usage: completion.usage,
+            finish_reason: completion.finish_reason,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// A stateless completion over caller-supplied messages (the OpenAI endpoint without a
+    /// session). The configured system prompt is added when the caller gave none.
+    pub async fn complete(
+        &self,
+        mut messages: Vec<ChatMessage>,
+        overrides: &Overrides,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        cancel: CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
+        let started = Instant::now();
+        let _inflight = InFlight::start();
+        if !messages.iter().any(|m| m.role == Role::System) {
+            messages.insert(
+                0,
+                ChatMessage::new(Role::System, self.inner.opts.system_prompt.clone()),
+            );
+        }
+        let request = self.request(messages, overrides);
+        let (model, completion) = self.generate(request, events, cancel).await?;
+        Ok(TurnOutcome {
+            session_id: String::new(),
+            reply: completion.text,
+            model,
+            usage: completion.usage,
+            finish_reason: completion.finish_reason,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    fn request(&self, messages: Vec<ChatMessage>, o: &Overrides) -> ChatRequest {
+        ChatRequest {
+            messages,
+            max_tokens: Some(o.max_tokens.unwrap_or(self.inner.opts.default_max_tokens)),
+            temperature: Some(o.temperature.unwrap_or(self.inner.opts.default_temperature)),
+            top_p: o.top_p,
+            seed: o.seed,
+            stop: o.stop.clone(),
+            tools: Vec::new(),
+        }
+    }
+
+    async fn generate(
+        &self,
+        request: ChatRequest,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        cancel: CancellationToken,
+    ) -> Result<(String, Gathered), EngineError> {
+        let model = self
+            .inner
+            .model
+            .get(self.inner.opts.model_wait)
+            .await
+            .map_err(EngineError::NotReady)?;
+        let model_id = model.id().to_string();
+        let started = Instant::now();
+        let mut first_token: Option<Duration> = None;
+        // Generation is owned by this turn: a child token lets us stop it when the event
+        // receiver disappears without cancelling the caller's token.
+        let gen_cancel = cancel.child_token();
+        let _stop_on_exit = gen_cancel.clone().drop_guard();
+        let mut stream = model.stream(request, gen_cancel.clone());
+        let mut out = Gathered::default();
+        let result: Result<(), ModelError> = async {
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    ChatChunk::Text(t) => {
+                        if t.is_empty() {
+                            continue;
+                        }
+                        first_token.get_or_insert_with(|| started.elapsed());
+                        out.text.push_str(&t);
+                        if let Some(tx) = &events {
+                            if tx.send(TurnEvent::Delta(t)).await.is_err() {
+                                gen_cancel.cancel();
+                                return Err(ModelError::Cancelled);
+                            }
+                        }
+                    }
+                    ChatChunk::Usage(u) => out.usage = u,
+                    ChatChunk::Finish(r) => out.finish_reason = r,
+                    ChatChunk::ToolCall(_) => {}
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("moltbot_inference_latency").record(elapsed.as_secs_f64() * 1e3);
+        if let Some(ttft) = first_token {
+            metrics::histogram!("moltbot_time_to_first_token").record(ttft.as_secs_f64() * 1e3);
+        }
+        if let Err(e) = result {
+            metrics::counter!("moltbot_errors_total", "kind" => e.kind()).increment(1);
+            return Err(e.into());
+        }
+        metrics::counter!("moltbot_generated_tokens_total")
+            .increment(u64::from(out.usage.completion_tokens));
+        Ok((model_id, out))
+    }
+
+    /// The last `limit` messages of a session, oldest first.
+    pub async fn history(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, EngineError> {
+        Ok(self.inner.store.recent_messages(session_id, limit).await?)
+    }
+
+    /// Delete a session's history.
+    pub async fn reset_session(&self, session_id: &str) -> Result<bool, EngineError> {
+        let slot = self.inner.sessions.slot(session_id);
+        let mut history = slot.history.lock().await;
+        let existed = self.inner.store.delete_session(session_id).await?;
+        *history = Some(VecDeque::new());
+        Ok(existed)
+    }
+}
+
+struct Gathered {
+    text: String,
+    usage: Usage,
+    finish_reason: FinishReason,
+}
+
+impl Default for Gathered {
+    fn default() -> Self {
+        Self {
+            text: String::new(),
+            usage: Usage::default(),
+            finish_reason: FinishReason::Stop,
+        }
+    }
+}
+
+fn to_chat(m: StoredMessage) -> ChatMessage {
+    ChatMessage::new(m.role, m.content)
+}
+
+fn push_bounded(q: &mut VecDeque<ChatMessage>, m: ChatMessage, max: usize) {
+    q.push_back(m);
+    while q.len() > max {
+        q.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moltbot_core::{ChatModel, ChunkStream};
+    use std::sync::Mutex;
+
+    /// A deterministic in-process model for engine unit tests: it answers with the number of
+    /// messages it was given and records every request. (Provider behaviour over the wire is
+    /// tested against real loopback servers in moltbot-models.)
+    struct CountingModel {
+        seen: Mutex<Vec<ChatRequest>>,
+    }
+
+    impl ChatModel for CountingModel {
+        fn id(&self) -> &str {
+            "test/counting"
+        }
+        fn stream(&self, request: ChatRequest, _cancel: CancellationToken) -> ChunkStream {
+            let n = request.messages.len();
+            self.seen.lock().unwrap().push(request);
+            Box::pin(async_stream::stream! {
+                yield Ok(ChatChunk::Text(format!("saw {n} ")));
+                yield Ok(ChatChunk::Text("messages".into()));
+                yield Ok(ChatChunk::Usage(Usage { prompt_tokens: 3, completion_tokens: 2 }));
+                yield Ok(ChatChunk::Finish(FinishReason::Stop));
+            })
+        }
+    }
+
+    fn engine(dir: &std::path::Path, max_turns: usize) -> (Engine, Arc<CountingModel>) {
+        let model = Arc::new(CountingModel {
+            seen: Mutex::new(Vec::new()),
+        });
+        let store = Store::open(&dir.join("m.db")).unwrap();
+        let opts = EngineOptions {
+            max_turns,
+            ..EngineOptions::default()
+        };
+        (
+            Engine::new(store, ModelSlot::ready(model.clone()), opts),
+            model,
+        )
+    }
+
+    fn turn(session: &str, msg: &str) -> TurnRequest {
+        TurnRequest {
+            session_id: session.into(),
+            user: None,
+            message: msg.into(),
+            channel: "test",
+            overrides: Overrides::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn history_grows_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, model) = engine(dir.path(), 2);
+        for i in 0..4 {
+            let out = engine
+                .turn(turn("s", &format!("q{i}")), None, CancellationToken::new())
+                .await
+                .unwrap();
+            assert!(out.reply.starts_with("saw "));
+        }
+        let seen = model.seen.lock().unwrap();
+        // system + at most 2 turns (4 messages) of history, the newest being the question.
+        let last = seen.last().unwrap();
+        assert_eq!(last.messages.len(), 5);
+        assert_eq!(last.messages[0].role, Role::System);
+        assert_eq!(last.messages.last().unwrap().content, "q3");
+        assert_eq!(seen[0].messages.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn history_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, _) = engine(dir.path(), 128);
+            engine
+                .turn(turn("s", "remember me"), None, CancellationToken::new())
+                .await
+                .unwrap();
+        }
+        let (engine, model) = engine(dir.path(), 128);
+        engine
+            .turn(turn("s", "again"), None, CancellationToken::new())
+            .await
+            .unwrap();
+        let seen = model.seen.lock().unwrap();
+        let contents: Vec<&str> = seen[0].messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents[1], "remember me");
+        assert_eq!(contents.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn deltas_are_streamed_and_limits_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _) = engine(dir.path(), 8);
+        let (tx, mut rx) = mpsc::channel(8);
+        let out = engine
+            .turn(turn("s", "hi"), Some(tx), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut streamed = String::new();
+        while let Some(TurnEvent::Delta(d)) = rx.recv().await {
+            streamed.push_str(&d);
+        }
+        assert_eq!(streamed, out.reply);
+        let err = engine
+            .turn(turn("s", "   "), None, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("must not be empty"));
+        let long = "x".repeat(40_000);
+        let err = engine
+            .turn(turn("s", &long), None, CancellationToken::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 32000") && err.contains("got 40000"), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The moltbot gateway: one port serving REST, SSE, the OpenAI-compatible API, the
+//! OpenClaw-compatible WebSocket protocol, health probes, metrics and a chat page.
+//!
+//! # Layout
+//! - [`app`] builds the router from an [`AppState`]; [`run`] serves it until `shutdown`
+//!   resolves, then drains in-flight turns within the configured grace period.
+//! - [`state`]: [`AppState`] (engine, config, admission semaphore, metrics handle).
+//! - [`error`]: [`ApiError`], the single mapping from failures to HTTP responses.
+//! - [`extract`]: the JSON extractor with our error bodies (400 naming the field, 413).
+//! - [`auth`]: the bearer-token middleware.
+//! - [`metrics`]: the Prometheus recorder and the per-route HTTP middleware.
+//! - [`routes`]: `health` (probes, metrics), `chat` (`/api/v1/chat`, sessions), `openai`
+//!   (`/v1/*`), `ui` (the chat page).
+//! - [`ws`]: OpenClaw gateway protocol v4 over WebSocket.
+//! - [`turns`]: running a streamed turn in its own task.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod turns;
+pub mod ws;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    use routes::{chat, health, openai};
+    let limit = state.config().gateway.max_body_bytes;
+    let open = Router::new()
+        .route("/health", get(health::health))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/ready", get(health::readyz))
+        .route("/startupz", get(health::startupz))
+        .route("/startup", get(health::startupz))
+        .route("/metrics", get(health::metrics))
+        .route("/", get(root));
+    let api = Router::new()
+        .route("/api/v1/chat", post(chat::chat))
+        .route("/api/v1/sessions", get(chat::list_sessions))
+        .route(
+            "/api/v1/sessions/{id}",
+            get(chat::get_session).delete(chat::delete_session),
+        )
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{id}", get(openai::get_model))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    open.merge(api)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(extract::BodyLimit(limit)))
+        .layer(middleware::from_fn(metrics::track_http))
+        .with_state(state)
+}
+
+/// `/`: the chat page, or the OpenClaw WebSocket protocol when the request is an upgrade.
+async fn root(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(ws) => ws::upgrade(state, ws),
+        Err(_) => routes::ui::page(),
+    }
+}
+
+/// Any other path: OpenClaw clients may upgrade on any path; everything else is a JSON 404.
+async fn fallback(State(state): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let (mut parts, _body) = req.into_parts();
+    match <WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await
+    {
+        Ok(ws) => ws::upgrade(state, ws),
+        Err(_) => ApiError::NotFound(format!("no route for {path}")).into_response(),
+    }
+}
+
+/// Serve until `shutdown` resolves; then stop accepting, end WebSocket sessions, let
+/// in-flight turns finish (bounded by `gateway.shutdown_grace_secs`) and return.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.config().gateway.shutdown_grace_secs);
+    let token = state.inner.shutdown.clone();
+    let turns = state.inner.turns.clone();
+    let app = app(state);
+    let signal_token = token.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: no new connections; draining in-flight turns");
+        signal_token.cancel();
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        finished = &mut server => {
+            // The server stopped on its own (an accept error): report it.
+            return finished.map_err(std::io::Error::other)?;
+        }
+        () = token.cancelled() => {}
+    }
+    turns.close();
+    let drained = tokio::time::timeout(grace, async {
+        turns.wait().await;
+        server.await
+    })
+    .await;
+    match drained {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(std::io::Error::other(join)),
+        Err(_) => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "shutdown grace period over; closing remaining connections"
+            );
+            Ok(())
+        }
+    }
+}

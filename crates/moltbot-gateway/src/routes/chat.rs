@@ -1,0 +1,217 @@
+//! `POST /api/v1/chat` and the session routes.
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::turns::{spawn_turn, TurnStream};
+use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use moltbot_engine::{Overrides, TurnEvent, TurnRequest};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatBody {
+    /// Continue this session; a new id is made when absent.
+    pub session_id: Option<String>,
+    /// Who is talking (kept with the session).
+    pub user: Option<String>,
+    pub message: String,
+    #[serde(default)]
+    pub stream: bool,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+/// Session ids: 1–128 characters from `A-Za-z0-9_.:@-` (OpenClaw keys like
+/// `agent:main:main` fit).
+pub fn validate_session_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "_.:@-".contains(c);
+    if id.is_empty() || id.len() > 128 || !id.chars().all(ok_char) {
+        return Err(ApiError::BadRequest(format!(
+            "`{field}` must be 1 to 128 characters from A-Z a-z 0-9 _ . : @ -, got {:?}",
+            truncate(id, 64)
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_sampling(
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+) -> Result<(), ApiError> {
+    if let Some(m) = max_tokens {
+        if !(1..=32_768).contains(&m) {
+            return Err(ApiError::BadRequest(format!(
+                "`max_tokens` must be between 1 and 32768, got {m}"
+            )));
+        }
+    }
+    if let Some(t) = temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::BadRequest(format!(
+                "`temperature` must be between 0 and 2, got {t}"
+            )));
+        }
+    }
+    if let Some(p) = top_p {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(ApiError::BadRequest(format!(
+                "`top_p` must be greater than 0 and at most 1, got {p}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+pub async fn chat(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ChatBody>,
+) -> Result<Response, ApiError> {
+    let session_id = match body.session_id {
+        Some(id) => {
+            validate_session_id("session_id", &id)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    if let Some(u) = &body.user {
+        if u.chars().count() > 256 {
+            return Err(ApiError::BadRequest(format!(
+                "`user` must be at most 256 characters, got {}",
+                u.chars().count()
+            )));
+        }
+    }
+    validate_sampling(body.max_tokens, body.temperature, None)?;
+    state.engine().validate_message("message", &body.message)?;
+    let permit = state.admit()?;
+    let req = TurnRequest {
+        session_id,
+        user: body.user,
+        message: body.message,
+        channel: "http",
+        overrides: Overrides {
+            max_tokens: body.max_tokens,
+            temperature: body.temperature,
+            ..Overrides::default()
+        },
+    };
+    if !body.stream {
+        // Run inside the turn tracker so shutdown waits for it; if the client goes away the
+        // handler future is dropped and generation stops with it.
+        let engine = state.engine().clone();
+        let out = state
+            .inner
+            .turns
+            .track_future(engine.turn(req, None, CancellationToken::new()))
+            .await?;
+        drop(permit);
+        return Ok(Json(out).into_response());
+    }
+    let TurnStream { mut events, result } = spawn_turn(&state, req, permit);
+    let stream = async_stream::stream! {
+        while let Some(TurnEvent::Delta(text)) = events.recv().await {
+            yield Ok::<_, std::convert::Infallible>(
+                Event::default().event("delta").data(json!({"text": text}).to_string()),
+            );
+        }
+        let done = match result.await {
+            Ok(Ok(out)) => Event::default().event("done").data(json!(out).to_string()),
+            Ok(Err(e)) => {
+                let e = ApiError::from(e);
+                Event::default().event("error").data(
+                    json!({"error": {"kind": e.kind(), "message": e.public_message()}})
+                        .to_string(),
+                )
+            }
+            Err(join) => Event::default().event("error").data(
+                json!({"error": {"kind": "internal", "message": join.to_string()}}).to_string(),
+            ),
+        };
+        yield Ok(done);
+    };
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and 1000, got {limit}"
+        )));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let (rows, total) = state
+        .engine()
+        .store()
+        .list_sessions(limit, offset)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({"sessions": rows, "total": total, "limit": limit, "offset": offset}))
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    pub limit: Option<usize>,
+}
+
+pub async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Response, ApiError> {
+    validate_session_id("id", &id)?;
+    let limit = q.limit.unwrap_or(256).clamp(1, 10_000);
+    let store = state.engine().store();
+    let Some(row) = store
+        .session(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    else {
+        return Err(ApiError::NotFound(format!("no session with id {id:?}")));
+    };
+    let messages = store
+        .recent_messages(&id, limit)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({"session": row, "messages": messages})).into_response())
+}
+
+pub async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_session_id("id", &id)?;
+    if state.engine().reset_session(&id).await? {
+        Ok(Json(json!({"deleted": true, "id": id})).into_response())
+    } else {
+        Err(ApiError::NotFound(format!("no session with id {id:?}")))
+    }
+}

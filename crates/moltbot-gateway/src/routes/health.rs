@@ -1,0 +1,144 @@
+//! Health, probes and metrics. None of these need the bearer token.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use moltbot_engine::ModelState;
+use serde_json::{json, Value};
+
+/// Each component's status, and whether the gateway as a whole can serve turns.
+async fn components(state: &AppState) -> (bool, Value) {
+    let store = match state.engine().store().ping().await {
+        Ok(()) => json!({"status": "ok", "path": state.engine().store().path()}),
+        Err(e) => json!({"status": "down", "error": e.to_string()}),
+    };
+    let store_ok = store["status"] == "ok";
+    let model_state = state.engine().model().state();
+    let model = match &model_state {
+        ModelState::Ready(m) => json!({"status": "ok", "id": m.id()}),
+        ModelState::Loading(what) => json!({"status": "loading", "detail": what}),
+        ModelState::Failed(e) => json!({"status": "down", "error": e}),
+    };
+    let admission = &state.inner.admission;
+    let limit = state.config().gateway.max_concurrent_turns;
+    let gateway = json!({
+        "status": "ok",
+        "turns_in_flight": limit - admission.available_permits(),
+        "max_concurrent_turns": limit,
+    });
+    let ok = store_ok && matches!(model_state, ModelState::Ready(_));
+    (
+        ok,
+        json!({
+            "store": store,
+            "model": model,
+            "gateway": gateway,
+            "channels": {},
+        }),
+    )
+}
+
+/// `GET /health`: overall status, components, version, uptime and the environment.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let (ok, components) = components(&state).await;
+    let loading = matches!(state.engine().model().state(), ModelState::Loading(_));
+    let status = if ok {
+        "ok"
+    } else if loading {
+        "starting"
+    } else {
+        "degraded"
+    };
+    let mut env = serde_json::to_value(&state.inner.env).unwrap_or(Value::Null);
+    // Memory changes; the rest of the snapshot is fixed for the process lifetime.
+    if let Some(avail) = live_available_memory() {
+        env["memory_available_bytes"] = json!(avail);
+    }
+    let body = json!({
+        "ok": ok,
+        "status": status,
+        "version": state.inner.version,
+        "uptime_ms": state.uptime_ms(),
+        "components": components,
+        "environment": env,
+    });
+    let code = if ok || loading {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+fn live_available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `GET /healthz`: liveness. The process answers, so it is live.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"ok": true, "status": "live"}))
+}
+
+/// `GET /readyz`: ready to serve turns (store reachable, model loaded).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (ok, components) = components(&state).await;
+    let failing: Vec<String> = components
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v["status"] != "ok" && v.get("status").is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = json!({"ready": ok, "failing": failing, "uptimeMs": state.uptime_ms()});
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// `GET /startupz`: 503 while the model is still loading, 200 after.
+pub async fn startupz(State(state): State<AppState>) -> Response {
+    match state.engine().model().state() {
+        ModelState::Loading(what) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "pendingReason": what})),
+        )
+            .into_response(),
+        ModelState::Ready(_) | ModelState::Failed(_) => Json(json!({
+            "ok": true,
+            "status": "started",
+            "version": state.inner.version,
+            "uptimeMs": state.uptime_ms(),
+        }))
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!("moltbot_uptime_seconds").set(state.inner.started.elapsed().as_secs_f64());
+    match &state.inner.metrics {
+        Some(handle) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,6 @@
+//! HTTP routes, one file per group.
+
+pub mod chat;
+pub mod health;
+pub mod openai;
+pub mod ui;

@@ -1,0 +1,100 @@
+//! Shared state of the gateway.
+
+use moltbot_core::envinfo::EnvSnapshot;
+use moltbot_core::{Config, Secret};
+use moltbot_engine::Engine;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+
+/// Named states of components other than the store and the model (channels register here
+/// in a later issue).
+pub type ComponentStatus = (String, String);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub inner: Arc<StateInner>,
+}
+
+pub struct StateInner {
+    pub engine: Engine,
+    pub config: Config,
+    pub token: Option<Secret>,
+    pub started: Instant,
+    pub boot_id: String,
+    pub admission: Arc<Semaphore>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Snapshot taken at start-up; `/health` refreshes memory and disk on demand.
+    pub env: EnvSnapshot,
+    /// Fires when shutdown begins: streams and WebSocket connections end.
+    pub shutdown: CancellationToken,
+    /// In-flight turns; shutdown waits for them.
+    pub turns: TaskTracker,
+    pub version: &'static str,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: Config) -> AppState {
+        let data_dir = config.data.resolved_dir();
+        let token = config
+            .gateway
+            .token
+            .clone()
+            .filter(|t| !t.is_empty());
+        AppState {
+            inner: Arc::new(StateInner {
+                engine,
+                admission: Arc::new(Semaphore::new(config.gateway.max_concurrent_turns)),
+                token,
+                started: Instant::now(),
+                boot_id: uuid::Uuid::new_v4().to_string(),
+                metrics: crate::metrics::install(),
+                env: EnvSnapshot::capture(&data_dir),
+                shutdown: CancellationToken::new(),
+                turns: TaskTracker::new(),
+                version: env!("CARGO_PKG_VERSION"),
+                config,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Admit one turn or refuse with 429. The permit lives as long as the turn, including
+    /// a streamed response.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyRequests {
+                limit: self.inner.config.gateway.max_concurrent_turns,
+                retry_after_secs: 1,
+            })
+    }
+
+    /// Constant-time check of a presented token. With no token configured, everything passes.
+    pub fn token_ok(&self, presented: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        match &self.inner.token {
+            None => true,
+            Some(expected) => presented.is_some_and(|p| {
+                bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes()))
+            }),
+        }
+    }
+
+    pub fn uptime_ms(&self) -> u64 {
+        self.inner.started.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,245 @@
+//! OpenClaw's gateway protocol v4 over WebSocket, so OpenClaw's CLI, TUI and apps can drive
+//! moltbot. See `shared/openclaw-protocol.md` for the wire facts.
+//!
+//! One connection = one reader loop (this file) + one writer task that owns the socket's
+//! sink and numbers events. Long requests (`chat.send`, `agent`) run in their own tasks
+//! and send their frames through the writer's queue.
+
+mod frames;
+mod methods;
+
+use crate::state::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use frames::{parse_req, res_err, res_ok, RpcError, PROTOCOL_VERSION};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use frames::Code;
+
+/// Largest frame accepted before `connect` succeeds.
+const PRE_AUTH_MAX_BYTES: usize = 64 * 1024;
+/// Largest frame after (OpenClaw's `policy.maxPayload`).
+const MAX_PAYLOAD: usize = 25 * 1024 * 1024;
+const MAX_BUFFERED: usize = 50 * 1024 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_PAYLOAD)
+        .max_frame_size(MAX_PAYLOAD)
+        .on_upgrade(move |socket| async move {
+            metrics::gauge!("moltbot_ws_connections").increment(1.0);
+            serve(state, socket).await;
+            metrics::gauge!("moltbot_ws_connections").decrement(1.0);
+        })
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the reader and request tasks hand to the writer.
+pub(crate) enum Out {
+    Frame(Value),
+    Event(&'static str, Value),
+    Close(u16, &'static str),
+}
+
+/// Per-connection state shared with request tasks.
+pub(crate) struct Conn {
+    pub state: AppState,
+    pub out: mpsc::Sender<Out>,
+    pub conn_id: String,
+    /// Runs in flight on this connection, by run id, so `chat.abort` can stop them.
+    pub runs: Mutex<HashMap<String, (String, CancellationToken)>>,
+    pub closed: CancellationToken,
+}
+
+impl Conn {
+    pub async fn send(&self, v: Value) {
+        // A failed send means the connection is gone; the run notices through `closed`.
+        let _ = self.out.send(Out::Frame(v)).await;
+    }
+
+    pub async fn event(&self, name: &'static str, payload: Value) {
+        let _ = self.out.send(Out::Event(name, payload)).await;
+    }
+}
+
+async fn serve(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Out>(256);
+    let closed = CancellationToken::new();
+    let conn = Arc::new(Conn {
+        state: state.clone(),
+        out: tx.clone(),
+        conn_id: uuid::Uuid::new_v4().to_string(),
+        runs: Mutex::new(HashMap::new()),
+        closed: closed.clone(),
+    });
+
+    // Writer: the only owner of the sink; numbers events per connection from 1.
+    let writer_closed = closed.clone();
+    let writer = tokio::spawn(async move {
+        let mut seq: u64 = 0;
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Out::Frame(v) => Message::Text(Utf8Bytes::from(v.to_string())),
+                Out::Event(name, payload) => {
+                    seq += 1;
+                    let v = json!({"type": "event", "event": name, "payload": payload, "seq": seq});
+                    Message::Text(Utf8Bytes::from(v.to_string()))
+                }
+                Out::Close(code, reason) => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: Utf8Bytes::from_static(reason),
+                        })))
+                        .await;
+                    break;
+                }
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        writer_closed.cancel();
+    });
+
+    let nonce = uuid::Uuid::new_v4().to_string();
+    let _ = tx
+        .send(Out::Event(
+            "connect.challenge",
+            json!({"nonce": nonce, "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}),
+        ))
+        .await;
+
+    // Handshake: the first request must be `connect`, within the timeout.
+    let authed = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&conn, &mut stream)) => {
+            matches!(r, Ok(true))
+        }
+        () = state.inner.shutdown.cancelled() => false,
+    };
+    if authed {
+        run_session(&conn, &mut stream).await;
+    }
+    // Stop this connection's runs and let the writer flush.
+    for (_, (_, cancel)) in conn.runs.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        cancel.cancel();
+    }
+    drop(tx);
+    closed.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// Read until a valid `connect`; answer `hello-ok` or an error and a close code.
+async fn handshake(
+    conn: &Arc<Conn>,
+    stream: &mut futures::stream::SplitStream<WebSocket>,
+) -> bool {
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Binary(_)) => {
+                let _ = conn.out.send(Out::Close(1003, "binary frames are not supported")).await;
+                return false;
+            }
+            Ok(Message::Close(_)) | Err(_) => return false,
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+        };
+        if text.len() > PRE_AUTH_MAX_BYTES {
+            let _ = conn.out.send(Out::Close(1009, "frame too large before connect")).await;
+            return false;
+        }
+        let req = match parse_req(&text) {
+            Ok(r) => r,
+            Err((id, e)) => {
+                if let Some(id) = id {
+                    conn.send(res_err(&id, &e)).await;
+                }
+                let _ = conn.out.send(Out::Close(1008, "invalid handshake")).await;
+                return false;
+            }
+        };
+        if req.method != "connect" {
+            let e = RpcError::invalid("invalid handshake: first request must be connect");
+            conn.send(res_err(&req.id, &e)).await;
+            let _ = conn.out.send(Out::Close(1008, "invalid handshake")).await;
+            return false;
+        }
+        return match methods::connect(conn, &req.params) {
+            Ok(hello) => {
+                conn.send(res_ok(&req.id, hello)).await;
+                true
+            }
+            Err((e, close_code)) => {
+                conn.send(res_err(&req.id, &e)).await;
+                let reason = if close_code == 1002 {
+                    "protocol mismatch"
+                } else {
+                    "unauthorized"
+                };
+                let _ = conn.out.send(Out::Close(close_code, reason)).await;
+                false
+            }
+        };
+    }
+    false
+}
+
+async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<WebSocket>) {
+    let tick_ms = conn.state.config().gateway.tick_interval_ms;
+    let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
+    tick.tick().await; // the first tick fires at once; skip it
+    let shutdown = conn.state.inner.shutdown.clone();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = conn.out.send(Out::Close(1003, "binary frames are not supported")).await;
+                        return;
+                    }
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                };
+                match parse_req(&text) {
+                    Ok(req) => methods::dispatch(conn.clone(), req).await,
+                    Err((Some(id), e)) => conn.send(res_err(&id, &e)).await,
+                    Err((None, e)) => tracing::debug!(error = %e.message, "dropping unreadable frame"),
+                }
+            }
+            _ = tick.tick() => conn.event("tick", json!({"ts": now_ms()})).await,
+            () = shutdown.cancelled() => {
+                conn.event("shutdown", json!({"reason": "gateway shutting down"})).await;
+                let _ = conn.out.send(Out::Close(1012, "service restart")).await;
+                return;
+            }
+            () = conn.closed.cancelled() => return,
+        }
+    }
+}
+
+/// Budget of buffered outgoing bytes (OpenClaw's `maxBufferedBytes`), advertised in hello.
+pub(crate) fn policy() -> Value {
+    json!({
+        "maxPayload": MAX_PAYLOAD,
+        "maxBufferedBytes": MAX_BUFFERED,
+        "tickIntervalMs": 0,
+    })
+}
+
+pub(crate) fn protocol_version() -> u64 {
+    PROTOCOL_VERSION
+}

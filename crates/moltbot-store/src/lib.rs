@@ -1,0 +1,442 @@
+//! The session store: conversations persisted in SQLite in WAL mode.
+//!
+//! # Layout
+//! - [`Store`]: a cheap-clone handle; every call runs its SQL on the blocking pool so async
+//!   workers never wait on disk.
+//! - [`SessionRow`], [`StoredMessage`], [`NewMessage`]: what goes in and out.
+//!
+//! One writer connection and one reader connection, each behind a std `Mutex` that is only
+//! ever held inside `spawn_blocking` (never across an `.await`). WAL lets the reader run
+//! while the writer commits.
+
+use moltbot_core::Role;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database {path}: {cause}")]
+    Open { path: PathBuf, cause: String },
+    #[error("store query failed: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store worker failed: {0}")]
+    Join(String),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> &'static str {
+        "store"
+    }
+}
+
+/// A session as listed by the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub user: Option<String>,
+    pub channel: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub message_count: i64,
+    /// The first user message, shortened: a human label for lists.
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub role: Role,
+    pub content: String,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub role: Role,
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+}
+
+impl NewMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    id            TEXT PRIMARY KEY,
+    user          TEXT,
+    channel       TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    message_count INTEGER NOT NULL DEFAULT 0,
+    title         TEXT
+);
+CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_at DESC);
+CREATE TABLE IF NOT EXISTS messages (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    role              TEXT NOT NULL,
+    content           TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    model             TEXT,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, id);
+";
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL: readers never block the writer. NORMAL sync is durable across process crashes
+    // (only an OS crash can lose the last commits), the usual trade-off for WAL.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+impl Store {
+    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |cause: String| StoreError::Open {
+            path: path.to_path_buf(),
+            cause,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let writer = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        configure(&writer).map_err(|e| open_err(e.to_string()))?;
+        let version: i32 = writer
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| open_err(e.to_string()))?;
+        if version > SCHEMA_VERSION {
+            return Err(open_err(format!(
+                "schema version {version} is newer than this moltbot understands \
+                 ({SCHEMA_VERSION}); upgrade moltbot"
+            )));
+        }
+        writer
+            .execute_batch(SCHEMA_V1)
+            .map_err(|e| open_err(e.to_string()))?;
+        writer
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(|e| open_err(e.to_string()))?;
+        let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        configure(&reader).map_err(|e| open_err(e.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another query panicked; the connection is fine.
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Append messages to a session in one transaction, creating the session if new.
+    pub async fn append(
+        &self,
+        session_id: &str,
+        user: Option<&str>,
+        channel: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<(), StoreError> {
+        let session_id = session_id.to_string();
+        let user = user.map(str::to_string);
+        let channel = channel.to_string();
+        self.with_writer(move |conn| {
+            let now = now_ms();
+            let tx = conn.transaction()?;
+            let title = messages
+                .iter()
+                .find(|m| m.role == Role::User)
+                .map(|m| shorten(&m.content, 80));
+            tx.execute(
+                "INSERT INTO sessions (id, user, channel, created_at, updated_at, message_count, title)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)
+                 ON CONFLICT(id) DO UPDATE SET updated_at = ?4,
+                     user = COALESCE(sessions.user, excluded.user),
+                     title = COALESCE(sessions.title, excluded.title)",
+                params![session_id, user, channel, now, title],
+            )?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO messages (session_id, role, content, created_at, model, prompt_tokens, completion_tokens)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for m in &messages {
+                    insert.execute(params![
+                        session_id,
+                        m.role.as_str(),
+                        m.content,
+                        now,
+                        m.model,
+                        m.prompt_tokens,
+                        m.completion_tokens
+                    ])?;
+                }
+            }
+            tx.execute(
+                "UPDATE sessions SET message_count = message_count + ?2 WHERE id = ?1",
+                params![session_id, messages.len() as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The last `limit` messages of a session, oldest first.
+    pub async fn recent_messages(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let session_id = session_id.to_string();
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, role, content, created_at, model FROM messages
+                 WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let mut rows: Vec<StoredMessage> = stmt
+                .query_map(params![session_id, limit as i64], row_to_message)?
+                .collect::<Result<_, _>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Sessions, most recently updated first, and the total count.
+    pub async fn list_sessions(
+        &self,
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
+        self.with_reader(move |conn| {
+            let total: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, user, channel, created_at, updated_at, message_count, title
+                 FROM sessions ORDER BY updated_at DESC, id LIMIT ?1 OFFSET ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![limit as i64, offset as i64], row_to_session)?
+                .collect::<Result<_, _>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        let id = id.to_string();
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT id, user, channel, created_at, updated_at, message_count, title
+                     FROM sessions WHERE id = ?1",
+                    params![id],
+                    row_to_session,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Delete a session and its messages. Returns whether it existed.
+    pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.with_writer(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM messages WHERE session_id = ?1", params![id])?;
+            let n = tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    /// A cheap liveness check for `/health`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let role: String = r.get(1)?;
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        // Only our own code writes this column; an unknown value is read as a user turn
+        // rather than failing the whole history.
+        role: Role::parse(&role).unwrap_or(Role::User),
+        content: r.get(2)?,
+        created_at: r.get(3)?,
+        model: r.get(4)?,
+    })
+}
+
+fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        channel: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+        message_count: r.get(5)?,
+        title: r.get(6)?,
+    })
+}
+
+fn shorten(s: &str, max_chars: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_persist_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moltbot.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .append(
+                    "s1",
+                    Some("ann"),
+                    "http",
+                    vec![
+                        NewMessage::new(Role::User, "hello"),
+                        NewMessage::new(Role::Assistant, "hi there"),
+                    ],
+                )
+                .await
+                .unwrap();
+            store
+                .append("s2", None, "ws", vec![NewMessage::new(Role::User, "x")])
+                .await
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let msgs = store.recent_messages("s1", 10).await.unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].role, Role::User);
+        assert_eq!(msgs[1].content, "hi there");
+        let s1 = store.session("s1").await.unwrap().unwrap();
+        assert_eq!(s1.message_count, 2);
+        assert_eq!(s1.user.as_deref(), Some("ann"));
+        assert_eq!(s1.title.as_deref(), Some("hello"));
+        let (rows, total) = store.list_sessions(10, 0).await.unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(rows.len(), 2);
+        assert!(store.session("nope").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn recent_returns_the_newest_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        for i in 0..10 {
+            store
+                .append(
+                    "s",
+                    None,
+                    "http",
+                    vec![NewMessage::new(Role::User, format!("m{i}"))],
+                )
+                .await
+                .unwrap();
+        }
+        let last3: Vec<String> = store
+            .recent_messages("s", 3)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
+        assert_eq!(last3, vec!["m7", "m8", "m9"]);
+        assert!(store.delete_session("s").await.unwrap());
+        assert!(store.recent_messages("s", 3).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn shorten_respects_char_boundaries() {
+        assert_eq!(shorten("héllo wörld", 5), "héllo…");
+        assert_eq!(shorten("短い", 5), "短い");
+    }
+}

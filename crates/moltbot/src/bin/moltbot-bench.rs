@@ -1,0 +1,301 @@
+//! `moltbot-bench`: a load generator and start-up probe for the gateway.
+//!
+//! - `load`: N concurrent clients, each running turns back to back for a bounded number of
+//!   turns, over `/api/v1/chat` (http), `/v1/chat/completions` (openai) or the OpenClaw
+//!   WebSocket (`chat.send` until the `final` event). Prints turns/s and p50/p95/p99.
+//!   Pointing `--mode openai` at the mock model itself measures the harness ceiling.
+//! - `startup`: spawn a gateway command, poll `/health` every millisecond until it answers
+//!   200, report the elapsed time and the process's RSS after it settles, then stop it.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+#[command(name = "moltbot-bench", about = "Load generator for the moltbot gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drive concurrent clients for a bounded number of turns.
+    Load {
+        #[arg(long, default_value = "http://127.0.0.1:18789")]
+        url: String,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Turns per client.
+        #[arg(long, default_value_t = 200)]
+        turns: usize,
+        /// Untimed turns per client before measuring.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        #[arg(long, value_enum, default_value_t = Mode::Http)]
+        mode: Mode,
+        #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure start-up to a healthy `/health` and idle RSS of a gateway command.
+    Startup {
+        #[arg(long, default_value = "http://127.0.0.1:18789")]
+        url: String,
+        /// Runs to take the median of.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    Http,
+    Openai,
+    Ws,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::Load {
+            url,
+            clients,
+            turns,
+            warmup,
+            mode,
+            token,
+            json,
+        } => rt.block_on(load(url, clients, turns, warmup, mode, token, json)),
+        Cmd::Startup {
+            url,
+            runs,
+            json,
+            command,
+        } => rt.block_on(startup(url, runs, json, command)),
+    }
+}
+
+#[derive(Clone)]
+struct Target {
+    url: String,
+    mode: Mode,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+async fn one_turn_http(t: &Target, client_id: usize, n: usize) -> anyhow::Result<()> {
+    let (path, body) = match t.mode {
+        Mode::Http => (
+            "/api/v1/chat",
+            json!({"session_id": format!("bench-{client_id}"), "message": format!("hello {n}")}),
+        ),
+        _ => (
+            "/v1/chat/completions",
+            json!({"model": "moltbot", "messages": [{"role": "user", "content": format!("hello {n}")}]}),
+        ),
+    };
+    let mut req = t.http.post(format!("{}{path}", t.url)).json(&body);
+    if let Some(tok) = &t.token {
+        req = req.bearer_auth(tok);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    Ok(())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(t: &Target) -> anyhow::Result<Ws> {
+    let url = t.url.replacen("http", "ws", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    // challenge
+    ws.next().await.ok_or_else(|| anyhow::anyhow!("closed before challenge"))??;
+    let connect = json!({"type": "req", "id": "c", "method": "connect", "params": {
+        "minProtocol": 4, "maxProtocol": 4,
+        "client": {"id": "test", "version": "bench", "platform": "linux", "mode": "test"},
+        "auth": {"token": t.token.clone().unwrap_or_default()}}});
+    ws.send(Message::text(connect.to_string())).await?;
+    loop {
+        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed in handshake"))??;
+        if let Message::Text(txt) = msg {
+            let v: Value = serde_json::from_str(&txt)?;
+            if v["type"] == "res" {
+                anyhow::ensure!(v["ok"] == true, "connect refused: {v}");
+                return Ok(ws);
+            }
+        }
+    }
+}
+
+async fn one_turn_ws(ws: &mut Ws, client_id: usize, n: usize) -> anyhow::Result<()> {
+    let run = format!("{client_id}-{n}-{}", uuid::Uuid::new_v4());
+    let req = json!({"type": "req", "id": run, "method": "chat.send", "params": {
+        "sessionKey": format!("bench-ws-{client_id}"), "message": format!("hello {n}"),
+        "idempotencyKey": run}});
+    ws.send(Message::text(req.to_string())).await?;
+    loop {
+        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed mid-turn"))??;
+        if let Message::Text(txt) = msg {
+            let v: Value = serde_json::from_str(&txt)?;
+            if v["type"] == "res" && v["ok"] == false {
+                anyhow::bail!("chat.send failed: {v}");
+            }
+            if v["event"] == "chat" && v["payload"]["runId"] == run.as_str() {
+                match v["payload"]["state"].as_str() {
+                    Some("final") => return Ok(()),
+                    Some("error" | "aborted") => anyhow::bail!("run failed: {v}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn load(
+    url: String,
+    clients: usize,
+    turns: usize,
+    warmup: usize,
+    mode: Mode,
+    token: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients.max(1))
+        .tcp_nodelay(true)
+        .build()?;
+    let target = Target { url: url.trim_end_matches('/').to_string(), mode, token, http };
+    // Warm-up runs inside each client before its timed turns; the wall clock starts after a
+    // barrier so connection set-up is not counted.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
+    let started = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
+    let mut tasks = Vec::new();
+    for id in 0..clients {
+        let t = target.clone();
+        let b = barrier.clone();
+        let s = started.clone();
+        tasks.push(tokio::spawn(async move {
+            // Warm-up first, then wait for everyone, then measure.
+            let mut ws = if t.mode == Mode::Ws { Some(ws_connect(&t).await?) } else { None };
+            for n in 0..warmup {
+                match ws.as_mut() {
+                    Some(ws) => one_turn_ws(ws, id, n).await?,
+                    None => one_turn_http(&t, id, n).await?,
+                }
+            }
+            b.wait().await;
+            s.get_or_init(Instant::now);
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            for n in warmup..warmup + turns {
+                let start = Instant::now();
+                match ws.as_mut() {
+                    Some(ws) => one_turn_ws(ws, id, n).await?,
+                    None => one_turn_http(&t, id, n).await?,
+                }
+                hist.record(start.elapsed().as_micros().max(1) as u64)?;
+            }
+            anyhow::Ok((hist, Instant::now()))
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut end = None::<Instant>;
+    for t in tasks {
+        let (h, done) = t.await??;
+        all.add(&h)?;
+        end = Some(end.map_or(done, |e: Instant| e.max(done)));
+    }
+    let begin = *started.get().ok_or_else(|| anyhow::anyhow!("no client started"))?;
+    let wall = end.unwrap_or(begin).duration_since(begin).as_secs_f64();
+    let total = (clients * turns) as f64;
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    let report = json!({
+        "mode": match mode { Mode::Http => "http", Mode::Openai => "openai", Mode::Ws => "ws" },
+        "clients": clients, "turns": total, "seconds": wall,
+        "turns_per_sec": total / wall,
+        "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": all.max() as f64 / 1000.0,
+    });
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} clients x {} turns ({}): {:.0} turns/s  p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms",
+            clients, turns, report["mode"].as_str().unwrap_or(""), total / wall, ms(0.5), ms(0.95), ms(0.99)
+        );
+    }
+    Ok(())
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn startup(url: String, runs: usize, as_json: bool, command: Vec<String>) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+    let health = format!("{}/health", url.trim_end_matches('/'));
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&command[0])
+            .args(&command[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(&health).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "gateway not healthy within 30 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(pid) = child.id() {
+            rss.push(rss_kb(pid).unwrap_or(0) as f64 / 1024.0);
+        }
+        child.start_kill()?;
+        child.wait().await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    times.sort_by(f64::total_cmp);
+    rss.sort_by(f64::total_cmp);
+    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(0.0);
+    let report = json!({"startup_ms_median": med(&times), "startup_ms_min": times.first(),
+        "startup_ms_max": times.last(), "idle_rss_mb_median": med(&rss), "runs": times.len()});
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "start-up to healthy: median {:.1} ms (min {:.1}, max {:.1}); idle RSS median {:.1} MB",
+            med(&times), times[0], times[times.len() - 1], med(&rss)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The command tree. Doc comments are the help text.
+//!
+//! Exit codes: 0 success, 1 failure (doctor: a check failed), 2 bad usage (clap).
+
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// moltbot: your self-hosted AI assistant gateway.
+#[derive(Debug, Parser)]
+#[command(name = "moltbot", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (default: ~/.moltbot/moltbot.toml).
+    #[arg(long, global = true, env = "MOLTBOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (HTTP, OpenAI-compatible API, OpenClaw WebSocket) in the foreground.
+    Gateway(GatewayArgs),
+    /// Chat in the terminal with a running gateway, or in process with --local.
+    Chat(ChatArgs),
+    /// Check config, data dir, port, model files and store; print the environment.
+    Doctor(DoctorArgs),
+    /// Manage local models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Inspect stored conversations.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// Write, check or show the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run a fake OpenAI-compatible model server that answers instantly (for benchmarks).
+    #[command(hide = true)]
+    MockLlm {
+        #[arg(long, default_value = "127.0.0.1:18790")]
+        listen: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Port to listen on (overrides gateway.port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to bind (overrides gateway.bind). Non-loopback requires a token.
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// Log debug details.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Log one JSON object per line.
+    #[arg(long)]
+    pub json_logs: bool,
+    /// Data folder (overrides data.dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Gateway URL.
+    #[arg(long, default_value = "http://127.0.0.1:18789", env = "MOLTBOT_URL")]
+    pub url: String,
+    /// Bearer token of the gateway.
+    #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Session to continue (default: a new one).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Run the engine in this process instead of talking to a gateway.
+    #[arg(long)]
+    pub local: bool,
+    /// Send this one message, print the reply and exit.
+    #[arg(long, short)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download the embedded default model (SmolLM2-135M-Instruct) into the model cache.
+    Fetch,
+    /// List models in the cache.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List sessions, most recent first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session's messages.
+    Show {
+        id: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a commented example config (default path: ~/.moltbot/moltbot.toml).
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Load and check the config; print the problem and exit 1 if it is invalid.
+    Validate,
+    /// Print the effective config (defaults, file and environment merged; secrets hidden).
+    Show,
+}

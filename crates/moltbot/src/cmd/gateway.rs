@@ -1,0 +1,122 @@
+//! `moltbot gateway`: run the gateway in the foreground.
+
+use crate::cli::GatewayArgs;
+use crate::logging::init_logging;
+use anyhow::Context;
+use moltbot_core::envinfo::EnvSnapshot;
+use moltbot_core::Config;
+use moltbot_engine::{Engine, EngineOptions, ModelSlot, ModelState};
+use moltbot_gateway::AppState;
+use moltbot_store::Store;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(config_path: Option<&Path>, args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = super::load_config(config_path)?;
+    if let Some(p) = args.port {
+        cfg.gateway.port = p;
+    }
+    if let Some(b) = args.bind {
+        cfg.gateway.bind = b;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.data.dir = Some(d);
+    }
+    cfg.validate()?;
+    cfg.check_bind_safety()?;
+    init_logging(&cfg.log.level, args.verbose, args.json_logs || cfg.log.json);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("moltbot-worker")
+        .build()?;
+    rt.block_on(serve(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Engine options from config.
+pub fn engine_options(cfg: &Config) -> EngineOptions {
+    EngineOptions {
+        system_prompt: cfg.model.system_prompt.clone(),
+        max_turns: cfg.sessions.max_turns,
+        max_message_chars: cfg.gateway.max_message_chars,
+        default_max_tokens: cfg.model.max_tokens,
+        default_temperature: cfg.model.temperature,
+        hot_cache_sessions: cfg.sessions.hot_cache_sessions,
+        model_wait: Duration::from_secs(300),
+    }
+}
+
+/// Open the store and start loading the model in the background; returns the engine at
+/// once so the gateway can answer probes while the model loads.
+pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
+    let data_dir = cfg.data.resolved_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let store = Store::open(&data_dir.join("moltbot.db"))?;
+    let slot = ModelSlot::loading(format!(
+        "loading {}",
+        cfg.model
+            .providers
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let loader_slot = slot.clone();
+    let model_cfg = cfg.model.clone();
+    std::thread::Builder::new()
+        .name("moltbot-model-load".into())
+        .spawn(move || {
+            let env = EnvSnapshot::capture(&data_dir);
+            match crate::providers::build_model(&model_cfg, &data_dir, &env) {
+                Ok(model) => {
+                    tracing::info!(model = model.id(), "model ready");
+                    loader_slot.set(ModelState::Ready(model));
+                }
+                Err(e) => {
+                    tracing::error!(cause = format!("{e:#}"), "model failed to load");
+                    loader_slot.set(ModelState::Failed(format!("{e:#}")));
+                }
+            }
+        })?;
+    Ok(Engine::new(store, slot, engine_options(cfg)))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let addr = std::net::SocketAddr::new(cfg.gateway.bind, cfg.gateway.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (is another gateway running?)"))?;
+    let engine = start_engine(&cfg)?;
+    let state = AppState::new(engine, cfg);
+    tracing::info!(
+        "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
+        env!("CARGO_PKG_VERSION")
+    );
+    moltbot_gateway::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

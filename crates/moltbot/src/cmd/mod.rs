@@ -1,0 +1,53 @@
+//! One file per command. `run` dispatches and returns the process exit code.
+
+pub mod chat;
+pub mod config;
+pub mod doctor;
+pub mod gateway;
+pub mod models;
+pub mod sessions;
+
+use crate::cli::{Cli, Command};
+use moltbot_core::Config;
+use std::process::ExitCode;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.clone();
+    match cli.command {
+        Command::Gateway(args) => gateway::run(config_path.as_deref(), args),
+        Command::Chat(args) => chat::run(config_path.as_deref(), args),
+        Command::Doctor(args) => doctor::run(config_path.as_deref(), args),
+        Command::Models { command } => models::run(config_path.as_deref(), command),
+        Command::Sessions { command } => sessions::run(config_path.as_deref(), command),
+        Command::Config { command } => config::run(config_path.as_deref(), command),
+        Command::MockLlm { listen } => mock_llm(&listen),
+    }
+}
+
+/// Load the layered config with a clear error.
+pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+/// A current-thread runtime for short client commands.
+pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn mock_llm(listen: &str) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        eprintln!(
+            "mock OpenAI server on http://{}/v1",
+            listener.local_addr()?
+        );
+        moltbot_fakes::serve_openai(listener, moltbot_fakes::FakeConfig::default()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,34 @@
+//! `moltbot models fetch|list`.
+
+use crate::cli::ModelsCommand;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config_path)?;
+    let models_dir = cfg.data.resolved_dir().join("models");
+    match command {
+        ModelsCommand::Fetch => {
+            let path = moltbot_models::fetch::ensure_default_model(&models_dir, true)?;
+            println!("{}", path.display());
+        }
+        ModelsCommand::List => {
+            let models = moltbot_models::fetch::list_models(&models_dir);
+            if models.is_empty() {
+                eprintln!(
+                    "no models in {} (run `moltbot models fetch`)",
+                    models_dir.display()
+                );
+            }
+            for m in models {
+                println!(
+                    "{:<48} {:>8.1} MB  {}",
+                    m.name,
+                    m.size_bytes as f64 / 1e6,
+                    m.path.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,51 @@
+//! `moltbot sessions list|show`: read the store directly (works with the gateway running,
+//! thanks to WAL, or stopped).
+
+use crate::cli::SessionsCommand;
+use moltbot_store::Store;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run(config_path: Option<&Path>, command: SessionsCommand) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config_path)?;
+    let db = cfg.data.resolved_dir().join("moltbot.db");
+    anyhow::ensure!(db.exists(), "no session store at {} yet", db.display());
+    let store = Store::open(&db)?;
+    let rt = super::small_runtime()?;
+    rt.block_on(async {
+        match command {
+            SessionsCommand::List { limit, json } => {
+                let (rows, total) = store.list_sessions(limit, 0).await?;
+                if json {
+                    println!("{}", serde_json::json!({"sessions": rows, "total": total}));
+                } else {
+                    for r in &rows {
+                        println!(
+                            "{:<40} {:>5} msgs  {:<8} {}",
+                            r.id,
+                            r.message_count,
+                            r.channel,
+                            r.title.as_deref().unwrap_or("")
+                        );
+                    }
+                    eprintln!("{} of {total} sessions", rows.len());
+                }
+            }
+            SessionsCommand::Show { id, limit, json } => {
+                let Some(row) = store.session(&id).await? else {
+                    anyhow::bail!("no session with id {id:?}");
+                };
+                let msgs = store.recent_messages(&id, limit).await?;
+                if json {
+                    println!("{}", serde_json::json!({"session": row, "messages": msgs}));
+                } else {
+                    for m in msgs {
+                        println!("[{}] {}", m.role.as_str(), m.content);
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,14 @@
+//! Glue for the `moltbot` binary: CLI commands, logging set-up and building the model
+//! providers from config. The product's logic lives in the library crates.
+//!
+//! # Layout
+//! - [`cli`]: the clap command tree.
+//! - [`cmd`]: one file per command (`gateway`, `chat`, `doctor`, `models`, `sessions`,
+//!   `config`, `mock_llm`).
+//! - [`logging`]: `init_logging` (text or JSON, `--verbose`).
+//! - [`providers`]: turn `[model]` config into a `ChatModel` (with failover).
+
+pub mod cli;
+pub mod cmd;
+pub mod logging;
+pub mod providers;

@@ -1,0 +1,92 @@
+//! Build the serving model from the `[model]` config: one provider, or several behind
+//! failover in the configured order.
+
+use anyhow::Context;
+use moltbot_core::config::{ModelConfig, ProviderKind};
+use moltbot_core::envinfo::EnvSnapshot;
+use moltbot_core::ChatModel;
+use moltbot_models::providers::{anthropic::AnthropicProvider, failover::Failover, openai::OpenAiProvider};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The GGUF file the local provider will load: the configured path, or the embedded
+/// default in the model cache (fetched if missing when `fetch` is set).
+pub fn local_model_path(cfg: &ModelConfig, data_dir: &Path, fetch: bool) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &cfg.local.path {
+        anyhow::ensure!(
+            p.is_file(),
+            "model.local.path {} does not exist or is not a file",
+            p.display()
+        );
+        return Ok(p.clone());
+    }
+    let models = data_dir.join("models");
+    let default = moltbot_models::fetch::default_model_path(&models);
+    if default.is_file() || !fetch {
+        return Ok(default);
+    }
+    moltbot_models::fetch::ensure_default_model(&models, true)
+        .context("fetching the embedded default model")
+}
+
+/// Build one provider (blocking: the local model maps its weights).
+fn build_one(
+    kind: ProviderKind,
+    cfg: &ModelConfig,
+    data_dir: &Path,
+    env: &EnvSnapshot,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    Ok(match kind {
+        ProviderKind::Openai => Arc::new(OpenAiProvider::new(&cfg.openai)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(&cfg.anthropic)?),
+        ProviderKind::Local => build_local(cfg, data_dir, env)?,
+    })
+}
+
+#[cfg(feature = "local")]
+fn build_local(
+    cfg: &ModelConfig,
+    data_dir: &Path,
+    env: &EnvSnapshot,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let path = local_model_path(cfg, data_dir, true)?;
+    let threads = if cfg.local.threads == 0 {
+        env.inference_threads()
+    } else {
+        cfg.local.threads
+    };
+    let model = moltbot_models::providers::local::LocalModel::load(&path, &cfg.local, threads)
+        .with_context(|| format!("loading {}", path.display()))?;
+    Ok(Arc::new(model))
+}
+
+#[cfg(not(feature = "local"))]
+fn build_local(
+    _cfg: &ModelConfig,
+    _data_dir: &Path,
+    _env: &EnvSnapshot,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    anyhow::bail!(
+        "this moltbot was built without the `local` feature; configure model.providers = \
+         [\"openai\"] or [\"anthropic\"], or rebuild with --features local"
+    )
+}
+
+/// Build the configured providers; more than one are wrapped in failover.
+pub fn build_model(
+    cfg: &ModelConfig,
+    data_dir: &Path,
+    env: &EnvSnapshot,
+) -> anyhow::Result<Arc<dyn ChatModel>> {
+    let mut models = Vec::with_capacity(cfg.providers.len());
+    for kind in &cfg.providers {
+        models.push(
+            build_one(*kind, cfg, data_dir, env)
+                .with_context(|| format!("provider {:?}", kind.as_str()))?,
+        );
+    }
+    if models.len() == 1 {
+        return Ok(models.remove(0));
+    }
+    Ok(Arc::new(Failover::new(models)))
+}
