@@ -20,6 +20,7 @@
 #   E2E_TUI_REPLY_TIMEOUT seconds for the TUI reply to appear      (default 60)
 #   E2E_AGENT_MESSAGE     message for `openclaw agent`    (default "Say hello")
 #   E2E_TUI_MESSAGE       message typed into the TUI      (default "Say hello from the TUI")
+#   E2E_TUI_COLS, E2E_TUI_ROWS  tmux window size                (default 120x40)
 #   E2E_KEEP_TMP=1        keep the temp dir (prints its path)
 #
 # Prints PASS/FAIL per step and a closing "N passed, N failed" line; exits 1
@@ -39,8 +40,8 @@ TUI_START_TIMEOUT="${E2E_TUI_START_TIMEOUT:-60}"
 TUI_REPLY_TIMEOUT="${E2E_TUI_REPLY_TIMEOUT:-60}"
 AGENT_MESSAGE="${E2E_AGENT_MESSAGE:-Say hello}"
 TUI_MESSAGE="${E2E_TUI_MESSAGE:-Say hello from the TUI}"
-TUI_COLS=120
-TUI_ROWS=40
+TUI_COLS="${E2E_TUI_COLS:-120}"
+TUI_ROWS="${E2E_TUI_ROWS:-40}"
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -234,7 +235,7 @@ else
         # 3. wait for the reply: EXPECT on screen, or (without EXPECT) a
         #    non-empty line after our message and the activity back to idle.
         while :; do
-          sleep 0.5
+          sleep 0.25
           capture
           st="$(status_line)"
           if grep -qF '[tui exited' "$screen_file"; then state="exited"; break; fi
@@ -254,12 +255,13 @@ else
         done
         case "$state" in
           replied)
+            t_reply="$(ms_since "$t1ms")"
             # Catch late error lines (e.g. a failed refresh after the final event).
             sleep 1; capture
             if [[ -n "$(bad_lines)" ]]; then
               tui_fail "error line after the reply: $(bad_lines | head -n 1 | sed 's/^ *//')"
             else
-              pass "$step" "connected after ${t_conn}, reply after $(ms_since "$t1ms")"
+              pass "$step" "connected after ${t_conn}, reply after ${t_reply}"
             fi
             ;;
           exited) tui_fail "TUI exited while waiting for the reply" ;;

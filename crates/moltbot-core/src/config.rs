@@ -406,7 +406,9 @@ mod tests {
     fn unknown_key_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "[gateway]\nprot = 1\n");
-        let err = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prot"), "{err}");
     }
 
@@ -440,7 +442,9 @@ mod tests {
     fn range_errors_name_field_limit_and_value() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "[sessions]\nmax_turns = 0\n");
-        let err = Config::load_with_env(Some(&p), &[]).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sessions.max_turns"), "{err}");
         assert!(err.contains("between 1 and 1024"), "{err}");
         assert!(err.contains("got 0"), "{err}");

@@ -202,7 +202,12 @@ impl Engine {
         };
         self.inner
             .store
-            .append(&req.session_id, req.user.as_deref(), req.channel, vec![reply])
+            .append(
+                &req.session_id,
+                req.user.as_deref(),
+                req.channel,
+                vec![reply],
+            )
             .await?;
         push_bounded(
             past,
@@ -455,7 +460,11 @@ mod tests {
             .await
             .unwrap();
         let seen = model.seen.lock().unwrap();
-        let contents: Vec<&str> = seen[0].messages.iter().map(|m| m.content.as_str()).collect();
+        let contents: Vec<&str> = seen[0]
+            .messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect();
         assert_eq!(contents[1], "remember me");
         assert_eq!(contents.len(), 4);
     }
@@ -485,6 +494,9 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("at most 32000") && err.contains("got 40000"), "{err}");
+        assert!(
+            err.contains("at most 32000") && err.contains("got 40000"),
+            "{err}"
+        );
     }
 }

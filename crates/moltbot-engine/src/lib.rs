@@ -6,7 +6,7 @@
 //! - [`sessions`]: the per-session lock + hot history cache (one turn at a time per session,
 //!   many sessions in parallel, LRU-bounded).
 //! - [`slot`]: [`ModelSlot`], the model currently serving, which may still be loading.
-//! - [`error`]: [`EngineError`].
+//! - [`error`]: [`EngineError`], the failures of a turn.
 //!
 //! Later issues add understanding (DUE), retrieval (KRS), routing and the agent loop here.
 

@@ -80,10 +80,7 @@ impl ModelSlot {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "model still loading after {}s",
-                timeout.as_secs()
-            )),
+            Err(_) => Err(format!("model still loading after {}s", timeout.as_secs())),
         }
     }
 }

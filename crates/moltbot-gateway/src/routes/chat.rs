@@ -172,8 +172,10 @@ pub async fn list_sessions(
         .list_sessions(limit, offset)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(json!({"sessions": rows, "total": total, "limit": limit, "offset": offset}))
-        .into_response())
+    Ok(
+        Json(json!({"sessions": rows, "total": total, "limit": limit, "offset": offset}))
+            .into_response(),
+    )
 }
 
 #[derive(Debug, Deserialize)]

@@ -176,7 +176,11 @@ pub async fn chat_completions(
     }
     // User messages get the same limits as any turn; other roles are bounded by the body
     // limit (empty assistant and tool messages are legal in OpenAI transcripts).
-    for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.role == Role::User) {
+    for (i, m) in messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::User)
+    {
         state
             .engine()
             .validate_message(&format!("messages[{i}].content"), &m.content)?;
@@ -185,7 +189,10 @@ pub async fn chat_completions(
     let model_name = body.model.clone().unwrap_or_else(|| "moltbot".to_string());
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
-    let include_usage = body.stream_options.as_ref().is_some_and(|o| o.include_usage);
+    let include_usage = body
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
 
     let run = move |engine: moltbot_engine::Engine,
                     tx: Option<tokio::sync::mpsc::Sender<TurnEvent>>,
@@ -264,7 +271,9 @@ pub async fn chat_completions(
         }
         yield Ok(Event::default().data("[DONE]"));
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn error_event(e: EngineError) -> Event {

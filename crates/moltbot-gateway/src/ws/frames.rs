@@ -84,7 +84,10 @@ pub fn parse_req(text: &str) -> Result<Req, (Option<Value>, RpcError)> {
         .map_err(|e| (None, RpcError::invalid(format!("invalid frame: {e}"))))?;
     let id = v.get("id").cloned();
     if v.get("type").and_then(Value::as_str) != Some("req") {
-        return Err((id, RpcError::invalid("invalid frame: `type` must be \"req\"")));
+        return Err((
+            id,
+            RpcError::invalid("invalid frame: `type` must be \"req\""),
+        ));
     }
     let Some(id) = id.filter(|i| i.is_string() || i.is_number()) else {
         return Err((None, RpcError::invalid("invalid frame: `id` is required")));

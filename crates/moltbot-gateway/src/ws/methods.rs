@@ -187,10 +187,7 @@ async fn session_rows(conn: &Conn, limit: usize) -> Result<(Vec<Value>, i64), Rp
         .await
         .map_err(|e| RpcError::unavailable(e.to_string(), None))?;
     let (model, _) = conn.state.engine().model().describe();
-    let rows = rows
-        .into_iter()
-        .map(|r| session_json(&r, &model))
-        .collect();
+    let rows = rows.into_iter().map(|r| session_json(&r, &model)).collect();
     Ok((rows, total))
 }
 
@@ -330,7 +327,11 @@ fn chat_abort(conn: &Conn, p: &Value) -> Value {
 }
 
 async fn sessions_list(conn: &Conn, p: &Value) -> Result<Value, RpcError> {
-    let limit = p.get("limit").and_then(Value::as_u64).unwrap_or(100).clamp(1, 1000);
+    let limit = p
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(100)
+        .clamp(1, 1000);
     let (rows, total) = session_rows(conn, limit as usize).await?;
     let (model, _) = conn.state.engine().model().describe();
     let (provider, name) = model.split_once('/').unwrap_or(("moltbot", &model));
@@ -394,11 +395,16 @@ fn start_run(conn: &Arc<Conn>, req: &Req) -> Result<(), RpcError> {
     {
         let runs = conn.runs.lock().unwrap_or_else(|e| e.into_inner());
         if runs.contains_key(run_id) {
-            return Err(RpcError::invalid("in_flight: a run with this idempotencyKey is running")
-                .with_details(json!({"status": "in_flight", "runId": run_id})));
+            return Err(
+                RpcError::invalid("in_flight: a run with this idempotencyKey is running")
+                    .with_details(json!({"status": "in_flight", "runId": run_id})),
+            );
         }
     }
-    let permit = conn.state.admit().map_err(|e| RpcError::unavailable(e.to_string(), Some(1000)))?;
+    let permit = conn
+        .state
+        .admit()
+        .map_err(|e| RpcError::unavailable(e.to_string(), Some(1000)))?;
     let cancel = conn.closed.child_token();
     conn.runs
         .lock()

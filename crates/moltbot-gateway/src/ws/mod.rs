@@ -143,22 +143,25 @@ async fn serve(state: AppState, socket: WebSocket) {
 }
 
 /// Read until a valid `connect`; answer `hello-ok` or an error and a close code.
-async fn handshake(
-    conn: &Arc<Conn>,
-    stream: &mut futures::stream::SplitStream<WebSocket>,
-) -> bool {
+async fn handshake(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<WebSocket>) -> bool {
     while let Some(msg) = stream.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
-                let _ = conn.out.send(Out::Close(1003, "binary frames are not supported")).await;
+                let _ = conn
+                    .out
+                    .send(Out::Close(1003, "binary frames are not supported"))
+                    .await;
                 return false;
             }
             Ok(Message::Close(_)) | Err(_) => return false,
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
         };
         if text.len() > PRE_AUTH_MAX_BYTES {
-            let _ = conn.out.send(Out::Close(1009, "frame too large before connect")).await;
+            let _ = conn
+                .out
+                .send(Out::Close(1009, "frame too large before connect"))
+                .await;
             return false;
         }
         let req = match parse_req(&text) {

@@ -34,7 +34,15 @@ async fn health_reports_components_and_environment() {
         ("/readyz", "ready", json!(true)),
         ("/startupz", "status", json!("started")),
     ] {
-        let v: Value = ctx.client().get(ctx.url(path)).send().await.unwrap().json().await.unwrap();
+        let v: Value = ctx
+            .client()
+            .get(ctx.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(v[key], val, "{path}: {v}");
     }
 }
@@ -68,11 +76,25 @@ async fn chat_turn_persists_and_sessions_are_listed() {
     let sent = ctx.fake.last_request().unwrap().json();
     assert_eq!(sent["messages"].as_array().unwrap().len(), 4);
 
-    let list: Value = ctx.get("/api/v1/sessions").send().await.unwrap().json().await.unwrap();
+    let list: Value = ctx
+        .get("/api/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 1);
     assert_eq!(list["sessions"][0]["id"], "s-1");
     assert_eq!(list["sessions"][0]["message_count"], 4);
-    let one: Value = ctx.get("/api/v1/sessions/s-1").send().await.unwrap().json().await.unwrap();
+    let one: Value = ctx
+        .get("/api/v1/sessions/s-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["messages"].as_array().unwrap().len(), 4);
     assert_eq!(one["messages"][3]["content"], "echo: and again");
     let missing = ctx.get("/api/v1/sessions/nope").send().await.unwrap();
@@ -137,36 +159,109 @@ async fn bad_input_is_rejected_with_named_fields() {
     .await;
     assert_eq!(s, 400);
     assert_eq!(b["error"]["kind"], "invalid_request");
-    assert!(b["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     // Missing field.
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"session_id": "x"})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"session_id": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(b["error"]["message"].as_str().unwrap().contains("message"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("message"),
+        "{b}"
+    );
     // Wrong type names the field.
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": 5})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": 5}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(b["error"]["message"].as_str().unwrap().contains("`message`"), "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`message`"),
+        "{b}"
+    );
     // Unknown field.
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": "x", "sesion": 1})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": "x", "sesion": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(b["error"]["message"].as_str().unwrap().contains("sesion"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("sesion"),
+        "{b}"
+    );
     // Too long: names the field, the limit and the value.
     let long = "y".repeat(1001);
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": long})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": long}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
     let m = b["error"]["message"].as_str().unwrap();
-    assert!(m.contains("`message`") && m.contains("1000") && m.contains("1001"), "{m}");
+    assert!(
+        m.contains("`message`") && m.contains("1000") && m.contains("1001"),
+        "{m}"
+    );
     // Bad session id.
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": "x", "session_id": "a b"})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": "x", "session_id": "a b"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(b["error"]["message"].as_str().unwrap().contains("session_id"));
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("session_id"));
     // Out-of-range sampling.
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": "x", "max_tokens": 0})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": "x", "max_tokens": 0}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert_eq!(b["error"]["message"], "`max_tokens` must be between 1 and 32768, got 0");
+    assert_eq!(
+        b["error"]["message"],
+        "`max_tokens` must be between 1 and 32768, got 0"
+    );
     // Body over the limit.
     let huge = "z".repeat(70 * 1024);
-    let (s, b) = error_of(ctx.post("/api/v1/chat").json(&json!({"message": huge})).send().await.unwrap()).await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .json(&json!({"message": huge}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 413);
     assert_eq!(b["error"]["kind"], "payload_too_large");
     assert!(b["error"]["message"].as_str().unwrap().contains("65536"));
@@ -183,7 +278,10 @@ async fn token_is_required_on_api_routes() {
     let ctx = TestContext::start().await;
     for (path, body) in [
         ("/api/v1/chat", Some(json!({"message": "x"}))),
-        ("/v1/chat/completions", Some(json!({"messages": [{"role": "user", "content": "x"}]}))),
+        (
+            "/v1/chat/completions",
+            Some(json!({"messages": [{"role": "user", "content": "x"}]})),
+        ),
         ("/v1/models", None),
         ("/api/v1/sessions", None),
     ] {
@@ -213,7 +311,9 @@ async fn concurrency_limit_answers_429_with_retry_after() {
     })
     .await;
     let slow = {
-        let req = ctx.post("/api/v1/chat").json(&json!({"session_id": "a", "message": "slow"}));
+        let req = ctx
+            .post("/api/v1/chat")
+            .json(&json!({"session_id": "a", "message": "slow"}));
         tokio::spawn(async move { req.send().await.unwrap().status() })
     };
     // Wait until the first turn holds the only permit.
@@ -236,16 +336,40 @@ async fn concurrency_limit_answers_429_with_retry_after() {
     assert!(b["error"]["message"].as_str().unwrap().contains("limit 1"));
     assert_eq!(slow.await.unwrap(), 200);
     // Accepted work was not lost: the slow turn is stored.
-    let one: Value = ctx.get("/api/v1/sessions/a").send().await.unwrap().json().await.unwrap();
+    let one: Value = ctx
+        .get("/api/v1/sessions/a")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["session"]["message_count"], 2);
 }
 
 #[tokio::test]
 async fn metrics_expose_latency_histogram_and_http_counters() {
     let ctx = TestContext::start().await;
-    ctx.post("/api/v1/chat").json(&json!({"message": "count me"})).send().await.unwrap();
-    ctx.post("/api/v1/chat").body("bad").header("content-type", "application/json").send().await.unwrap();
-    let text = ctx.client().get(ctx.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    ctx.post("/api/v1/chat")
+        .json(&json!({"message": "count me"}))
+        .send()
+        .await
+        .unwrap();
+    ctx.post("/api/v1/chat")
+        .body("bad")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let text = ctx
+        .client()
+        .get(ctx.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "moltbot_inference_latency_bucket{le=\"10\"}",
         "moltbot_inference_latency_bucket{le=\"1000\"}",
@@ -262,7 +386,11 @@ async fn metrics_expose_latency_histogram_and_http_counters() {
 #[tokio::test]
 async fn history_survives_a_gateway_restart() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let ctx = TestContext::with(Options { dir: Some(dir.clone()), ..Options::default() }).await;
+    let ctx = TestContext::with(Options {
+        dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
     ctx.post("/api/v1/chat")
         .json(&json!({"session_id": "keep", "message": "remember the number 42"}))
         .send()
@@ -270,7 +398,11 @@ async fn history_survives_a_gateway_restart() {
         .unwrap();
     ctx.shutdown().await.unwrap();
 
-    let ctx = TestContext::with(Options { dir: Some(dir.clone()), ..Options::default() }).await;
+    let ctx = TestContext::with(Options {
+        dir: Some(dir.clone()),
+        ..Options::default()
+    })
+    .await;
     ctx.post("/api/v1/chat")
         .json(&json!({"session_id": "keep", "message": "what was it?"}))
         .send()
@@ -290,7 +422,9 @@ async fn shutdown_drains_in_flight_turns() {
         ..Options::default()
     })
     .await;
-    let req = ctx.post("/api/v1/chat").json(&json!({"session_id": "d", "message": "finish me"}));
+    let req = ctx
+        .post("/api/v1/chat")
+        .json(&json!({"session_id": "d", "message": "finish me"}));
     let turn = tokio::spawn(async move { req.send().await.unwrap() });
     for _ in 0..200 {
         if ctx.fake.requests() > 0 {
@@ -314,14 +448,26 @@ async fn oneshot_handlers_without_a_socket() {
     let app = moltbot_gateway::app(ctx.state.clone());
     let resp = app
         .clone()
-        .oneshot(Request::get("/v1/models").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/v1/models")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert!(v["data"].as_array().unwrap().iter().any(|m| m["id"] == "moltbot"));
-    let page = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "moltbot"));
+    let page = app
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&html).contains("<title>moltbot</title>"));
@@ -332,5 +478,8 @@ fn non_loopback_without_token_refuses_to_start() {
     let mut cfg = moltbot_core::Config::default();
     cfg.gateway.bind = "0.0.0.0".parse().unwrap();
     let err = cfg.check_bind_safety().unwrap_err().to_string();
-    assert!(err.contains("refusing to listen on 0.0.0.0 without a token"), "{err}");
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0 without a token"),
+        "{err}"
+    );
 }

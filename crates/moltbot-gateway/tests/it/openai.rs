@@ -38,27 +38,42 @@ async fn streaming_completion_ends_with_done_and_usage() {
     let ctx = TestContext::start().await;
     let text = ctx
         .post("/v1/chat/completions")
-        .json(&json!({"model": "moltbot", "stream": true, "stream_options": {"include_usage": true},
-                      "messages": [{"role": "user", "content": "stream this"}]}))
+        .json(
+            &json!({"model": "moltbot", "stream": true, "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "stream this"}]}),
+        )
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let datas: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let datas: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
     assert_eq!(*datas.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = datas[..datas.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect();
+    let chunks: Vec<Value> = datas[..datas.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let content: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(content, "echo: stream this");
-    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
-    let usage = chunks.iter().find(|c| c["usage"].is_object()).expect("usage chunk");
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    let usage = chunks
+        .iter()
+        .find(|c| c["usage"].is_object())
+        .expect("usage chunk");
     assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
 }
 
 #[tokio::test]
@@ -72,9 +87,21 @@ async fn user_field_makes_a_persistent_session() {
             .unwrap();
     }
     let sent = ctx.fake.last_request().unwrap().json();
-    let contents: Vec<&str> = sent["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    let contents: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
     assert_eq!(contents[1..], ["first", "echo: first", "second"]);
-    let s: Value = ctx.get("/api/v1/sessions/openai:bob").send().await.unwrap().json().await.unwrap();
+    let s: Value = ctx
+        .get("/api/v1/sessions/openai:bob")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(s["session"]["channel"], "openai");
 }
 
@@ -82,13 +109,30 @@ async fn user_field_makes_a_persistent_session() {
 async fn invalid_openai_requests_name_the_field() {
     let ctx = TestContext::start().await;
     for (body, needle) in [
-        (json!({"messages": []}), "`messages` must hold at least 1 message, got 0"),
-        (json!({"messages": [{"role": "wizard", "content": "x"}]}), "`messages[0].role`"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3.5}), "`temperature` must be between 0 and 2, got 3.5"),
-        (json!({"messages": [{"role": "user", "content": "x"}], "n": 2}), "`n` must be 1, got 2"),
+        (
+            json!({"messages": []}),
+            "`messages` must hold at least 1 message, got 0",
+        ),
+        (
+            json!({"messages": [{"role": "wizard", "content": "x"}]}),
+            "`messages[0].role`",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3.5}),
+            "`temperature` must be between 0 and 2, got 3.5",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "`n` must be 1, got 2",
+        ),
         (json!({"model": "m"}), "messages"),
     ] {
-        let resp = ctx.post("/v1/chat/completions").json(&body).send().await.unwrap();
+        let resp = ctx
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{body}");
         let v: Value = resp.json().await.unwrap();
         let m = v["error"]["message"].as_str().unwrap();
@@ -99,11 +143,29 @@ async fn invalid_openai_requests_name_the_field() {
 #[tokio::test]
 async fn models_are_listed() {
     let ctx = TestContext::start().await;
-    let v: Value = ctx.get("/v1/models").send().await.unwrap().json().await.unwrap();
+    let v: Value = ctx
+        .get("/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"moltbot") && ids.contains(&"openai/fake-model"), "{ids:?}");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"moltbot") && ids.contains(&"openai/fake-model"),
+        "{ids:?}"
+    );
     let one = ctx.get("/v1/models/moltbot").send().await.unwrap();
     assert_eq!(one.status(), 200);
-    assert_eq!(ctx.get("/v1/models/nope").send().await.unwrap().status(), 404);
+    assert_eq!(
+        ctx.get("/v1/models/nope").send().await.unwrap().status(),
+        404
+    );
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_json(ws: &mut Ws) -> Value {
     loop {
@@ -33,23 +34,29 @@ fn connect_params(token: &str, min: u64, max: u64) -> Value {
 }
 
 async fn open(ctx: &TestContext, path: &str) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}{path}", ctx.ws_url())).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{}{path}", ctx.ws_url()))
+        .await
+        .unwrap();
     let challenge = next_json(&mut ws).await;
     (ws, challenge)
 }
 
 async fn connected(ctx: &TestContext) -> Ws {
     let (mut ws, _) = open(ctx, "/").await;
-    ws.send(Message::text(connect_params(TOKEN, 3, 4).to_string())).await.unwrap();
+    ws.send(Message::text(connect_params(TOKEN, 3, 4).to_string()))
+        .await
+        .unwrap();
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["ok"], true, "{hello}");
     ws
 }
 
 async fn call(ws: &mut Ws, id: &str, method: &str, params: Value) -> Value {
-    ws.send(Message::text(json!({"type": "req", "id": id, "method": method, "params": params}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "req", "id": id, "method": method, "params": params}).to_string(),
+    ))
+    .await
+    .unwrap();
     loop {
         let v = next_json(ws).await;
         if v["type"] == "res" && v["id"] == id {
@@ -66,7 +73,9 @@ async fn handshake_challenge_then_hello_ok() {
     assert_eq!(challenge["event"], "connect.challenge");
     assert_eq!(challenge["payload"]["nonce"].as_str().unwrap().len(), 36);
     assert!(challenge["payload"]["ts"].is_u64());
-    ws.send(Message::text(connect_params(TOKEN, 3, 4).to_string())).await.unwrap();
+    ws.send(Message::text(connect_params(TOKEN, 3, 4).to_string()))
+        .await
+        .unwrap();
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["type"], "res");
     assert_eq!(hello["id"], "1:abc");
@@ -74,7 +83,10 @@ async fn handshake_challenge_then_hello_ok() {
     assert_eq!(p["type"], "hello-ok");
     assert_eq!(p["protocol"], 4);
     assert!(p["server"]["connId"].is_string());
-    assert!(p["features"]["methods"].as_array().unwrap().contains(&json!("chat.send")));
+    assert!(p["features"]["methods"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("chat.send")));
     assert_eq!(p["snapshot"]["stateVersion"]["presence"], 0);
     assert_eq!(p["auth"]["scopes"], json!(["operator.admin"]));
     assert_eq!(p["policy"]["tickIntervalMs"], 30000);
@@ -85,29 +97,46 @@ async fn handshake_challenge_then_hello_ok() {
 async fn wrong_token_is_refused_and_closed_1008() {
     let ctx = TestContext::start().await;
     let (mut ws, _) = open(&ctx, "/").await;
-    ws.send(Message::text(connect_params("nope", 4, 4).to_string())).await.unwrap();
+    ws.send(Message::text(connect_params("nope", 4, 4).to_string()))
+        .await
+        .unwrap();
     let res = next_json(&mut ws).await;
     assert_eq!(res["ok"], false);
     assert_eq!(res["error"]["code"], "INVALID_REQUEST");
-    assert!(res["error"]["message"].as_str().unwrap().starts_with("unauthorized: gateway token mismatch"));
+    assert!(res["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("unauthorized: gateway token mismatch"));
     assert_eq!(res["error"]["details"]["code"], "AUTH_TOKEN_MISMATCH");
-    assert_eq!(next_json(&mut ws).await["closed"], u16::from(CloseCode::Policy));
+    assert_eq!(
+        next_json(&mut ws).await["closed"],
+        u16::from(CloseCode::Policy)
+    );
 }
 
 #[tokio::test]
 async fn protocol_mismatch_and_non_connect_first() {
     let ctx = TestContext::start().await;
     let (mut ws, _) = open(&ctx, "/").await;
-    ws.send(Message::text(connect_params(TOKEN, 5, 6).to_string())).await.unwrap();
+    ws.send(Message::text(connect_params(TOKEN, 5, 6).to_string()))
+        .await
+        .unwrap();
     let res = next_json(&mut ws).await;
     assert_eq!(res["error"]["message"], "protocol mismatch");
     assert_eq!(res["error"]["details"]["expectedProtocol"], 4);
     assert_eq!(next_json(&mut ws).await["closed"], 1002);
 
     let (mut ws, _) = open(&ctx, "/").await;
-    ws.send(Message::text(json!({"type": "req", "id": "x", "method": "health"}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "req", "id": "x", "method": "health"}).to_string(),
+    ))
+    .await
+    .unwrap();
     let res = next_json(&mut ws).await;
-    assert_eq!(res["error"]["message"], "invalid handshake: first request must be connect");
+    assert_eq!(
+        res["error"]["message"],
+        "invalid handshake: first request must be connect"
+    );
     assert_eq!(next_json(&mut ws).await["closed"], 1008);
 }
 
@@ -118,12 +147,18 @@ async fn chat_send_streams_events_and_history_follows() {
     let sub = call(&mut ws, "s", "sessions.subscribe", json!({})).await;
     assert_eq!(sub["payload"]["subscribed"], true);
     let key = "agent:main:main";
-    ws.send(Message::text(json!({"type": "req", "id": "2", "method": "chat.send", "params": {
-        "sessionKey": key, "message": "hello ws", "deliver": false, "idempotencyKey": "run-1"}}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "req", "id": "2", "method": "chat.send", "params": {
+        "sessionKey": key, "message": "hello ws", "deliver": false, "idempotencyKey": "run-1"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
     let ack = next_json(&mut ws).await;
-    assert_eq!(ack["payload"], json!({"runId": "run-1", "status": "started"}));
+    assert_eq!(
+        ack["payload"],
+        json!({"runId": "run-1", "status": "started"})
+    );
     let mut deltas = String::new();
     let mut last_seq = 0;
     let final_ev = loop {
@@ -148,7 +183,13 @@ async fn chat_send_streams_events_and_history_follows() {
     assert_eq!(final_ev["message"]["content"][0]["text"], "echo: hello ws");
     assert_eq!(final_ev["stopReason"], "stop");
 
-    let hist = call(&mut ws, "3", "chat.history", json!({"sessionKey": key, "limit": 200})).await;
+    let hist = call(
+        &mut ws,
+        "3",
+        "chat.history",
+        json!({"sessionKey": key, "limit": 200}),
+    )
+    .await;
     let msgs = hist["payload"]["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 2);
     assert_eq!(msgs[0]["role"], "user");
@@ -159,7 +200,13 @@ async fn chat_send_streams_events_and_history_follows() {
     assert_eq!(list["payload"]["sessions"][0]["key"], key);
     let desc = call(&mut ws, "5", "sessions.describe", json!({"key": key})).await;
     assert_eq!(desc["payload"]["session"]["key"], key);
-    let missing = call(&mut ws, "6", "sessions.describe", json!({"key": "agent:main:other"})).await;
+    let missing = call(
+        &mut ws,
+        "6",
+        "sessions.describe",
+        json!({"key": "agent:main:other"}),
+    )
+    .await;
     assert!(missing["payload"]["session"].is_null());
 }
 
@@ -169,11 +216,14 @@ async fn agent_method_answers_accepted_then_final() {
     let mut ws = connected(&ctx).await;
     let agents = call(&mut ws, "a", "agents.list", json!({})).await;
     assert_eq!(agents["payload"]["defaultId"], "main");
-    ws.send(Message::text(json!({"type": "req", "id": "9", "method": "agent", "params": {
+    ws.send(Message::text(
+        json!({"type": "req", "id": "9", "method": "agent", "params": {
         "message": "do it", "agentId": "main", "deliver": false, "timeout": 600,
-        "idempotencyKey": "k-9"}}).to_string()))
-        .await
-        .unwrap();
+        "idempotencyKey": "k-9"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
     let mut statuses = Vec::new();
     let fin = loop {
         let v = next_json(&mut ws).await;
@@ -186,7 +236,10 @@ async fn agent_method_answers_accepted_then_final() {
     };
     assert_eq!(statuses, ["accepted", "ok"]);
     assert_eq!(fin["payload"]["runId"], "k-9");
-    assert_eq!(fin["payload"]["result"]["payloads"][0]["text"], "echo: do it");
+    assert_eq!(
+        fin["payload"]["result"]["payloads"][0]["text"],
+        "echo: do it"
+    );
 }
 
 #[tokio::test]
@@ -199,32 +252,67 @@ async fn health_unknown_methods_and_list_stubs() {
     assert!(h["payload"]["agents"][0]["sessions"]["count"].is_i64());
     let u = call(&mut ws, "u", "no.such.method", json!({})).await;
     assert_eq!(u["error"]["message"], "unknown method: no.such.method");
-    assert_eq!(call(&mut ws, "q", "question.list", json!({})).await["payload"], json!({"questions": []}));
-    assert_eq!(call(&mut ws, "p", "plugin.approval.list", json!({})).await["payload"], json!([]));
-    let bad = call(&mut ws, "b", "chat.send", json!({"sessionKey": "agent:main:main", "message": "x"})).await;
-    assert_eq!(bad["error"]["message"], "invalid chat.send params: must have required property 'idempotencyKey'");
+    assert_eq!(
+        call(&mut ws, "q", "question.list", json!({})).await["payload"],
+        json!({"questions": []})
+    );
+    assert_eq!(
+        call(&mut ws, "p", "plugin.approval.list", json!({})).await["payload"],
+        json!([])
+    );
+    let bad = call(
+        &mut ws,
+        "b",
+        "chat.send",
+        json!({"sessionKey": "agent:main:main", "message": "x"}),
+    )
+    .await;
+    assert_eq!(
+        bad["error"]["message"],
+        "invalid chat.send params: must have required property 'idempotencyKey'"
+    );
 }
 
 #[tokio::test]
 async fn ticks_arrive_at_the_configured_interval() {
-    let ctx = TestContext::with(Options { tick_interval_ms: 200, ..Options::default() }).await;
+    let ctx = TestContext::with(Options {
+        tick_interval_ms: 200,
+        ..Options::default()
+    })
+    .await;
     let mut ws = connected(&ctx).await;
     let tick = next_json(&mut ws).await;
     assert_eq!(tick["event"], "tick");
     assert!(tick["payload"]["ts"].is_u64());
-    assert!(tick["seq"].as_u64().unwrap() >= 2, "challenge was seq 1: {tick}");
+    assert!(
+        tick["seq"].as_u64().unwrap() >= 2,
+        "challenge was seq 1: {tick}"
+    );
 }
 
 #[tokio::test]
 async fn chat_abort_stops_a_run() {
-    let ctx = TestContext::with(Options { fake_delay: Duration::from_secs(5), ..Options::default() }).await;
+    let ctx = TestContext::with(Options {
+        fake_delay: Duration::from_secs(5),
+        ..Options::default()
+    })
+    .await;
     let mut ws = connected(&ctx).await;
-    ws.send(Message::text(json!({"type": "req", "id": "r", "method": "chat.send", "params": {
-        "sessionKey": "agent:main:main", "message": "long one", "idempotencyKey": "run-x"}}).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({"type": "req", "id": "r", "method": "chat.send", "params": {
+        "sessionKey": "agent:main:main", "message": "long one", "idempotencyKey": "run-x"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(next_json(&mut ws).await["payload"]["status"], "started");
-    let ab = call(&mut ws, "ab", "chat.abort", json!({"sessionKey": "agent:main:main", "runId": "run-x"})).await;
+    let ab = call(
+        &mut ws,
+        "ab",
+        "chat.abort",
+        json!({"sessionKey": "agent:main:main", "runId": "run-x"}),
+    )
+    .await;
     assert_eq!(ab["payload"]["aborted"], true);
     assert_eq!(ab["payload"]["runIds"], json!(["run-x"]));
     loop {

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
-#[command(name = "moltbot-bench", about = "Load generator for the moltbot gateway")]
+#[command(
+    name = "moltbot-bench",
+    about = "Load generator for the moltbot gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -115,24 +118,34 @@ async fn one_turn_http(t: &Target, client_id: usize, n: usize) -> anyhow::Result
     let resp = req.send().await?;
     let status = resp.status();
     let bytes = resp.bytes().await?;
-    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    anyhow::ensure!(
+        status.is_success(),
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn ws_connect(t: &Target) -> anyhow::Result<Ws> {
     let url = t.url.replacen("http", "ws", 1);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     // challenge
-    ws.next().await.ok_or_else(|| anyhow::anyhow!("closed before challenge"))??;
+    ws.next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("closed before challenge"))??;
     let connect = json!({"type": "req", "id": "c", "method": "connect", "params": {
         "minProtocol": 4, "maxProtocol": 4,
         "client": {"id": "test", "version": "bench", "platform": "linux", "mode": "test"},
         "auth": {"token": t.token.clone().unwrap_or_default()}}});
     ws.send(Message::text(connect.to_string())).await?;
     loop {
-        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed in handshake"))??;
+        let msg = ws
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("closed in handshake"))??;
         if let Message::Text(txt) = msg {
             let v: Value = serde_json::from_str(&txt)?;
             if v["type"] == "res" {
@@ -150,7 +163,10 @@ async fn one_turn_ws(ws: &mut Ws, client_id: usize, n: usize) -> anyhow::Result<
         "idempotencyKey": run}});
     ws.send(Message::text(req.to_string())).await?;
     loop {
-        let msg = ws.next().await.ok_or_else(|| anyhow::anyhow!("closed mid-turn"))??;
+        let msg = ws
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("closed mid-turn"))??;
         if let Message::Text(txt) = msg {
             let v: Value = serde_json::from_str(&txt)?;
             if v["type"] == "res" && v["ok"] == false {
@@ -180,7 +196,12 @@ async fn load(
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
         .build()?;
-    let target = Target { url: url.trim_end_matches('/').to_string(), mode, token, http };
+    let target = Target {
+        url: url.trim_end_matches('/').to_string(),
+        mode,
+        token,
+        http,
+    };
     // Warm-up runs inside each client before its timed turns; the wall clock starts after a
     // barrier so connection set-up is not counted.
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
@@ -192,7 +213,11 @@ async fn load(
         let s = started.clone();
         tasks.push(tokio::spawn(async move {
             // Warm-up first, then wait for everyone, then measure.
-            let mut ws = if t.mode == Mode::Ws { Some(ws_connect(&t).await?) } else { None };
+            let mut ws = if t.mode == Mode::Ws {
+                Some(ws_connect(&t).await?)
+            } else {
+                None
+            };
             for n in 0..warmup {
                 match ws.as_mut() {
                     Some(ws) => one_turn_ws(ws, id, n).await?,
@@ -220,7 +245,9 @@ async fn load(
         all.add(&h)?;
         end = Some(end.map_or(done, |e: Instant| e.max(done)));
     }
-    let begin = *started.get().ok_or_else(|| anyhow::anyhow!("no client started"))?;
+    let begin = *started
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("no client started"))?;
     let wall = end.unwrap_or(begin).duration_since(begin).as_secs_f64();
     let total = (clients * turns) as f64;
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
@@ -235,7 +262,13 @@ async fn load(
     } else {
         println!(
             "{} clients x {} turns ({}): {:.0} turns/s  p50 {:.3} ms  p95 {:.3} ms  p99 {:.3} ms",
-            clients, turns, report["mode"].as_str().unwrap_or(""), total / wall, ms(0.5), ms(0.95), ms(0.99)
+            clients,
+            turns,
+            report["mode"].as_str().unwrap_or(""),
+            total / wall,
+            ms(0.5),
+            ms(0.95),
+            ms(0.99)
         );
     }
     Ok(())
@@ -252,8 +285,15 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-async fn startup(url: String, runs: usize, as_json: bool, command: Vec<String>) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder().timeout(Duration::from_millis(500)).build()?;
+async fn startup(
+    url: String,
+    runs: usize,
+    as_json: bool,
+    command: Vec<String>,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()?;
     let health = format!("{}/health", url.trim_end_matches('/'));
     let mut times = Vec::new();
     let mut rss = Vec::new();
@@ -294,7 +334,10 @@ async fn startup(url: String, runs: usize, as_json: bool, command: Vec<String>) 
     } else {
         println!(
             "start-up to healthy: median {:.1} ms (min {:.1}, max {:.1}); idle RSS median {:.1} MB",
-            med(&times), times[0], times[times.len() - 1], med(&rss)
+            med(&times),
+            times[0],
+            times[times.len() - 1],
+            med(&rss)
         );
     }
     Ok(())

@@ -28,7 +28,10 @@ pub fn run(config_path: Option<&Path>, args: ChatArgs) -> anyhow::Result<ExitCod
     let rt = super::small_runtime()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
-        repl(&args, &session, |msg| remote_turn(&client, &args, &session, msg)).await
+        repl(&args, &session, |msg| {
+            remote_turn(&client, &args, &session, msg)
+        })
+        .await
     })
 }
 
@@ -66,7 +69,8 @@ async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::
         overrides: Overrides::default(),
     };
     let engine = engine.clone();
-    let task = tokio::spawn(async move { engine.turn(req, Some(tx), CancellationToken::new()).await });
+    let task =
+        tokio::spawn(async move { engine.turn(req, Some(tx), CancellationToken::new()).await });
     let mut out = std::io::stdout();
     while let Some(TurnEvent::Delta(d)) = rx.recv().await {
         write!(out, "{d}")?;

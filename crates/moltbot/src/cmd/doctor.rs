@@ -156,7 +156,11 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
                 } else {
                     Level::Ok
                 };
-                let key = if o.api_key.is_some() { "key set" } else { "no key" };
+                let key = if o.api_key.is_some() {
+                    "key set"
+                } else {
+                    "no key"
+                };
                 checks.push(check(
                     "model",
                     level,
@@ -177,7 +181,11 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
                         "anthropic {} model {} ({})",
                         a.base_url,
                         a.model,
-                        if a.api_key.is_some() { "key set" } else { "no key: set model.anthropic.api_key" }
+                        if a.api_key.is_some() {
+                            "key set"
+                        } else {
+                            "no key: set model.anthropic.api_key"
+                        }
                     ),
                 ));
             }
@@ -185,7 +193,11 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
     }
     let env = EnvSnapshot::capture(&data_dir);
     if let Some(free) = env.disk_free_bytes {
-        let level = if free < 500_000_000 { Level::Warn } else { Level::Ok };
+        let level = if free < 500_000_000 {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
         checks.push(check(
             "disk",
             level,
@@ -195,7 +207,11 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
     report(&args, checks, Some(env))
 }
 
-fn report(args: &DoctorArgs, checks: Vec<Check>, env: Option<EnvSnapshot>) -> anyhow::Result<ExitCode> {
+fn report(
+    args: &DoctorArgs,
+    checks: Vec<Check>,
+    env: Option<EnvSnapshot>,
+) -> anyhow::Result<ExitCode> {
     let failed = checks.iter().any(|c| c.level == Level::Fail);
     if args.json {
         println!(
@@ -229,7 +245,14 @@ fn report(args: &DoctorArgs, checks: Vec<Check>, env: Option<EnvSnapshot>) -> an
                 }
             );
         }
-        println!("{}", if failed { "doctor: problems found" } else { "doctor: all good" });
+        println!(
+            "{}",
+            if failed {
+                "doctor: problems found"
+            } else {
+                "doctor: all good"
+            }
+        );
     }
     Ok(if failed {
         ExitCode::from(1)

@@ -42,10 +42,7 @@ fn mock_llm(listen: &str) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        eprintln!(
-            "mock OpenAI server on http://{}/v1",
-            listener.local_addr()?
-        );
+        eprintln!("mock OpenAI server on http://{}/v1", listener.local_addr()?);
         moltbot_fakes::serve_openai(listener, moltbot_fakes::FakeConfig::default()).await?;
         anyhow::Ok(())
     })?;

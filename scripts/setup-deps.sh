@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages moltbot needs to build and test, if they are missing:
+# clang + libclang-dev + cmake (llama.cpp, linked in process), tmux (drives the OpenClaw TUI
+# in end-to-end tests). Idempotent; quiet when everything is present.
+set -euo pipefail
+need=()
+command -v clang >/dev/null || need+=(clang)
+command -v cmake >/dev/null || need+=(cmake)
+[ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null | head -1)" ] || need+=(libclang-dev)
+if [ "${1:-}" = "--test" ]; then
+  command -v tmux >/dev/null || need+=(tmux)
+  command -v curl >/dev/null || need+=(curl)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
