@@ -19,7 +19,7 @@
 #   E2E_TUI_START_TIMEOUT seconds for the TUI to show "connected"  (default 60)
 #   E2E_TUI_REPLY_TIMEOUT seconds for the TUI reply to appear      (default 60)
 #   E2E_AGENT_MESSAGE     message for `openclaw agent`    (default "Say hello")
-#   E2E_TUI_MESSAGE       message typed into the TUI      (default "Say hello from the TUI")
+#   E2E_TUI_MESSAGE       message typed into the TUI      (default "Say hello from the TUI <pid>")
 #   E2E_TUI_COLS, E2E_TUI_ROWS  tmux window size                (default 120x40)
 #   E2E_KEEP_TMP=1        keep the temp dir (prints its path)
 #
@@ -39,7 +39,9 @@ CMD_TIMEOUT="${E2E_CMD_TIMEOUT:-120}"
 TUI_START_TIMEOUT="${E2E_TUI_START_TIMEOUT:-60}"
 TUI_REPLY_TIMEOUT="${E2E_TUI_REPLY_TIMEOUT:-60}"
 AGENT_MESSAGE="${E2E_AGENT_MESSAGE:-Say hello}"
-TUI_MESSAGE="${E2E_TUI_MESSAGE:-Say hello from the TUI}"
+# Unique per run, so a reply left in the session history by an earlier run
+# cannot be mistaken for this run's reply.
+TUI_MESSAGE="${E2E_TUI_MESSAGE:-Say hello from the TUI $$}"
 TUI_COLS="${E2E_TUI_COLS:-120}"
 TUI_ROWS="${E2E_TUI_ROWS:-40}"
 
@@ -77,9 +79,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 mkdir -p "$WORK/home" "$WORK/state" "$WORK/out"
-# A config file that exists (avoids a "Config unavailable" warning) and turns
-# off the startup update check.
-printf '{ "update": { "checkOnStart": false } }\n' >"$WORK/state/openclaw.json"
+# A config file that exists (avoids a "Config unavailable" warning), turns off
+# the startup update check and keeps the CLI's log file in WORK (default:
+# /tmp/openclaw/openclaw-<date>.log); its tail is shown when a step fails.
+LOG_FILE="$WORK/state/openclaw.log"
+printf '{ "update": { "checkOnStart": false }, "logging": { "file": "%s" } }\n' "$LOG_FILE" \
+  >"$WORK/state/openclaw.json"
 
 # The isolated environment every OpenClaw process runs with (env -i + this).
 ISO_ENV=(
@@ -119,6 +124,26 @@ fail() {
     echo "  --- stdout (last 20 lines):"; tail -n 20 "$WORK/out/$name.out" 2>/dev/null | sed 's/^/  | /'
     echo "  --- stderr (last 20 lines):"; tail -n 20 "$WORK/out/$name.err" 2>/dev/null | sed 's/^/  | /'
   fi
+  show_log
+}
+log_lines=0
+# show_log: print CLI log lines written since the previous call (message text only).
+show_log() {
+  [[ -f "$LOG_FILE" ]] || return 0
+  local total; total=$(wc -l <"$LOG_FILE")
+  if ((total > log_lines)); then
+    echo "  --- openclaw log (new lines, last 15):"
+    tail -n +$((log_lines + 1)) "$LOG_FILE" | tail -n 15 |
+      "$OPENCLAW_NODE" -e '
+        const lines = require("fs").readFileSync(0, "utf8").split("\n").filter(Boolean);
+        for (const l of lines) {
+          try { const o = JSON.parse(l); const m = o._meta || {};
+            const msg = Object.keys(o).filter((k) => k !== "_meta").map((k) => typeof o[k] === "string" ? o[k] : JSON.stringify(o[k])).join(" ");
+            console.log("  | " + (m.logLevelName || "") + " " + msg.slice(0, 300));
+          } catch { console.log("  | " + l.slice(0, 300)); }
+        }'
+  fi
+  log_lines=$total
 }
 expect_for() { local m="$1"; echo "${EXPECT//\{msg\}/$m}"; }
 # json_check FILE JS-EXPR: parse FILE as JSON into `d` and evaluate JS-EXPR
@@ -183,15 +208,28 @@ show_screen() {
   echo "  --- TUI screen:"
   sed -e 's/[[:space:]]*$//' "$screen_file" 2>/dev/null | sed -e :a -e '/^\n*$/{$d;N;ba' -e '}' | sed 's/^/  | /'
 }
-# Status line is "<connection> | <activity>", e.g. " connected | idle".
-# The footer below it has several " | " separators; the status line has one.
-status_line() { grep -E '^ *[^ |][^|]* \| [^|]+$' "$screen_file" | tail -n 1 | sed -e 's/[[:space:]]*$//' || true; }
+# Status line: the line just above the footer (" agent main | session main | ...").
+# Idle it reads "<connection> | <activity>" (" connected | idle"); busy it reads
+# "<spinner> <activity> • <elapsed> | <connection>". The footer may wrap on
+# narrow terminals, so find it by its start rather than by its pipes.
+status_line() {
+  awk '/^ *agent [^ ]+ \| session / { s = prev } { prev = $0 } END { print s }' "$screen_file" |
+    sed -e 's/[[:space:]]*$//'
+}
 # Problem lines, ignoring lines that echo our own message or the expected reply.
 bad_lines() {
   sed -e 's/[[:space:]]*$//' "$screen_file" | grep -iE 'error|failed|not connected|disconnected' |
     grep -vF -- "$TUI_MESSAGE" | { if [[ -n "$tui_want" ]]; then grep -vF -- "$tui_want"; else cat; fi; } || true
 }
 tui_want="$(expect_for "$TUI_MESSAGE")"
+# Lines containing the expected reply, not counting the line that shows the
+# typed message itself.
+want_count() {
+  awk -v m="$TUI_MESSAGE" -v w="$tui_want" '
+    { line = $0; gsub(/^[ \t]+|[ \t]+$/, "", line) }
+    line != m && index($0, w) { n++ }
+    END { print n + 0 }' "$screen_file"
+}
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 ms_since() { local d=$(($(now_ms) - $1)); printf '%d.%01ds' $((d / 1000)) $((d % 1000 / 100)); }
 q() { printf '%q' "$1"; }
@@ -226,6 +264,7 @@ else
       if [[ -n "$(bad_lines)" ]]; then
         tui_fail "error line after connecting: $(bad_lines | head -n 1 | sed 's/^ *//')"
       else
+        want_before="$(want_count)"
         # 2. type the message and submit it
         tmux_ send-keys -t "$TMUX_SESSION" -l -- "$TUI_MESSAGE"
         sleep 0.3
@@ -241,7 +280,7 @@ else
           if grep -qF '[tui exited' "$screen_file"; then state="exited"; break; fi
           if [[ -n "$(bad_lines)" ]]; then state="error"; break; fi
           if [[ -n "$tui_want" ]]; then
-            if grep -qF -- "$tui_want" "$screen_file"; then state="replied"; break; fi
+            if (($(want_count) > want_before)); then state="replied"; break; fi
           else
             after="$(awk -v m="$TUI_MESSAGE" -v s="$st" '
               { line = $0; gsub(/^[ \t]+|[ \t]+$/, "", line) }

@@ -1,9 +1,10 @@
 //! How fast the embedded model runs here: prompt evaluation and decoding, in tokens/s.
 //!
 //! ```text
-//! cargo run --release -p moltbot-models --example local_speed -- [GGUF] [THREADS] [TOKENS]
+//! cargo run -p moltbot-models --example local_speed -- [GGUF] [THREADS] [TOKENS]
 //! ```
-//! GGUF defaults to `$MOLTBOT_TEST_MODEL`, THREADS to 2, TOKENS to 128.
+//! GGUF defaults to `$MOLTBOT_TEST_MODEL`, THREADS to 2, TOKENS to 128. A dev build is
+//! enough: the workspace builds dependencies (llama.cpp included) optimised in every profile.
 //!
 //! Prompt speed is measured on a long prompt with a one-token answer (time to the end of the
 //! stream); decode speed is the time between the first and the last piece of a greedy answer

