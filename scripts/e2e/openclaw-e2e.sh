@@ -213,7 +213,7 @@ show_screen() {
 # "<spinner> <activity> • <elapsed> | <connection>". The footer may wrap on
 # narrow terminals, so find it by its start rather than by its pipes.
 status_line() {
-  awk '/^ *agent [^ ]+ \| session / { s = prev } { prev = $0 } END { print s }' "$screen_file" |
+  awk '/^ *agent [^|]+\| session / { s = prev } { prev = $0 } END { print s }' "$screen_file" |
     sed -e 's/[[:space:]]*$//'
 }
 # Problem lines, ignoring lines that echo our own message or the expected reply.
