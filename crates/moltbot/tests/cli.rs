@@ -1,0 +1,192 @@
+//! The `moltbot` binary as a user runs it: exit codes, messages, config handling, and a
+//! gateway process serving a turn through a fake OpenAI server on loopback.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn moltbot(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_moltbot"));
+    // An isolated HOME so no user config or data is read; no MOLTBOT_* from the caller.
+    c.env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn non_loopback_bind_without_token_refuses_to_start() {
+    let home = tempfile::tempdir().unwrap();
+    let out = moltbot(home.path())
+        .args(["gateway", "--bind", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("refusing to listen on 0.0.0.0 without a token"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn config_init_validate_and_unknown_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let out = moltbot(home.path())
+        .args(["config", "init"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let path = home.path().join(".moltbot/moltbot.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = moltbot(home.path())
+        .args(["config", "validate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // A second init refuses to overwrite.
+    let out = moltbot(home.path())
+        .args(["config", "init"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // A typo is an error naming the key.
+    std::fs::write(&path, "[gateway]\nprot = 1\n").unwrap();
+    let out = moltbot(home.path())
+        .args(["config", "validate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("prot"), "{}", text(&out));
+    // Environment overrides are typed and checked too.
+    std::fs::write(&path, "").unwrap();
+    let out = moltbot(home.path())
+        .args(["config", "show"])
+        .env("MOLTBOT_GATEWAY__PORT", "19999")
+        .env("MOLTBOT_MODEL__OPENAI__API_KEY", "sk-should-not-print")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("port = 19999"), "{shown}");
+    assert!(!shown.contains("sk-should-not-print"), "{shown}");
+}
+
+#[test]
+fn doctor_fails_on_a_bad_config_and_passes_on_a_good_one() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = home.path().join("bad.toml");
+    std::fs::write(&cfg, "[sessions]\nmax_turns = 0\n").unwrap();
+    let out = moltbot(home.path())
+        .args(["--config", cfg.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("sessions.max_turns"), "{}", text(&out));
+
+    let good = home.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[gateway]\nport = 0\n[model]\nproviders = [\"openai\"]\n[model.openai]\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    let out = moltbot(home.path())
+        .args(["--config", good.to_str().unwrap(), "doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(report["environment"]["cpu_count"].as_u64().unwrap() >= 1);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in ["config", "data dir", "store", "port", "model"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+}
+
+#[test]
+fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(moltbot_fakes::FakeOpenAi::start());
+    let home = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = moltbot(home.path())
+        .args(["gateway", "--port", &port.to_string()])
+        .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
+        .env("MOLTBOT_MODEL__OPENAI__BASE_URL", fake.base_url())
+        .env("MOLTBOT_GATEWAY_TOKEN", "cli-test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let reply: serde_json::Value = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        client
+            .post(format!("{base}/api/v1/chat"))
+            .bearer_auth("cli-test")
+            .json(&serde_json::json!({"session_id": "cli", "message": "from a process"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(reply["reply"], "echo: from a process");
+    // `moltbot sessions list` reads the same store.
+    let out = moltbot(home.path())
+        .args(["sessions", "list"])
+        .output()
+        .unwrap();
+    assert!(text(&out).contains("cli"), "{}", text(&out));
+    let out = moltbot(home.path())
+        .args(["sessions", "show", "cli"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("[assistant] echo: from a process"),
+        "{}",
+        text(&out)
+    );
+    // SIGTERM: a clean exit with status 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
