@@ -55,4 +55,5 @@ done
 echo "## gateway, 16 clients, other protocols"
 "$BENCH" load --url http://127.0.0.1:$GW_PORT --mode openai --clients 16 --turns "$TURNS"
 "$BENCH" load --url http://127.0.0.1:$GW_PORT --mode ws --clients 16 --turns "$TURNS"
+sleep 6   # let the metrics upkeep drain histogram samples
 echo "## RSS after the load: $(rss)"

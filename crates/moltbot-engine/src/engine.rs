@@ -170,20 +170,20 @@ impl Engine {
         }
         let past = history.get_or_insert_with(VecDeque::new);
 
-        // The user's message is accepted from here on: persist it before generating, so
-        // a failing model never loses what the user said.
-        let user_msg = ChatMessage::new(Role::User, req.message.clone());
-        self.inner
-            .store
-            .append(
-                &req.session_id,
-                req.user.as_deref(),
-                req.channel,
-                vec![NewMessage::new(Role::User, req.message.clone())],
-            )
-            .await?;
-        push_bounded(past, user_msg, self.inner.opts.max_turns * 2);
-
+        // The user's message is accepted from here on: it is persisted even if the model
+        // fails. The write runs while the model starts (it commits in the store's next group)
+        // and is awaited before the reply is stored, so ids stay in order.
+        let persist_user = self.inner.store.append(
+            &req.session_id,
+            req.user.as_deref(),
+            req.channel,
+            vec![NewMessage::new(Role::User, req.message.clone())],
+        );
+        push_bounded(
+            past,
+            ChatMessage::new(Role::User, req.message.clone()),
+            self.inner.opts.max_turns * 2,
+        );
         let mut messages = Vec::with_capacity(past.len() + 1);
         messages.push(ChatMessage::new(
             Role::System,
@@ -191,7 +191,10 @@ impl Engine {
         ));
         messages.extend(past.iter().cloned());
         let request = self.request(messages, &req.overrides);
-        let (model_id, completion) = self.generate(request, events, cancel).await?;
+        let (stored, generated) =
+            tokio::join!(persist_user, self.generate(request, events, cancel));
+        stored?;
+        let (model_id, completion) = generated?;
 
         let reply = NewMessage {
             role: Role::Assistant,

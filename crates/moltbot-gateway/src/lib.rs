@@ -106,6 +106,20 @@ pub async fn run(
     let grace = Duration::from_secs(state.config().gateway.shutdown_grace_secs);
     let token = state.inner.shutdown.clone();
     let turns = state.inner.turns.clone();
+    // The Prometheus recorder keeps raw histogram samples until it is drained; without
+    // this, memory would grow with every request on a gateway nobody scrapes.
+    if let Some(handle) = state.inner.metrics.clone() {
+        let stop = token.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => handle.run_upkeep(),
+                    () = stop.cancelled() => break,
+                }
+            }
+        });
+    }
     let app = app(state);
     let signal_token = token.clone();
     let signal = async move {
@@ -113,6 +127,12 @@ pub async fn run(
         tracing::info!("shutdown requested: no new connections; draining in-flight turns");
         signal_token.cancel();
     };
+    // Small frames (SSE deltas, WebSocket events) must not wait for Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(signal);
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {

@@ -29,6 +29,9 @@ pub fn run(config_path: Option<&Path>, args: GatewayArgs) -> anyhow::Result<Exit
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("moltbot-worker")
+        // Blocking work is store reads on cache misses; a small pool keeps the number of
+        // allocator arenas (and so idle RSS after a load spike) down.
+        .max_blocking_threads(16)
         .build()?;
     rt.block_on(serve(cfg))?;
     Ok(ExitCode::SUCCESS)
