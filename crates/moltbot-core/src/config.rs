@@ -317,9 +317,63 @@ impl Config {
                 self.gateway.max_body_bytes
             ));
         }
-        if self.gateway.max_concurrent_turns == 0 {
-            return bad("gateway.max_concurrent_turns must be at least 1, got 0".into());
-        }
+        let in_range = |field: &str, v: u64, lo: u64, hi: u64| -> Result<(), ConfigError> {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!(
+                    "{field} must be between {lo} and {hi}, got {v}"
+                )))
+            }
+        };
+        in_range(
+            "gateway.max_concurrent_turns",
+            self.gateway.max_concurrent_turns as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "gateway.max_message_chars",
+            self.gateway.max_message_chars as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "model.max_tokens",
+            u64::from(self.model.max_tokens),
+            1,
+            32_768,
+        )?;
+        in_range(
+            "sessions.hot_cache_sessions",
+            self.sessions.hot_cache_sessions as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "model.local.context_size",
+            u64::from(self.model.local.context_size),
+            256,
+            1_048_576,
+        )?;
+        in_range(
+            "model.local.parallel",
+            self.model.local.parallel as u64,
+            1,
+            256,
+        )?;
+        in_range(
+            "model.openai.timeout_secs",
+            self.model.openai.timeout_secs,
+            1,
+            86_400,
+        )?;
+        in_range(
+            "model.anthropic.timeout_secs",
+            self.model.anthropic.timeout_secs,
+            1,
+            86_400,
+        )?;
         if !(1..=1024).contains(&self.sessions.max_turns) {
             return bad(format!(
                 "sessions.max_turns must be between 1 and 1024, got {}",

@@ -34,7 +34,7 @@ impl Default for EngineOptions {
             default_max_tokens: 256,
             default_temperature: 0.7,
             hot_cache_sessions: 4096,
-            model_wait: Duration::from_secs(300),
+            model_wait: Duration::from_secs(60),
         }
     }
 }
@@ -159,7 +159,11 @@ impl Engine {
         let started = Instant::now();
         let _inflight = InFlight::start();
         let slot = self.inner.sessions.slot(&req.session_id);
-        let mut history = slot.history.lock().await;
+        // Wait for this session's previous turn, unless the caller gives up first.
+        let mut history = tokio::select! {
+            guard = slot.history.lock() => guard,
+            () = cancel.cancelled() => return Err(ModelError::Cancelled.into()),
+        };
         if history.is_none() {
             let rows = self
                 .inner
@@ -193,7 +197,11 @@ impl Engine {
         let request = self.request(messages, &req.overrides);
         let (stored, generated) =
             tokio::join!(persist_user, self.generate(request, events, cancel));
-        stored?;
+        if let Err(e) = stored {
+            // The cache must never hold what the store does not: reload on the next turn.
+            *history = None;
+            return Err(e.into());
+        }
         let (model_id, completion) = generated?;
 
         let reply = NewMessage {
@@ -274,12 +282,10 @@ impl Engine {
         events: Option<mpsc::Sender<TurnEvent>>,
         cancel: CancellationToken,
     ) -> Result<(String, Gathered), EngineError> {
-        let model = self
-            .inner
-            .model
-            .get(self.inner.opts.model_wait)
-            .await
-            .map_err(EngineError::NotReady)?;
+        let model = tokio::select! {
+            m = self.inner.model.get(self.inner.opts.model_wait) => m.map_err(EngineError::NotReady)?,
+            () = cancel.cancelled() => return Err(ModelError::Cancelled.into()),
+        };
         let model_id = model.id().to_string();
         let started = Instant::now();
         let mut first_token: Option<Duration> = None;
@@ -299,7 +305,13 @@ impl Engine {
                         first_token.get_or_insert_with(|| started.elapsed());
                         out.text.push_str(&t);
                         if let Some(tx) = &events {
-                            if tx.send(TurnEvent::Delta(t)).await.is_err() {
+                            // A receiver that is gone or stops reading (and is then
+                            // cancelled) ends generation.
+                            let sent = tokio::select! {
+                                r = tx.send(TurnEvent::Delta(t)) => r.is_ok(),
+                                () = gen_cancel.cancelled() => false,
+                            };
+                            if !sent {
                                 gen_cancel.cancel();
                                 return Err(ModelError::Cancelled);
                             }
@@ -318,10 +330,8 @@ impl Engine {
         if let Some(ttft) = first_token {
             metrics::histogram!("moltbot_time_to_first_token").record(ttft.as_secs_f64() * 1e3);
         }
-        if let Err(e) = result {
-            metrics::counter!("moltbot_errors_total", "kind" => e.kind()).increment(1);
-            return Err(e.into());
-        }
+        // Errors are counted once, where they reach the client (gateway, channel).
+        result?;
         metrics::counter!("moltbot_generated_tokens_total")
             .increment(u64::from(out.usage.completion_tokens));
         Ok((model_id, out))

@@ -15,6 +15,8 @@ pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -22,6 +24,8 @@ pub enum ApiError {
     TooManyRequests { limit: usize, retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("the model provider is rate limiting; retry in {retry_after_secs}s")]
+    UpstreamBusy { retry_after_secs: u64 },
     #[error("the model provider failed: {0}")]
     Upstream(String),
     #[error("the model provider did not answer in time")]
@@ -49,10 +53,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "invalid_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::UpstreamBusy { .. } => "upstream_rate_limited",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Timeout => "timeout",
             ApiError::Internal(_) => "internal",
@@ -63,21 +69,58 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::UpstreamBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The message shown to the client. Internal causes stay in the log.
+    /// The message shown to the client. Internal causes and provider answers (which may
+    /// quote credentials or internals) stay in the log.
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => "internal error; see the gateway log".to_string(),
+            ApiError::Upstream(_) => {
+                "the model provider failed; see the gateway log for details".to_string()
+            }
             other => other.to_string(),
+        }
+    }
+
+    /// Log once, at the level the failure deserves; client mistakes are not logged.
+    pub fn log(&self) {
+        match self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            ApiError::Upstream(cause) => tracing::warn!(%cause, "model provider failed"),
+            ApiError::BadRequest(_)
+            | ApiError::Unauthorized
+            | ApiError::Forbidden(_)
+            | ApiError::NotFound(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::TooManyRequests { .. }
+            | ApiError::Unavailable(_)
+            | ApiError::UpstreamBusy { .. }
+            | ApiError::Timeout => {}
+        }
+        metrics::counter!("moltbot_errors_total", "kind" => self.kind()).increment(1);
+    }
+
+    /// Seconds a client should wait before retrying, for the statuses that invite it.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::UpstreamBusy { retry_after_secs } => Some(*retry_after_secs),
+            ApiError::Unavailable(_) => Some(5),
+            _ => None,
         }
     }
 }
@@ -85,18 +128,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        match &self {
-            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
-            ApiError::Upstream(cause) => tracing::warn!(%cause, "model provider failed"),
-            ApiError::BadRequest(_)
-            | ApiError::Unauthorized
-            | ApiError::NotFound(_)
-            | ApiError::PayloadTooLarge { .. }
-            | ApiError::TooManyRequests { .. }
-            | ApiError::Unavailable(_)
-            | ApiError::Timeout => {}
-        }
-        metrics::counter!("moltbot_errors_total", "kind" => self.kind()).increment(1);
+        self.log();
         let body = ErrorBody {
             error: ErrorDetail {
                 kind: self.kind(),
@@ -105,12 +137,9 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
-        if let ApiError::TooManyRequests {
-            retry_after_secs, ..
-        } = &self
-        {
+        if let Some(secs) = self.retry_after() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::Unauthorized = &self {
             resp.headers_mut()
@@ -138,10 +167,13 @@ impl From<ModelError> for ApiError {
             ModelError::InvalidRequest(m) => ApiError::BadRequest(m),
             ModelError::Unavailable(m) => ApiError::Unavailable(m),
             ModelError::Cancelled => ApiError::Unavailable("generation was cancelled".into()),
-            e @ (ModelError::Connect(_)
-            | ModelError::RateLimited { .. }
-            | ModelError::Upstream { .. }
-            | ModelError::Protocol(_)) => ApiError::Upstream(e.to_string()),
+            ModelError::RateLimited { retry_after } => ApiError::UpstreamBusy {
+                retry_after_secs: retry_after.map_or(5, |d| d.as_secs().max(1)),
+            },
+            e
+            @ (ModelError::Connect(_) | ModelError::Upstream { .. } | ModelError::Protocol(_)) => {
+                ApiError::Upstream(e.to_string())
+            }
         }
     }
 }

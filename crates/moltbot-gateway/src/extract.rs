@@ -27,7 +27,9 @@ where
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_none_or(|ct| ct.starts_with("application/json") || ct.contains("+json"));
+            // Required, not just allowed: a browser can send a cross-site POST without a
+            // CORS preflight only with a "simple" content type, never with this one.
+            .is_some_and(|ct| ct.starts_with("application/json") || ct.contains("+json"));
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit }
@@ -63,3 +65,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// The configured body limit, put in request extensions so extractors can name it.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// A query-string rejection as our JSON 400 naming the problem.
+pub fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
+}

@@ -65,6 +65,10 @@ pub fn app(state: AppState) -> Router {
         ));
     open.merge(api)
         .fallback(fallback)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::loopback_guard,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(extract::BodyLimit(limit)))
         .layer(middleware::from_fn(metrics::track_http))
@@ -74,10 +78,14 @@ pub fn app(state: AppState) -> Router {
 /// `/`: the chat page, or the OpenClaw WebSocket protocol when the request is an upgrade.
 async fn root(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(ws) => ws::upgrade(state, ws),
+        Ok(ws) => match auth::check_ws_origin(&headers) {
+            Ok(()) => ws::upgrade(state, ws),
+            Err(e) => e.into_response(),
+        },
         Err(_) => routes::ui::page(),
     }
 }
@@ -91,12 +99,16 @@ async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     )
     .await
     {
-        Ok(ws) => ws::upgrade(state, ws),
+        Ok(ws) => match auth::check_ws_origin(&parts.headers) {
+            Ok(()) => ws::upgrade(state, ws),
+            Err(e) => e.into_response(),
+        },
         Err(_) => ApiError::NotFound(format!("no route for {path}")).into_response(),
     }
 }
 
-/// Serve until `shutdown` resolves; then stop accepting, end WebSocket sessions, let
+/// Serve until `shutdown` resolves; then stop accepting, close WebSocket sessions (their runs
+/// stop with them), let
 /// in-flight turns finish (bounded by `gateway.shutdown_grace_secs`) and return.
 pub async fn run(
     listener: TcpListener,
@@ -143,6 +155,7 @@ pub async fn run(
         () = token.cancelled() => {}
     }
     turns.close();
+    let abort = server.abort_handle();
     let drained = tokio::time::timeout(grace, async {
         turns.wait().await;
         server.await
@@ -156,6 +169,7 @@ pub async fn run(
                 grace_secs = grace.as_secs(),
                 "shutdown grace period over; closing remaining connections"
             );
+            abort.abort();
             Ok(())
         }
     }

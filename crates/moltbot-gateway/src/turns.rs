@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 pub struct TurnStream {
     pub events: mpsc::Receiver<TurnEvent>,
     pub result: JoinHandle<Result<TurnOutcome, EngineError>>,
+    /// Cancels the turn when dropped: keep it inside the response stream, so a client that
+    /// goes away stops the turn even before the first token (while it waits for the
+    /// session or the model).
+    pub guard: tokio_util::sync::DropGuard,
 }
 
 /// Start a turn. Dropping `events` (the client went away) stops generation.
@@ -35,11 +39,16 @@ where
     Fut: std::future::Future<Output = Result<TurnOutcome, EngineError>> + Send + 'static,
 {
     let (tx, events) = mpsc::channel(64);
+    let guard = cancel.clone().drop_guard();
     let fut = f(state.engine().clone(), tx, cancel);
     let result = state.inner.turns.spawn(async move {
         let out = fut.await;
         drop(permit);
         out
     });
-    TurnStream { events, result }
+    TurnStream {
+        events,
+        result,
+        guard,
+    }
 }

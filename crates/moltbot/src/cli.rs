@@ -3,8 +3,13 @@
 //! Exit codes: 0 success, 1 failure (doctor: a check failed), 2 bad usage (clap).
 
 use clap::{Args, Parser, Subcommand};
+use moltbot_core::Secret;
 use std::net::IpAddr;
 use std::path::PathBuf;
+
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
 
 /// moltbot: your self-hosted AI assistant gateway.
 #[derive(Debug, Parser)]
@@ -73,8 +78,8 @@ pub struct ChatArgs {
     #[arg(long, default_value = "http://127.0.0.1:18789", env = "MOLTBOT_URL")]
     pub url: String,
     /// Bearer token of the gateway.
-    #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
     /// Session to continue (default: a new one).
     #[arg(long)]
     pub session: Option<String>,

@@ -4,6 +4,7 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::turns::{spawn_turn, TurnStream};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -121,8 +122,13 @@ pub async fn chat(
         drop(permit);
         return Ok(Json(out).into_response());
     }
-    let TurnStream { mut events, result } = spawn_turn(&state, req, permit);
+    let TurnStream {
+        mut events,
+        result,
+        guard,
+    } = spawn_turn(&state, req, permit);
     let stream = async_stream::stream! {
+        let _cancel_on_drop = guard;
         while let Some(TurnEvent::Delta(text)) = events.recv().await {
             yield Ok::<_, std::convert::Infallible>(
                 Event::default().event("delta").data(json!({"text": text}).to_string()),
@@ -130,22 +136,22 @@ pub async fn chat(
         }
         let done = match result.await {
             Ok(Ok(out)) => Event::default().event("done").data(json!(out).to_string()),
-            Ok(Err(e)) => {
-                let e = ApiError::from(e);
-                Event::default().event("error").data(
-                    json!({"error": {"kind": e.kind(), "message": e.public_message()}})
-                        .to_string(),
-                )
-            }
-            Err(join) => Event::default().event("error").data(
-                json!({"error": {"kind": "internal", "message": join.to_string()}}).to_string(),
-            ),
+            Ok(Err(e)) => error_event(ApiError::from(e)),
+            Err(join) => error_event(ApiError::Internal(join.to_string())),
         };
         yield Ok(done);
     };
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// An SSE `error` event; the error is logged and counted once here.
+fn error_event(e: ApiError) -> Event {
+    e.log();
+    Event::default()
+        .event("error")
+        .data(json!({"error": {"kind": e.kind(), "message": e.public_message()}}).to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,8 +163,9 @@ pub struct ListQuery {
 
 pub async fn list_sessions(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let q = crate::extract::query(q)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -187,8 +194,9 @@ pub struct ShowQuery {
 pub async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<ShowQuery>,
+    q: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let q = crate::extract::query(q)?;
     validate_session_id("id", &id)?;
     let limit = q.limit.unwrap_or(256).clamp(1, 10_000);
     let store = state.engine().store();

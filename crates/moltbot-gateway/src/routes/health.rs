@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 /// Each component's status, and whether the gateway as a whole can serve turns.
 async fn components(state: &AppState) -> (bool, Value) {
     let store = match state.engine().store().ping().await {
-        Ok(()) => json!({"status": "ok", "path": state.engine().store().path()}),
+        Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "down", "error": e.to_string()}),
     };
     let store_ok = store["status"] == "ok";
@@ -19,7 +19,10 @@ async fn components(state: &AppState) -> (bool, Value) {
     let model = match &model_state {
         ModelState::Ready(m) => json!({"status": "ok", "id": m.id()}),
         ModelState::Loading(what) => json!({"status": "loading", "detail": what}),
-        ModelState::Failed(e) => json!({"status": "down", "error": e}),
+        ModelState::Failed(e) => {
+            tracing::debug!(cause = %e, "health: model failed to load");
+            json!({"status": "down", "error": "the model failed to load; see the gateway log"})
+        }
     };
     let admission = &state.inner.admission;
     let limit = state.config().gateway.max_concurrent_turns;
@@ -52,6 +55,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "degraded"
     };
     let mut env = serde_json::to_value(&state.inner.env).unwrap_or(Value::Null);
+    // `/health` is open to anyone who can reach the port: no host name (paths and load
+    // errors are left out of the components for the same reason; `doctor` shows them).
+    if let Some(obj) = env.as_object_mut() {
+        obj.remove("hostname");
+    }
     // Memory changes; the rest of the snapshot is fixed for the process lifetime.
     if let Some(avail) = live_available_memory() {
         env["memory_available_bytes"] = json!(avail);

@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use moltbot_core::{ChatMessage, Role};
-use moltbot_engine::{EngineError, Overrides, TurnEvent, TurnOutcome, TurnRequest};
+use moltbot_engine::{Overrides, TurnEvent, TurnOutcome, TurnRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -234,11 +234,15 @@ pub async fn chat_completions(
         return Ok(Json(completion_json(&id, created, &model_name, &out)).into_response());
     }
 
-    let TurnStream { mut events, result } =
-        spawn_with(&state, permit, CancellationToken::new(), move |e, tx, c| {
-            run(e, Some(tx), c)
-        });
+    let TurnStream {
+        mut events,
+        result,
+        guard,
+    } = spawn_with(&state, permit, CancellationToken::new(), move |e, tx, c| {
+        run(e, Some(tx), c)
+    });
     let stream = async_stream::stream! {
+        let _cancel_on_drop = guard;
         let chunk = |delta: Value, finish: Value| {
             json!({
                 "id": id, "object": "chat.completion.chunk", "created": created,
@@ -264,10 +268,8 @@ pub async fn chat_completions(
                     }).to_string()));
                 }
             }
-            Ok(Err(e)) => yield Ok(error_event(e)),
-            Err(join) => yield Ok(Event::default().data(
-                json!({"error": {"message": join.to_string(), "type": "internal"}}).to_string(),
-            )),
+            Ok(Err(e)) => yield Ok(error_event(ApiError::from(e))),
+            Err(join) => yield Ok(error_event(ApiError::Internal(join.to_string()))),
         }
         yield Ok(Event::default().data("[DONE]"));
     };
@@ -276,8 +278,9 @@ pub async fn chat_completions(
         .into_response())
 }
 
-fn error_event(e: EngineError) -> Event {
-    let e = ApiError::from(e);
+/// An error chunk in OpenAI's shape; the error is logged and counted once here.
+fn error_event(e: ApiError) -> Event {
+    e.log();
     Event::default().data(
         json!({"error": {"message": e.public_message(), "type": e.kind(), "kind": e.kind()}})
             .to_string(),

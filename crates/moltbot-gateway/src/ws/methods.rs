@@ -97,8 +97,7 @@ pub fn connect(conn: &Conn, p: &Value) -> Result<Value, (RpcError, u16)> {
         .filter(|s| s.is_array())
         .cloned()
         .unwrap_or_else(|| json!(["operator.admin"]));
-    let mut policy = policy();
-    policy["tickIntervalMs"] = json!(conn.state.config().gateway.tick_interval_ms);
+    let policy = policy(&conn.state);
     let state = &conn.state;
     Ok(json!({
         "type": "hello-ok",
@@ -161,6 +160,13 @@ pub async fn dispatch(conn: Arc<Conn>, req: Req) {
     }
 }
 
+/// A store failure as an RPC error: logged here, generic for the client.
+fn internal(e: impl std::fmt::Display) -> RpcError {
+    let e = crate::ApiError::Internal(e.to_string());
+    e.log();
+    RpcError::unavailable(e.public_message(), Some(1000))
+}
+
 fn str_param<'a>(p: &'a Value, name: &str) -> Option<&'a str> {
     p.get(name).and_then(Value::as_str)
 }
@@ -185,7 +191,7 @@ async fn session_rows(conn: &Conn, limit: usize) -> Result<(Vec<Value>, i64), Rp
         .store()
         .list_sessions(limit, 0)
         .await
-        .map_err(|e| RpcError::unavailable(e.to_string(), None))?;
+        .map_err(internal)?;
     let (model, _) = conn.state.engine().model().describe();
     let rows = rows.into_iter().map(|r| session_json(&r, &model)).collect();
     Ok((rows, total))
@@ -292,11 +298,11 @@ async fn chat_history(conn: &Conn, p: &Value) -> Result<Value, RpcError> {
     let messages = store
         .recent_messages(&key, limit as usize)
         .await
-        .map_err(|e| RpcError::unavailable(e.to_string(), None))?;
+        .map_err(internal)?;
     let total = store
         .session(&key)
         .await
-        .map_err(|e| RpcError::unavailable(e.to_string(), None))?
+        .map_err(internal)?
         .map(|s| s.message_count)
         .unwrap_or(0);
     Ok(json!({
@@ -357,7 +363,7 @@ async fn sessions_describe(conn: &Conn, p: &Value) -> Result<Value, RpcError> {
         .store()
         .session(&key)
         .await
-        .map_err(|e| RpcError::unavailable(e.to_string(), None))?;
+        .map_err(internal)?;
     let (model, _) = conn.state.engine().model().describe();
     Ok(json!({"session": row.map(|r| session_json(&r, &model))}))
 }
@@ -369,7 +375,7 @@ async fn sessions_reset(conn: &Conn, p: &Value) -> Result<Value, RpcError> {
         .engine()
         .reset_session(&key)
         .await
-        .map_err(|e| RpcError::unavailable(e.to_string(), None))?;
+        .map_err(internal)?;
     Ok(json!({"ok": true, "key": key, "reset": existed}))
 }
 
@@ -485,11 +491,24 @@ impl Run {
         };
         seq += 1;
         let aborted = cancel.is_cancelled();
+        // The error as the client sees it: kind for the TUI, a public message (logged once).
+        let result = result.map_err(|e| {
+            let kind = match &e {
+                EngineError::Model(moltbot_core::ModelError::Timeout(_)) => "timeout",
+                EngineError::Model(moltbot_core::ModelError::RateLimited { .. }) => "rate_limit",
+                _ => "unknown",
+            };
+            let api = crate::ApiError::from(e);
+            if !aborted {
+                api.log();
+            }
+            (kind, api.public_message())
+        });
         match &result {
             Ok(out) => {
                 let mut ev = self.chat_event(seq, "final", &out.reply);
-                ev["stopReason"] = json!("stop");
-                ev["message"]["stopReason"] = json!("stop");
+                ev["stopReason"] = json!(out.finish_reason.as_str());
+                ev["message"]["stopReason"] = json!(out.finish_reason.as_str());
                 ev["message"]["model"] = json!(out.model);
                 self.conn.event("chat", ev).await;
             }
@@ -498,15 +517,10 @@ impl Run {
                 ev["errorMessage"] = json!("aborted");
                 self.conn.event("chat", ev).await;
             }
-            Err(e) => {
+            Err((kind, message)) => {
                 let mut ev = self.chat_event(seq, "error", &so_far);
-                ev["errorMessage"] = json!(e.to_string());
-                ev["errorKind"] = json!(match e {
-                    EngineError::Model(moltbot_core::ModelError::Timeout(_)) => "timeout",
-                    EngineError::Model(moltbot_core::ModelError::RateLimited { .. }) =>
-                        "rate_limit",
-                    _ => "unknown",
-                });
+                ev["errorMessage"] = json!(message);
+                ev["errorKind"] = json!(kind);
                 self.conn.event("chat", ev).await;
             }
         }
@@ -536,11 +550,11 @@ impl Run {
                         },
                     })
                 }
-                Err(e) => json!({
+                Err((_, message)) => json!({
                     "runId": self.run_id,
                     "status": if aborted { "aborted" } else { "error" },
-                    "summary": e.to_string(),
-                    "error": e.to_string(),
+                    "summary": message,
+                    "error": message,
                 }),
             };
             self.conn.send(res_ok(&self.id, final_payload)).await;

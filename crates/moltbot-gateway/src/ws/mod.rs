@@ -24,14 +24,28 @@ pub use frames::Code;
 
 /// Largest frame accepted before `connect` succeeds.
 const PRE_AUTH_MAX_BYTES: usize = 64 * 1024;
-/// Largest frame after (OpenClaw's `policy.maxPayload`).
-const MAX_PAYLOAD: usize = 25 * 1024 * 1024;
-const MAX_BUFFERED: usize = 50 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A peer that does not take a frame within this time is dropped, so a client that stops
+/// reading cannot hold a turn (and its session) forever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames queued for one connection before it counts as stalled.
+const OUT_QUEUE: usize = 256;
+
+/// Largest frame after `connect`: the request body limit, and never below the pre-auth one.
+/// (OpenClaw's own gateway allows 25 MiB for attachments; moltbot takes text only, and the
+/// socket's limit is fixed at upgrade time, before anyone has authenticated.)
+fn max_payload(state: &AppState) -> usize {
+    state
+        .config()
+        .gateway
+        .max_body_bytes
+        .max(PRE_AUTH_MAX_BYTES)
+}
 
 pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_PAYLOAD)
-        .max_frame_size(MAX_PAYLOAD)
+    let max = max_payload(&state);
+    ws.max_message_size(max)
+        .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("moltbot_ws_connections").increment(1.0);
             serve(state, socket).await;
@@ -64,19 +78,27 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// Queue a frame; gives up when the connection closes (a stalled peer is closed by the
+    /// writer's timeout, which ends this wait too).
+    async fn push(&self, out: Out) {
+        tokio::select! {
+            _ = self.out.send(out) => {}
+            () = self.closed.cancelled() => {}
+        }
+    }
+
     pub async fn send(&self, v: Value) {
-        // A failed send means the connection is gone; the run notices through `closed`.
-        let _ = self.out.send(Out::Frame(v)).await;
+        self.push(Out::Frame(v)).await;
     }
 
     pub async fn event(&self, name: &'static str, payload: Value) {
-        let _ = self.out.send(Out::Event(name, payload)).await;
+        self.push(Out::Event(name, payload)).await;
     }
 }
 
 async fn serve(state: AppState, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Out>(256);
+    let (tx, mut rx) = mpsc::channel::<Out>(OUT_QUEUE);
     let closed = CancellationToken::new();
     let conn = Arc::new(Conn {
         state: state.clone(),
@@ -90,7 +112,14 @@ async fn serve(state: AppState, socket: WebSocket) {
     let writer_closed = closed.clone();
     let writer = tokio::spawn(async move {
         let mut seq: u64 = 0;
-        while let Some(out) = rx.recv().await {
+        loop {
+            let out = tokio::select! {
+                out = rx.recv() => match out {
+                    Some(out) => out,
+                    None => break,
+                },
+                () = writer_closed.cancelled() => break,
+            };
             let msg = match out {
                 Out::Frame(v) => Message::Text(Utf8Bytes::from(v.to_string())),
                 Out::Event(name, payload) => {
@@ -99,29 +128,33 @@ async fn serve(state: AppState, socket: WebSocket) {
                     Message::Text(Utf8Bytes::from(v.to_string()))
                 }
                 Out::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from_static(reason),
-                        })))
-                        .await;
+                    let close = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    }));
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(close)).await;
                     break;
                 }
             };
-            if sink.send(msg).await.is_err() {
-                break;
+            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!("websocket peer stopped reading; closing the connection");
+                    break;
+                }
             }
         }
         writer_closed.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     });
 
     let nonce = uuid::Uuid::new_v4().to_string();
-    let _ = tx
-        .send(Out::Event(
-            "connect.challenge",
-            json!({"nonce": nonce, "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}),
-        ))
-        .await;
+    conn.push(Out::Event(
+        "connect.challenge",
+        json!({"nonce": nonce, "ts": now_ms(), "capabilities": ["model-catalog-snapshot"]}),
+    ))
+    .await;
 
     // Handshake: the first request must be `connect`, within the timeout.
     let authed = tokio::select! {
@@ -133,13 +166,17 @@ async fn serve(state: AppState, socket: WebSocket) {
     if authed {
         run_session(&conn, &mut stream).await;
     }
-    // Stop this connection's runs and let the writer flush.
+    // Stop this connection's runs, then let the writer flush what is queued (a close
+    // frame) and end.
     for (_, (_, cancel)) in conn.runs.lock().unwrap_or_else(|p| p.into_inner()).drain() {
         cancel.cancel();
     }
     drop(tx);
-    closed.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    drop(conn);
+    let flushed = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if flushed.is_err() {
+        closed.cancel();
+    }
 }
 
 /// Read until a valid `connect`; answer `hello-ok` or an error and a close code.
@@ -148,9 +185,7 @@ async fn handshake(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<W
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
-                let _ = conn
-                    .out
-                    .send(Out::Close(1003, "binary frames are not supported"))
+                conn.push(Out::Close(1003, "binary frames are not supported"))
                     .await;
                 return false;
             }
@@ -158,9 +193,7 @@ async fn handshake(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<W
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
         };
         if text.len() > PRE_AUTH_MAX_BYTES {
-            let _ = conn
-                .out
-                .send(Out::Close(1009, "frame too large before connect"))
+            conn.push(Out::Close(1009, "frame too large before connect"))
                 .await;
             return false;
         }
@@ -170,14 +203,14 @@ async fn handshake(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<W
                 if let Some(id) = id {
                     conn.send(res_err(&id, &e)).await;
                 }
-                let _ = conn.out.send(Out::Close(1008, "invalid handshake")).await;
+                conn.push(Out::Close(1008, "invalid handshake")).await;
                 return false;
             }
         };
         if req.method != "connect" {
             let e = RpcError::invalid("invalid handshake: first request must be connect");
             conn.send(res_err(&req.id, &e)).await;
-            let _ = conn.out.send(Out::Close(1008, "invalid handshake")).await;
+            conn.push(Out::Close(1008, "invalid handshake")).await;
             return false;
         }
         return match methods::connect(conn, &req.params) {
@@ -192,7 +225,7 @@ async fn handshake(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream<W
                 } else {
                     "unauthorized"
                 };
-                let _ = conn.out.send(Out::Close(close_code, reason)).await;
+                conn.push(Out::Close(close_code, reason)).await;
                 false
             }
         };
@@ -212,7 +245,7 @@ async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = conn.out.send(Out::Close(1003, "binary frames are not supported")).await;
+                        conn.push(Out::Close(1003, "binary frames are not supported")).await;
                         return;
                     }
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
@@ -223,10 +256,13 @@ async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream
                     Err((None, e)) => tracing::debug!(error = %e.message, "dropping unreadable frame"),
                 }
             }
-            _ = tick.tick() => conn.event("tick", json!({"ts": now_ms()})).await,
+            // A tick is dropped, not queued, when the peer is behind: it is only a keepalive.
+            _ = tick.tick() => {
+                let _ = conn.out.try_send(Out::Event("tick", json!({"ts": now_ms()})));
+            }
             () = shutdown.cancelled() => {
                 conn.event("shutdown", json!({"reason": "gateway shutting down"})).await;
-                let _ = conn.out.send(Out::Close(1012, "service restart")).await;
+                conn.push(Out::Close(1012, "service restart")).await;
                 return;
             }
             () = conn.closed.cancelled() => return,
@@ -234,12 +270,13 @@ async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream
     }
 }
 
-/// Budget of buffered outgoing bytes (OpenClaw's `maxBufferedBytes`), advertised in hello.
-pub(crate) fn policy() -> Value {
+/// Limits advertised in `hello-ok`.
+pub(crate) fn policy(state: &AppState) -> Value {
+    let max = max_payload(state);
     json!({
-        "maxPayload": MAX_PAYLOAD,
-        "maxBufferedBytes": MAX_BUFFERED,
-        "tickIntervalMs": 0,
+        "maxPayload": max,
+        "maxBufferedBytes": max * 2,
+        "tickIntervalMs": state.config().gateway.tick_interval_ms,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct Options {
     pub max_concurrent_turns: usize,
     pub max_body_bytes: usize,
     pub fake_delay: Duration,
+    pub fake_chunk_delay: Duration,
+    pub fake_reply: Option<&'static str>,
     pub dir: Option<Arc<tempfile::TempDir>>,
     pub tick_interval_ms: u64,
 }
@@ -39,6 +41,8 @@ impl Default for Options {
             max_concurrent_turns: 64,
             max_body_bytes: 64 * 1024,
             fake_delay: Duration::ZERO,
+            fake_chunk_delay: Duration::ZERO,
+            fake_reply: None,
             dir: None,
             tick_interval_ms: 30_000,
         }
@@ -66,7 +70,13 @@ impl TestContext {
     }
 
     pub async fn with(opts: Options) -> Self {
-        let fake = FakeOpenAi::builder().delay(opts.fake_delay).start().await;
+        let mut fake = FakeOpenAi::builder()
+            .delay(opts.fake_delay)
+            .chunk_delay(opts.fake_chunk_delay);
+        if let Some(r) = opts.fake_reply {
+            fake = fake.reply(r);
+        }
+        let fake = fake.start().await;
         let dir = opts
             .dir
             .clone()

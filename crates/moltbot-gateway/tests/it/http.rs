@@ -483,3 +483,87 @@ fn non_loopback_without_token_refuses_to_start() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn without_a_token_only_loopback_host_names_are_served() {
+    let ctx = TestContext::with(Options {
+        token: None,
+        ..Options::default()
+    })
+    .await;
+    // No token configured: requests without Authorization work from this machine...
+    let ok = ctx
+        .client()
+        .post(ctx.url("/api/v1/chat"))
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // ...but a DNS-rebinding page (its own name resolving to 127.0.0.1) is refused.
+    let resp = ctx
+        .client()
+        .get(ctx.url("/api/v1/sessions"))
+        .header("host", "evil.example:18789")
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = error_of(resp).await;
+    assert_eq!(s, 403);
+    assert_eq!(b["error"]["kind"], "forbidden");
+}
+
+#[tokio::test]
+async fn json_content_type_is_required_and_methods_are_a_fixed_label_set() {
+    let ctx = TestContext::start().await;
+    let (s, b) = error_of(
+        ctx.post("/api/v1/chat")
+            .header("content-type", "text/plain")
+            .body(r#"{"message":"x"}"#)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type"),
+        "{b}"
+    );
+    let odd = reqwest::Method::from_bytes(b"RND123").unwrap();
+    ctx.client()
+        .request(odd, ctx.url("/x"))
+        .send()
+        .await
+        .unwrap();
+    let text = ctx
+        .client()
+        .get(ctx.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("RND123"));
+    assert!(text.contains("method=\"other\""), "{text}");
+    // Query-string mistakes are JSON 400s too.
+    let (s, b) = error_of(ctx.get("/api/v1/sessions?limit=abc").send().await.unwrap()).await;
+    assert_eq!(s, 400);
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("limit"),
+        "{b}"
+    );
+    // The bearer scheme is case-insensitive.
+    let r = ctx
+        .client()
+        .get(ctx.url("/v1/models"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

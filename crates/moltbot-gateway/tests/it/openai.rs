@@ -169,3 +169,51 @@ async fn models_are_listed() {
         404
     );
 }
+
+#[tokio::test]
+async fn a_streaming_client_that_goes_away_stops_generation() {
+    use crate::context::Options;
+    use futures::StreamExt;
+    use std::time::Duration;
+    let ctx = TestContext::with(Options {
+        fake_chunk_delay: Duration::from_millis(100),
+        fake_reply: Some("one two three four five six seven eight nine ten eleven twelve"),
+        ..Options::default()
+    })
+    .await;
+    let resp = ctx
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "moltbot", "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    // Read until the first content arrives, then hang up.
+    let mut seen = String::new();
+    while !seen.contains("one") {
+        seen.push_str(&String::from_utf8_lossy(
+            &body.next().await.unwrap().unwrap(),
+        ));
+    }
+    drop(body);
+    for _ in 0..100 {
+        if ctx.fake.aborted_streams() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ctx.fake.aborted_streams(),
+        1,
+        "the upstream stream was not cancelled"
+    );
+    assert_eq!(ctx.fake.completed_streams(), 0);
+    // The permit came back.
+    for _ in 0..100 {
+        if ctx.state.inner.admission.available_permits() == 64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ctx.state.inner.admission.available_permits(), 64);
+}

@@ -90,7 +90,10 @@ async fn handshake_challenge_then_hello_ok() {
     assert_eq!(p["snapshot"]["stateVersion"]["presence"], 0);
     assert_eq!(p["auth"]["scopes"], json!(["operator.admin"]));
     assert_eq!(p["policy"]["tickIntervalMs"], 30000);
-    assert_eq!(p["policy"]["maxPayload"], 26214400);
+    assert_eq!(
+        p["policy"]["maxPayload"], 65536,
+        "the body limit of the test config"
+    );
 }
 
 #[tokio::test]
@@ -322,4 +325,22 @@ async fn chat_abort_stops_a_run() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn browser_origins_other_than_this_machine_are_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ctx = TestContext::start().await;
+    let mut req = ctx.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403"), "{err}");
+    let mut req = ctx.ws_url().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("origin", "http://localhost:5173".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }

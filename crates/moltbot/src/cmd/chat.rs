@@ -92,7 +92,7 @@ async fn remote_turn(
         "session_id": session, "message": message, "stream": true,
     }));
     if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
+        req = req.bearer_auth(t.expose());
     }
     let resp = req
         .send()

@@ -54,5 +54,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path)?;
+    // `mode` only applies to a new file; an overwritten one is tightened too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(text.as_bytes())
 }
