@@ -154,6 +154,8 @@ pub struct LocalModelConfig {
     pub context_size: u32,
     /// Sequences decoded together.
     pub parallel: usize,
+    /// Requests that may wait for the model; more are refused at once (HTTP 503).
+    pub queue: usize,
 }
 
 impl Default for LocalModelConfig {
@@ -163,6 +165,7 @@ impl Default for LocalModelConfig {
             threads: 0,
             context_size: 4096,
             parallel: 4,
+            queue: 256,
         }
     }
 }

@@ -61,7 +61,7 @@ async fn load(test: &str) -> Option<(Turn, LocalModel)> {
     load_with(test, 1024, 4).await
 }
 
-async fn load_with(test: &str, context_size: u32, parallel: usize) -> Option<(Turn, LocalModel)> {
+async fn load_with(test: &str, context_size: u32, queue: usize) -> Option<(Turn, LocalModel)> {
     let Some(path) = model_path() else {
         eprintln!("skipping {test}: set MOLTBOT_TEST_MODEL or MOLTBOT_TEST_DATA_DIR to run it");
         return None;
@@ -70,7 +70,7 @@ async fn load_with(test: &str, context_size: u32, parallel: usize) -> Option<(Tu
     let cfg = LocalModelConfig {
         path: Some(path.clone()),
         context_size,
-        parallel,
+        queue,
         ..LocalModelConfig::default()
     };
     let model = LocalModel::load(&path, &cfg, THREADS).expect("load the local model");

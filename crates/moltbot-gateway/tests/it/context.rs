@@ -130,6 +130,22 @@ impl TestContext {
         self.client().get(self.url(path)).bearer_auth(TOKEN)
     }
 
+    /// `GET path` with the token, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// Trigger shutdown and wait for the server to finish draining.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(stop) = self.stop.take() {

@@ -76,25 +76,11 @@ async fn chat_turn_persists_and_sessions_are_listed() {
     let sent = ctx.fake.last_request().unwrap().json();
     assert_eq!(sent["messages"].as_array().unwrap().len(), 4);
 
-    let list: Value = ctx
-        .get("/api/v1/sessions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = ctx.get_json("/api/v1/sessions").await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["sessions"][0]["id"], "s-1");
     assert_eq!(list["sessions"][0]["message_count"], 4);
-    let one: Value = ctx
-        .get("/api/v1/sessions/s-1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = ctx.get_json("/api/v1/sessions/s-1").await;
     assert_eq!(one["messages"].as_array().unwrap().len(), 4);
     assert_eq!(one["messages"][3]["content"], "echo: and again");
     let missing = ctx.get("/api/v1/sessions/nope").send().await.unwrap();
@@ -336,14 +322,7 @@ async fn concurrency_limit_answers_429_with_retry_after() {
     assert!(b["error"]["message"].as_str().unwrap().contains("limit 1"));
     assert_eq!(slow.await.unwrap(), 200);
     // Accepted work was not lost: the slow turn is stored.
-    let one: Value = ctx
-        .get("/api/v1/sessions/a")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = ctx.get_json("/api/v1/sessions/a").await;
     assert_eq!(one["session"]["message_count"], 2);
 }
 
@@ -361,15 +340,7 @@ async fn metrics_expose_latency_histogram_and_http_counters() {
         .send()
         .await
         .unwrap();
-    let text = ctx
-        .client()
-        .get(ctx.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ctx.metrics().await;
     for needle in [
         "moltbot_inference_latency_bucket{le=\"10\"}",
         "moltbot_inference_latency_bucket{le=\"1000\"}",
@@ -539,15 +510,7 @@ async fn json_content_type_is_required_and_methods_are_a_fixed_label_set() {
         .send()
         .await
         .unwrap();
-    let text = ctx
-        .client()
-        .get(ctx.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ctx.metrics().await;
     assert!(!text.contains("RND123"));
     assert!(text.contains("method=\"other\""), "{text}");
     // Query-string mistakes are JSON 400s too.

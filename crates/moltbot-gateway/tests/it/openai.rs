@@ -94,14 +94,7 @@ async fn user_field_makes_a_persistent_session() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(contents[1..], ["first", "echo: first", "second"]);
-    let s: Value = ctx
-        .get("/api/v1/sessions/openai:bob")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = ctx.get_json("/api/v1/sessions/openai:bob").await;
     assert_eq!(s["session"]["channel"], "openai");
 }
 
@@ -143,14 +136,7 @@ async fn invalid_openai_requests_name_the_field() {
 #[tokio::test]
 async fn models_are_listed() {
     let ctx = TestContext::start().await;
-    let v: Value = ctx
-        .get("/v1/models")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = ctx.get_json("/v1/models").await;
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"]
         .as_array()

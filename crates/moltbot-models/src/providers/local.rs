@@ -149,9 +149,8 @@ impl LocalModel {
             .unwrap_or_else(|| "model".to_string());
         let id = format!("local/{stem}");
 
-        // `parallel` will be the number of sequences decoded together once the worker batches;
-        // until then it is how many requests may wait behind the running one.
-        let queue_capacity = cfg.parallel.max(1);
+        // Requests wait here in arrival order; the gateway's admission limit bounds them too.
+        let queue_capacity = cfg.queue.max(1);
         let (jobs_tx, jobs_rx) = std_mpsc::sync_channel::<Job>(queue_capacity);
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -206,7 +205,7 @@ impl ChatModel for LocalModel {
         if let Err(e) = self.jobs.try_send(job) {
             let err = match e {
                 std_mpsc::TrySendError::Full(_) => ModelError::Unavailable(format!(
-                    "local model busy: {} requests already waiting (`model.local.parallel` = \
+                    "local model busy: {} requests already waiting (`model.local.queue` = \
                      {}); retry shortly",
                     self.queue_capacity, self.queue_capacity
                 )),
