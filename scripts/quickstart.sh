@@ -8,5 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 cargo build --release --locked --bin moltbot
+BIN="${CARGO_TARGET_DIR:-target}/release/moltbot"
+# Put `moltbot` on PATH next to cargo's own tools, so `moltbot doctor`, `moltbot chat`, …
+# work from any folder.
+if [ -d "$HOME/.cargo/bin" ]; then
+  install -m 755 "$BIN" "$HOME/.cargo/bin/moltbot"
+  BIN="$HOME/.cargo/bin/moltbot"
+fi
 echo "chat page: http://127.0.0.1:18789/   OpenAI API: http://127.0.0.1:18789/v1" >&2
-exec "${CARGO_TARGET_DIR:-target}/release/moltbot" gateway "$@"
+exec "$BIN" gateway "$@"

@@ -84,6 +84,8 @@ pub struct SessionsConfig {
     pub max_turns: usize,
     /// Sessions whose recent history is kept in RAM.
     pub hot_cache_sessions: usize,
+    /// RAM for cached histories across all sessions, in MiB.
+    pub hot_cache_mb: usize,
 }
 
 impl Default for SessionsConfig {
@@ -91,6 +93,7 @@ impl Default for SessionsConfig {
         Self {
             max_turns: 128,
             hot_cache_sessions: 4096,
+            hot_cache_mb: 64,
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct EngineOptions {
     pub default_max_tokens: u32,
     pub default_temperature: f32,
     pub hot_cache_sessions: usize,
+    /// Approximate bytes of history kept in RAM across all sessions.
+    pub hot_cache_bytes: usize,
     /// How long a turn waits for a model that is still loading.
     pub model_wait: Duration,
 }
@@ -34,6 +36,7 @@ impl Default for EngineOptions {
             default_max_tokens: 256,
             default_temperature: 0.7,
             hot_cache_sessions: 4096,
+            hot_cache_bytes: 64 << 20,
             model_wait: Duration::from_secs(60),
         }
     }
@@ -106,7 +109,7 @@ impl Drop for InFlight {
 
 impl Engine {
     pub fn new(store: Store, model: ModelSlot, opts: EngineOptions) -> Self {
-        let sessions = SessionMap::new(opts.hot_cache_sessions);
+        let sessions = SessionMap::with_budget(opts.hot_cache_sessions, opts.hot_cache_bytes);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -225,6 +228,9 @@ impl Engine {
             ChatMessage::new(Role::Assistant, completion.text.clone()),
             self.inner.opts.max_turns * 2,
         );
+        self.inner
+            .sessions
+            .account(&slot, crate::sessions::history_bytes(past));
         Ok(TurnOutcome {
             session_id: req.session_id,
             reply: completion.text,

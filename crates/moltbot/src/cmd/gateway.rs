@@ -46,6 +46,7 @@ pub fn engine_options(cfg: &Config) -> EngineOptions {
         default_max_tokens: cfg.model.max_tokens,
         default_temperature: cfg.model.temperature,
         hot_cache_sessions: cfg.sessions.hot_cache_sessions,
+        hot_cache_bytes: cfg.sessions.hot_cache_mb << 20,
         // A turn that arrives while the model loads (first run fetches it) waits this long.
         model_wait: Duration::from_secs(60),
     }
