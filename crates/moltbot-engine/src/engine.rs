@@ -55,6 +55,8 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
     pub session_id: String,
+    /// Names this turn in [`SessionEvent`]s; a fresh id is made when `None`.
+    pub run_id: Option<String>,
     pub user: Option<String>,
     pub message: String,
     /// Where the turn came from (`http`, `openai`, `ws`, …), kept with the session.
@@ -68,6 +70,33 @@ pub enum TurnEvent {
     /// New reply text to append.
     Delta(String),
 }
+
+/// What happens in a session, for watchers other than the turn's own caller (an OpenClaw
+/// TUI subscribed to a session sees turns made over HTTP or from a channel).
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    pub session_id: String,
+    pub run_id: String,
+    pub channel: &'static str,
+    pub kind: SessionEventKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum SessionEventKind {
+    /// The user's message was accepted.
+    User(String),
+    /// New reply text.
+    Delta(String),
+    Final {
+        reply: String,
+        model: String,
+        finish_reason: FinishReason,
+    },
+    Failed(String),
+}
+
+/// Events buffered per watcher; a watcher that falls further behind skips ahead.
+const EVENT_BUFFER: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnOutcome {
@@ -89,6 +118,7 @@ struct Inner {
     model: ModelSlot,
     opts: EngineOptions,
     sessions: SessionMap,
+    events: tokio::sync::broadcast::Sender<SessionEvent>,
 }
 
 /// Decrements the in-flight gauge when a turn ends, however it ends.
@@ -116,6 +146,7 @@ impl Engine {
                 model,
                 opts,
                 sessions,
+                events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
             }),
         }
     }
@@ -130,6 +161,18 @@ impl Engine {
 
     pub fn options(&self) -> &EngineOptions {
         &self.inner.opts
+    }
+
+    /// Watch every session's turns as they happen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn publish(&self, event: impl FnOnce() -> SessionEvent) {
+        // Skip building the event when nobody watches (the common case).
+        if self.inner.events.receiver_count() > 0 {
+            let _ = self.inner.events.send(event());
+        }
     }
 
     /// Check a user message against the limits; the error names field, limit and value.
@@ -161,6 +204,10 @@ impl Engine {
         self.validate_message("message", &req.message)?;
         let started = Instant::now();
         let _inflight = InFlight::start();
+        let run_id = req
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("run-{}", uuid::Uuid::new_v4()));
         let slot = self.inner.sessions.slot(&req.session_id);
         // Wait for this session's previous turn, unless the caller gives up first.
         let mut history = tokio::select! {
@@ -198,14 +245,29 @@ impl Engine {
         ));
         messages.extend(past.iter().cloned());
         let request = self.request(messages, &req.overrides);
-        let (stored, generated) =
-            tokio::join!(persist_user, self.generate(request, events, cancel));
+        let watch = Watch {
+            session_id: &req.session_id,
+            run_id: &run_id,
+            channel: req.channel,
+        };
+        self.publish(|| watch.event(SessionEventKind::User(req.message.clone())));
+        let (stored, generated) = tokio::join!(
+            persist_user,
+            self.generate(request, events, cancel, Some(watch))
+        );
         if let Err(e) = stored {
             // The cache must never hold what the store does not: reload on the next turn.
             *history = None;
+            self.publish(|| watch.event(SessionEventKind::Failed(e.to_string())));
             return Err(e.into());
         }
-        let (model_id, completion) = generated?;
+        let (model_id, completion) = match generated {
+            Ok(g) => g,
+            Err(e) => {
+                self.publish(|| watch.event(SessionEventKind::Failed(e.to_string())));
+                return Err(e);
+            }
+        };
 
         let reply = NewMessage {
             role: Role::Assistant,
@@ -231,6 +293,13 @@ impl Engine {
         self.inner
             .sessions
             .account(&slot, crate::sessions::history_bytes(past));
+        self.publish(|| {
+            watch.event(SessionEventKind::Final {
+                reply: completion.text.clone(),
+                model: model_id.clone(),
+                finish_reason: completion.finish_reason,
+            })
+        });
         Ok(TurnOutcome {
             session_id: req.session_id,
             reply: completion.text,
@@ -259,7 +328,7 @@ impl Engine {
             );
         }
         let request = self.request(messages, overrides);
-        let (model, completion) = self.generate(request, events, cancel).await?;
+        let (model, completion) = self.generate(request, events, cancel, None).await?;
         Ok(TurnOutcome {
             session_id: String::new(),
             reply: completion.text,
@@ -287,6 +356,7 @@ impl Engine {
         request: ChatRequest,
         events: Option<mpsc::Sender<TurnEvent>>,
         cancel: CancellationToken,
+        watch: Option<Watch<'_>>,
     ) -> Result<(String, Gathered), EngineError> {
         let model = tokio::select! {
             m = self.inner.model.get(self.inner.opts.model_wait) => m.map_err(EngineError::NotReady)?,
@@ -310,6 +380,9 @@ impl Engine {
                         }
                         first_token.get_or_insert_with(|| started.elapsed());
                         out.text.push_str(&t);
+                        if let Some(w) = &watch {
+                            self.publish(|| w.event(SessionEventKind::Delta(t.clone())));
+                        }
                         if let Some(tx) = &events {
                             // A receiver that is gone or stops reading (and is then
                             // cancelled) ends generation.
@@ -359,6 +432,25 @@ impl Engine {
         let existed = self.inner.store.delete_session(session_id).await?;
         *history = Some(VecDeque::new());
         Ok(existed)
+    }
+}
+
+/// Which session and run a generation belongs to, for [`SessionEvent`]s.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    session_id: &'a str,
+    run_id: &'a str,
+    channel: &'static str,
+}
+
+impl Watch<'_> {
+    fn event(&self, kind: SessionEventKind) -> SessionEvent {
+        SessionEvent {
+            session_id: self.session_id.to_string(),
+            run_id: self.run_id.to_string(),
+            channel: self.channel,
+            kind,
+        }
     }
 }
 
@@ -436,6 +528,7 @@ mod tests {
     fn turn(session: &str, msg: &str) -> TurnRequest {
         TurnRequest {
             session_id: session.into(),
+            run_id: None,
             user: None,
             message: msg.into(),
             channel: "test",

@@ -15,6 +15,9 @@ pub mod error;
 pub mod sessions;
 pub mod slot;
 
-pub use engine::{Engine, EngineOptions, Overrides, TurnEvent, TurnOutcome, TurnRequest};
+pub use engine::{
+    Engine, EngineOptions, Overrides, SessionEvent, SessionEventKind, TurnEvent, TurnOutcome,
+    TurnRequest,
+};
 pub use error::EngineError;
 pub use slot::{ModelSlot, ModelState};

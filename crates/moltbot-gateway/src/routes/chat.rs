@@ -101,6 +101,7 @@ pub async fn chat(
     let permit = state.admit()?;
     let req = TurnRequest {
         session_id,
+        run_id: None,
         user: body.user,
         message: body.message,
         channel: "http",

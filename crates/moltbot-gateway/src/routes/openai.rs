@@ -209,6 +209,7 @@ pub async fn chat_completions(
                     .turn(
                         TurnRequest {
                             session_id,
+                            run_id: None,
                             user: body.user,
                             message,
                             channel: "openai",

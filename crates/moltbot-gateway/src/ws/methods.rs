@@ -143,8 +143,16 @@ pub async fn dispatch(conn: Arc<Conn>, req: Req) {
         }
         "chat.history" => chat_history(&conn, &req.params).await,
         "chat.abort" => Ok(chat_abort(&conn, &req.params)),
-        "sessions.subscribe" => Ok(json!({"subscribed": true})),
-        "sessions.unsubscribe" => Ok(json!({"subscribed": false})),
+        "sessions.subscribe" => {
+            conn.subscribed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(json!({"subscribed": true}))
+        }
+        "sessions.unsubscribe" => {
+            conn.subscribed
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            Ok(json!({"subscribed": false}))
+        }
         "sessions.list" => sessions_list(&conn, &req.params).await,
         "sessions.describe" => sessions_describe(&conn, &req.params).await,
         "sessions.reset" | "sessions.delete" => sessions_reset(&conn, &req.params).await,
@@ -416,8 +424,10 @@ fn start_run(conn: &Arc<Conn>, req: &Req) -> Result<(), RpcError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(run_id.to_string(), (key.clone(), cancel.clone()));
+    conn.remember_run(run_id);
     let turn = TurnRequest {
         session_id: key.clone(),
+        run_id: Some(run_id.to_string()),
         user: None,
         message: message.to_string(),
         channel: "ws",

@@ -75,6 +75,29 @@ pub(crate) struct Conn {
     /// Runs in flight on this connection, by run id, so `chat.abort` can stop them.
     pub runs: Mutex<HashMap<String, (String, CancellationToken)>>,
     pub closed: CancellationToken,
+    /// Set by `sessions.subscribe`: forward other clients' turns as `chat` events.
+    pub subscribed: std::sync::atomic::AtomicBool,
+    /// The last runs this connection started (finished ones too), so the relay never
+    /// echoes a connection's own run back to it, however late it reads the event.
+    pub own_runs: Mutex<std::collections::VecDeque<String>>,
+}
+
+impl Conn {
+    pub fn remember_run(&self, run_id: &str) {
+        let mut own = self.own_runs.lock().unwrap_or_else(|p| p.into_inner());
+        if own.len() == 64 {
+            own.pop_front();
+        }
+        own.push_back(run_id.to_string());
+    }
+
+    fn is_own_run(&self, run_id: &str) -> bool {
+        self.own_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|r| r == run_id)
+    }
 }
 
 impl Conn {
@@ -106,6 +129,8 @@ async fn serve(state: AppState, socket: WebSocket) {
         conn_id: uuid::Uuid::new_v4().to_string(),
         runs: Mutex::new(HashMap::new()),
         closed: closed.clone(),
+        subscribed: std::sync::atomic::AtomicBool::new(false),
+        own_runs: Mutex::new(std::collections::VecDeque::new()),
     });
 
     // Writer: the only owner of the sink; numbers events per connection from 1.
@@ -238,8 +263,22 @@ async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream
     let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
     tick.tick().await; // the first tick fires at once; skip it
     let shutdown = conn.state.inner.shutdown.clone();
+    let mut watched = conn.state.engine().subscribe();
+    let mut relay = Relay::default();
     loop {
         tokio::select! {
+            ev = watched.recv() => match ev {
+                Ok(ev) => {
+                    if conn.subscribed.load(std::sync::atomic::Ordering::Relaxed) {
+                        relay.forward(conn, ev).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "websocket watcher fell behind");
+                    relay.runs.clear();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+            },
             msg = stream.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
@@ -267,6 +306,71 @@ async fn run_session(conn: &Arc<Conn>, stream: &mut futures::stream::SplitStream
             }
             () = conn.closed.cancelled() => return,
         }
+    }
+}
+
+/// Turns other clients run (HTTP, another WebSocket, a channel), relayed to a subscribed
+/// connection as OpenClaw `chat` events, so a TUI shows the whole conversation.
+#[derive(Default)]
+struct Relay {
+    /// Per foreign run: the event sequence so far and the reply text so far.
+    runs: HashMap<String, (u64, String)>,
+}
+
+impl Relay {
+    async fn forward(&mut self, conn: &Conn, ev: moltbot_engine::SessionEvent) {
+        use moltbot_engine::SessionEventKind as K;
+        if conn.is_own_run(&ev.run_id) {
+            return;
+        }
+        if matches!(ev.kind, K::User(_)) {
+            return;
+        }
+        let entry = self.runs.entry(ev.run_id.clone()).or_default();
+        entry.0 += 1;
+        let seq = entry.0;
+        let (state, text, extra) = match ev.kind {
+            K::User(_) => return,
+            K::Delta(d) => {
+                entry.1.push_str(&d);
+                ("delta", entry.1.clone(), json!({"deltaText": d}))
+            }
+            K::Final {
+                reply,
+                finish_reason,
+                ..
+            } => (
+                "final",
+                reply,
+                json!({"stopReason": finish_reason.as_str()}),
+            ),
+            K::Failed(_) => (
+                "error",
+                std::mem::take(&mut entry.1),
+                json!({"errorMessage": "the turn failed", "errorKind": "unknown"}),
+            ),
+        };
+        if state != "delta" {
+            self.runs.remove(&ev.run_id);
+        }
+        let mut payload = json!({
+            "runId": ev.run_id,
+            "sessionKey": ev.session_id,
+            "agentId": "main",
+            "seq": seq,
+            "state": state,
+            "message": {
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "timestamp": now_ms(),
+            },
+        });
+        if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
+            for (k, v) in x {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        conn.event("chat", payload).await;
     }
 }
 

@@ -344,3 +344,75 @@ async fn browser_origins_other_than_this_machine_are_refused() {
         .insert("origin", "http://localhost:5173".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
+
+#[tokio::test]
+async fn subscribers_see_turns_made_by_other_clients() {
+    let ctx = TestContext::start().await;
+    let mut watcher = connected(&ctx).await;
+    call(&mut watcher, "s", "sessions.subscribe", json!({})).await;
+    let mut other = connected(&ctx).await;
+    // A turn over HTTP and one from another WebSocket, both on the main session.
+    ctx.post("/api/v1/chat")
+        .json(&json!({"session_id": "agent:main:main", "message": "from http"}))
+        .send()
+        .await
+        .unwrap();
+    other
+        .send(Message::text(
+            json!({"type": "req", "id": "o", "method": "chat.send", "params": {
+                "sessionKey": "agent:main:main", "message": "from ws", "idempotencyKey": "other-1"}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut finals = Vec::new();
+    let mut last_seq = std::collections::HashMap::new();
+    while finals.len() < 2 {
+        let ev = next_json(&mut watcher).await;
+        if ev["event"] != "chat" {
+            continue;
+        }
+        let p = &ev["payload"];
+        assert_eq!(p["sessionKey"], "agent:main:main");
+        let run = p["runId"].as_str().unwrap().to_string();
+        let seq = p["seq"].as_u64().unwrap();
+        let prev = last_seq.insert(run.clone(), seq).unwrap_or(0);
+        assert_eq!(seq, prev + 1, "per-run seq must count up: {p}");
+        if p["state"] == "final" {
+            finals.push(
+                p["message"]["content"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    finals.sort();
+    assert_eq!(finals, ["echo: from http", "echo: from ws"]);
+    // The connection that ran `chat.send` gets its own run's final once, not also relayed:
+    // count finals until the answer to a request sent after the run ended.
+    let mut own_finals = 0;
+    let mut asked = false;
+    loop {
+        let ev = next_json(&mut other).await;
+        if ev["event"] == "chat"
+            && ev["payload"]["runId"] == "other-1"
+            && ev["payload"]["state"] == "final"
+        {
+            own_finals += 1;
+            if !asked {
+                asked = true;
+                other
+                    .send(Message::text(
+                        json!({"type": "req", "id": "h", "method": "health"}).to_string(),
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        if ev["type"] == "res" && ev["id"] == "h" {
+            break;
+        }
+    }
+    assert_eq!(own_finals, 1);
+}

@@ -63,6 +63,7 @@ async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::
     let (tx, mut rx) = mpsc::channel(64);
     let req = TurnRequest {
         session_id: session.to_string(),
+        run_id: None,
         user: None,
         message,
         channel: "cli",
