@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub tick_interval_ms: u64,
     /// How long shutdown waits for in-flight turns, in seconds.
     pub shutdown_grace_secs: u64,
+    /// Serve `/metrics` without the token (for scrapers that cannot send one).
+    pub public_metrics: bool,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +59,7 @@ impl Default for GatewayConfig {
             max_message_chars: 32_000,
             tick_interval_ms: 30_000,
             shutdown_grace_secs: 30,
+            public_metrics: false,
         }
     }
 }

@@ -47,8 +47,16 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(health::readyz))
         .route("/startupz", get(health::startupz))
         .route("/startup", get(health::startupz))
-        .route("/metrics", get(health::metrics))
         .route("/", get(root));
+    let metrics = Router::new().route("/metrics", get(health::metrics));
+    let metrics = if state.config().gateway.public_metrics {
+        metrics
+    } else {
+        metrics.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+    };
     let api = Router::new()
         .route("/api/v1/chat", post(chat::chat))
         .route("/api/v1/sessions", get(chat::list_sessions))
@@ -63,7 +71,8 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::require_token,
         ));
-    open.merge(api)
+    open.merge(metrics)
+        .merge(api)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -135,14 +135,10 @@ impl TestContext {
         self.get(path).send().await.unwrap().json().await.unwrap()
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics` (which needs the token like the API).
     pub async fn metrics(&self) -> String {
-        let resp = self
-            .client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap();
+        let resp = self.get("/metrics").send().await.unwrap();
+        assert_eq!(resp.status(), 200);
         resp.text().await.unwrap()
     }
 

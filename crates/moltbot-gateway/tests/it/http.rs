@@ -270,6 +270,7 @@ async fn token_is_required_on_api_routes() {
         ),
         ("/v1/models", None),
         ("/api/v1/sessions", None),
+        ("/metrics", None),
     ] {
         let req = match &body {
             Some(b) => ctx.client().post(ctx.url(path)).json(b),
