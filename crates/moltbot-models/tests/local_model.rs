@@ -18,7 +18,7 @@ use moltbot_core::{
 use moltbot_models::fetch;
 use moltbot_models::providers::local::LocalModel;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const THREADS: usize = 2;
@@ -208,32 +208,24 @@ async fn cancellation_stops_generation_and_frees_the_worker() {
             other => panic!("expected text, got {other:?}"),
         }
     }
+    let before_cancel = model.tokens_generated();
     cancel.cancel();
-    let started = Instant::now();
     let mut tail = Vec::new();
     while let Some(item) = stream.next().await {
         tail.push(item);
     }
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "stream took {:?} to end",
-        started.elapsed()
-    );
-    assert!(
         matches!(tail.last(), Some(Err(ModelError::Cancelled))),
         "a cancelled stream ends with Cancelled: {tail:?}"
     );
 
-    // Had the worker gone on with the 900-token story, this would wait behind it for many
-    // seconds; and a stale KV cache would change the greedy answer.
-    let started = Instant::now();
+    // Had the worker gone on with the 900-token story, it would have generated hundreds of
+    // tokens more before the next request; and a stale KV cache would change the greedy
+    // answer. (Counted in tokens, not seconds, so a loaded machine cannot fail it.)
     let (after, items) = run(&model, ask("Name three colors.", 12)).await;
     usage_and_finish(&items);
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "next request took {:?}",
-        started.elapsed()
-    );
+    let extra = model.tokens_generated() - before_cancel;
+    assert!(extra <= 12 + 4, "{extra} tokens generated after the cancel");
     assert_eq!(after, expected);
 }
 
@@ -247,17 +239,15 @@ async fn dropping_the_stream_stops_generation() {
         CancellationToken::new(),
     );
     assert!(matches!(stream.next().await, Some(Ok(ChatChunk::Text(_)))));
+    let before_drop = model.tokens_generated();
     drop(stream); // the client went away
 
-    let started = Instant::now();
     let (text, items) = run(&model, ask("Say hello.", 8)).await;
     usage_and_finish(&items);
     assert!(!text.is_empty());
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "next request took {:?}",
-        started.elapsed()
-    );
+    // At most the pieces already in flight plus this answer's 8, not the 900-token story.
+    let extra = model.tokens_generated() - before_drop;
+    assert!(extra <= 8 + 4, "{extra} tokens generated after the drop");
 }
 
 #[tokio::test]

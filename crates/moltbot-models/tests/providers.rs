@@ -289,16 +289,11 @@ async fn openai_times_out_without_retrying() {
     let mut config = openai_config(fake.base_url());
     config.timeout_secs = 1;
     let model = OpenAiProvider::new(&config).expect("valid config");
-    let started = Instant::now();
+    // Had the timeout not fired, the fake would answer after 5 s and this would succeed.
     let err = collect(&model, ask("hi"), CancellationToken::new())
         .await
         .expect_err("the fake is too slow");
     assert!(matches!(err, ModelError::Timeout(_)), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(fake.requests(), 1);
 }
 
@@ -344,14 +339,9 @@ async fn cancellation_stops_the_stream_and_frees_the_connection() {
     assert!(matches!(first, Some(Ok(ChatChunk::Text(_)))), "{first:?}");
 
     cancel.cancel();
-    let started = Instant::now();
+    // The very next item is the cancellation, not more text from the still-running answer.
     let next = stream.next().await;
     assert!(matches!(next, Some(Err(ModelError::Cancelled))), "{next:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(stream.next().await.is_none());
 
     // The server notices the closed connection at its next write.

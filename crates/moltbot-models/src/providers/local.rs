@@ -36,8 +36,9 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +88,8 @@ fn backend() -> Result<&'static LlamaBackend, ModelError> {
 /// worker thread once the jobs already queued are done.
 pub struct LocalModel {
     id: String,
+    /// Tokens generated since load, across all requests.
+    generated: Arc<AtomicU64>,
     jobs: std_mpsc::SyncSender<Job>,
     queue_capacity: usize,
     context_size: u32,
@@ -156,9 +159,11 @@ impl LocalModel {
         let queue_capacity = cfg.queue.max(1);
         let (jobs_tx, jobs_rx) = std_mpsc::sync_channel::<Job>(queue_capacity);
         let (ready_tx, ready_rx) = std_mpsc::sync_channel(1);
+        let generated = Arc::new(AtomicU64::new(0));
+        let counter = generated.clone();
         std::thread::Builder::new()
             .name("llama-worker".to_string())
-            .spawn(move || worker_main(model, params, format, jobs_rx, ready_tx))
+            .spawn(move || worker_main(model, params, format, jobs_rx, ready_tx, counter))
             .map_err(|e| {
                 ModelError::Unavailable(format!("cannot start the local model's thread: {e}"))
             })?;
@@ -174,6 +179,7 @@ impl LocalModel {
             "local model loaded"
         );
         Ok(LocalModel {
+            generated,
             id,
             jobs: jobs_tx,
             queue_capacity,
@@ -190,6 +196,12 @@ impl LocalModel {
     /// Threads used for prompt evaluation and decoding.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Tokens generated since the model was loaded, over all requests. Shows whether a
+    /// cancelled request really stopped the decode loop.
+    pub fn tokens_generated(&self) -> u64 {
+        self.generated.load(Ordering::Relaxed)
     }
 }
 
@@ -454,6 +466,7 @@ fn worker_main(
     format: PromptFormat,
     jobs: std_mpsc::Receiver<Job>,
     ready: std_mpsc::SyncSender<Result<u32, ModelError>>,
+    generated: Arc<AtomicU64>,
 ) {
     let ctx = match backend().and_then(|b| {
         model.new_context(b, params).map_err(|e| {
@@ -475,6 +488,7 @@ fn worker_main(
         ctx,
         batch: LlamaBatch::new(n_batch as usize, 1),
         format,
+        generated,
     };
     if ready.send(Ok(engine.ctx.n_ctx())).is_err() {
         return; // the loader gave up waiting
@@ -491,6 +505,7 @@ struct Engine<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     format: PromptFormat,
+    generated: Arc<AtomicU64>,
 }
 
 /// How a generation ended, when it did not fail.
@@ -597,6 +612,7 @@ impl Engine<'_> {
                 break FinishReason::Stop;
             }
             generated += 1;
+            self.generated.fetch_add(1, Ordering::Relaxed);
             let piece = vocab.token_to_piece(token, false, None);
             let (out, stopped) = text.push(&piece);
             if !out.is_empty() && !sink.send(Ok(ChatChunk::Text(out))) {
