@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages moltbot needs to build and test, if they are missing:
 # clang + libclang-dev + cmake (llama.cpp, linked in process), tmux (drives the OpenClaw TUI
-# in end-to-end tests). Idempotent; quiet when everything is present.
+# in end-to-end tests), chromium (the chat page in a real browser). Idempotent; quiet when
+# everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null || need+=(clang)
@@ -10,6 +11,7 @@ command -v cmake >/dev/null || need+=(cmake)
 if [ "${1:-}" = "--test" ]; then
   command -v tmux >/dev/null || need+=(tmux)
   command -v curl >/dev/null || need+=(curl)
+  command -v chromium >/dev/null || need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2

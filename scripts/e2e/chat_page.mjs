@@ -1,0 +1,36 @@
+// The chat page at `/` in a real headless Chromium: type a message, send it, and wait for
+// the streamed reply to finish. Usage: node chat_page.mjs URL TOKEN SCREENSHOT.png
+import { chromium } from 'playwright-core';
+
+const [url, token, shot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  // Keep Chromium off the network: this machine reaches nothing but loopback.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 900, height: 600 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(url, { timeout: 15000 });
+  await page.waitForFunction(
+    () => !document.getElementById('status').textContent.includes('checking'), null, { timeout: 15000 });
+  await page.fill('input[name=token]', token);
+  await page.fill('input[name=message]', 'What is the capital of France?');
+  await page.click('button');
+  await page.waitForSelector('.msg.assistant[data-done="1"], .msg.error[data-done="1"]', { timeout: 120000 });
+  const reply = (await page.textContent('.msg[data-done="1"]')).trim();
+  const isError = await page.$('.msg.error');
+  await page.screenshot({ path: shot });
+  if (isError || !reply || reply === '…' || errors.length) {
+    console.log(`FAIL chat page: reply ${JSON.stringify(reply)} errors ${JSON.stringify(errors)}`);
+    failed = true;
+  } else {
+    console.log(`PASS chat page in Chromium: ${JSON.stringify(reply.slice(0, 80))}`);
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
