@@ -302,7 +302,23 @@ impl Config {
             })
             .collect();
         for (key, value) in nested {
-            fig = fig.merge(Toml::string(&env_toml(&key, &value)));
+            let typed = env_toml(&key, &value);
+            let as_string = format!("{key} = {}", toml::Value::String(value.clone()));
+            // A value that reads as a number or bool may be meant as a string (a token of
+            // digits, a model named `1`): keep the typed reading only if the config accepts it.
+            let typed_fits = typed == as_string
+                || fig
+                    .clone()
+                    .merge(Toml::string(&typed))
+                    .extract::<Config>()
+                    .is_ok();
+            let string_fits = !typed_fits
+                && fig
+                    .clone()
+                    .merge(Toml::string(&as_string))
+                    .extract::<Config>()
+                    .is_ok();
+            fig = fig.merge(Toml::string(if string_fits { &as_string } else { &typed }));
         }
         let mut cfg: Config = fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
@@ -492,6 +508,25 @@ mod tests {
         assert_eq!(cfg.gateway.port, 2000);
         assert_eq!(cfg.model.openai.base_url, "http://127.0.0.1:9/v1");
         assert_eq!(cfg.gateway.token.unwrap().expose(), "tok");
+    }
+
+    #[test]
+    fn env_values_that_look_like_numbers_can_still_be_strings() {
+        let env = vec![
+            ("MOLTBOT_GATEWAY__TOKEN".to_string(), "123456".to_string()),
+            (
+                "MOLTBOT_MODEL__OPENAI__MODEL".to_string(),
+                "true".to_string(),
+            ),
+            ("MOLTBOT_GATEWAY__PORT".to_string(), "2001".to_string()),
+        ];
+        let cfg = Config::load_with_env(None, &env).unwrap();
+        assert_eq!(cfg.gateway.token.unwrap().expose(), "123456");
+        assert_eq!(cfg.model.openai.model, "true");
+        assert_eq!(cfg.gateway.port, 2001);
+        // A number where a number is wanted, but out of range: still an error.
+        let env = vec![("MOLTBOT_GATEWAY__PORT".to_string(), "99999".to_string())];
+        assert!(Config::load_with_env(None, &env).is_err());
     }
 
     #[test]
