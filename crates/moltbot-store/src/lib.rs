@@ -393,13 +393,15 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// A cheap liveness check for `/health`.
+    /// A cheap liveness check for `/health`: the reader answers a query and the writer
+    /// thread commits an empty group (so a dead writer shows up here, not at the next turn).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.write(|_| Ok(0)).await.map(drop)
     }
 }
 
