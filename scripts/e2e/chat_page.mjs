@@ -19,16 +19,23 @@ try {
     () => !document.getElementById('status').textContent.includes('checking'), null, { timeout: 15000 });
   await page.fill('input[name=token]', token);
   await page.fill('input[name=message]', 'What is the capital of France?');
-  await page.click('button');
+  await page.click('form button[type=submit]');
   await page.waitForSelector('.msg.assistant[data-done="1"], .msg.error[data-done="1"]', { timeout: 120000 });
   const reply = (await page.textContent('.msg[data-done="1"]')).trim();
   const isError = await page.$('.msg.error');
+  // A reload shows the stored conversation (same tab, same session).
+  await page.reload();
+  await page.waitForSelector('.msg.assistant[data-history="1"]', { timeout: 15000 });
+  const history = await page.$$eval('.msg[data-history="1"]', (els) => els.map((e) => e.textContent));
   await page.screenshot({ path: shot });
   if (isError || !reply || reply === '…' || errors.length) {
     console.log(`FAIL chat page: reply ${JSON.stringify(reply)} errors ${JSON.stringify(errors)}`);
     failed = true;
+  } else if (history.length !== 2 || history[0] !== 'What is the capital of France?' || history[1].trim() !== reply) {
+    console.log(`FAIL chat page: history after reload ${JSON.stringify(history)}`);
+    failed = true;
   } else {
-    console.log(`PASS chat page in Chromium: ${JSON.stringify(reply.slice(0, 80))}`);
+    console.log(`PASS chat page in Chromium (reply, then history after reload): ${JSON.stringify(reply.slice(0, 80))}`);
   }
 } finally {
   await browser.close();
