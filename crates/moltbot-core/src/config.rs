@@ -137,8 +137,9 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             providers: vec![ProviderKind::Local],
-            system_prompt: "You are Moltbot, a helpful personal assistant. Answer briefly and \
-                            accurately."
+            // Plain on purpose: the embedded 135M model answers worse when given a name
+            // (measured: "capital of France" went from "Paris" to nonsense).
+            system_prompt: "You are a helpful assistant. Answer briefly and accurately."
                 .to_string(),
             max_tokens: 256,
             temperature: 0.7,

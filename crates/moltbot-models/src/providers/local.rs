@@ -53,6 +53,9 @@ const DEFAULT_TOP_P: f32 = 0.95;
 /// long tail of junk tokens that small models otherwise pick now and then.
 const SAMPLE_TOP_K: i32 = 40;
 const SAMPLE_MIN_P: f32 = 0.05;
+/// Repetition penalty over the last tokens generated (1.0 would be off).
+const REPEAT_PENALTY: f32 = 1.15;
+const REPEAT_LAST_N: i32 = 64;
 
 /// Tokens handed to llama.cpp per prompt-evaluation call. Cancellation is checked between
 /// calls, so this bounds how long a cancelled long prompt keeps the worker busy.
@@ -445,11 +448,16 @@ impl Sampling {
         })
     }
 
-    fn sampler(&self) -> LlamaSampler {
+    fn sampler(&self, n_vocab: i32) -> LlamaSampler {
+        // A mild penalty on recently generated tokens: small models (SmolLM2-135M) otherwise
+        // fall into loops, greedy decoding most of all. Per-request penalties come with the
+        // decoding work of issue 5.
+        let penalties = LlamaSampler::penalties(n_vocab, REPEAT_LAST_N, REPEAT_PENALTY, 0.0, 0.0);
         if self.temperature == 0.0 {
-            return LlamaSampler::greedy();
+            return LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()]);
         }
         LlamaSampler::chain_simple([
+            penalties,
             LlamaSampler::top_k(SAMPLE_TOP_K),
             LlamaSampler::top_p(self.top_p, 1),
             LlamaSampler::min_p(SAMPLE_MIN_P, 1),
@@ -595,7 +603,7 @@ impl Engine<'_> {
 
         let model = self.model;
         let vocab = model.vocab();
-        let mut sampler = sampling.sampler();
+        let mut sampler = sampling.sampler(model.n_vocab());
         let mut text = TextAssembler::new(sampling.stop.clone());
         // The answer may not run past the context window either.
         let limit = (sampling.max_tokens as usize).min(n_ctx - tokens.len());
