@@ -301,6 +301,36 @@ else
               tui_fail "error line after the reply: $(bad_lines | head -n 1 | sed 's/^ *//')"
             else
               pass "$step" "connected after ${t_conn}, reply after ${t_reply}"
+              # e. A turn made elsewhere (over HTTP, on the same session) appears in the
+              #    open TUI: the user's line (session.message) and the reply (chat events).
+              step="e  tui shows a turn made over HTTP"
+              other_msg="sent over http $$"
+              http_url="${URL/#ws/http}"
+              if curl -fsS -m "$CMD_TIMEOUT" -H "Authorization: Bearer $TOKEN" \
+                -H 'Content-Type: application/json' \
+                -d "{\"session_id\":\"agent:main:main\",\"message\":\"$other_msg\"}" \
+                "$http_url/api/v1/chat" >/dev/null; then
+                shown=0
+                for _ in $(seq 1 40); do
+                  capture
+                  st="$(status_line)"
+                  after="$(awk -v m="$other_msg" -v s="$st" '
+                    { line = $0; gsub(/^[ \t]+|[ \t]+$/, "", line) }
+                    line == m { seen = 1; n = 0; next }
+                    seen && $0 == s { exit }
+                    seen && $0 ~ /[^[:space:]─-]/ { n++ }
+                    END { print n + 0 }' "$screen_file")"
+                  if [[ "${after:-0}" -gt 0 ]]; then shown=1; break; fi
+                  sleep 0.25
+                done
+                if [[ $shown -eq 1 ]]; then
+                  pass "$step" "user line and reply shown"
+                else
+                  tui_fail "the HTTP turn did not appear in the TUI"
+                fi
+              else
+                fail "$step" "the HTTP turn failed"
+              fi
             fi
             ;;
           exited) tui_fail "TUI exited while waiting for the reply" ;;

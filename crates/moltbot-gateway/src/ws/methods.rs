@@ -34,7 +34,13 @@ pub const METHODS: &[&str] = &[
     "plugin.approval.list",
 ];
 
-const EVENTS: &[&str] = &["connect.challenge", "tick", "chat", "agent", "shutdown"];
+const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "tick",
+    "chat",
+    "session.message",
+    "shutdown",
+];
 
 fn main_session_key() -> String {
     format!("agent:{AGENT_ID}:{MAIN_KEY}")

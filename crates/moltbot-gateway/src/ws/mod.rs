@@ -323,7 +323,18 @@ impl Relay {
         if conn.is_own_run(&ev.run_id) {
             return;
         }
-        if matches!(ev.kind, K::User(_)) {
+        if let K::User(text) = &ev.kind {
+            // OpenClaw's `session.message`: the TUI shows it as the user's line of the turn.
+            let payload = json!({
+                "sessionKey": ev.session_id,
+                "sessionId": ev.session_id,
+                "agentId": "main",
+                "runId": ev.run_id,
+                "messageId": format!("{}:user", ev.run_id),
+                "updatedAt": now_ms(),
+                "message": {"role": "user", "content": text, "timestamp": now_ms()},
+            });
+            conn.event("session.message", payload).await;
             return;
         }
         let entry = self.runs.entry(ev.run_id.clone()).or_default();

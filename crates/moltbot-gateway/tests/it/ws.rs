@@ -367,8 +367,17 @@ async fn subscribers_see_turns_made_by_other_clients() {
         .unwrap();
     let mut finals = Vec::new();
     let mut last_seq = std::collections::HashMap::new();
+    let mut user_lines = Vec::new();
     while finals.len() < 2 {
         let ev = next_json(&mut watcher).await;
+        if ev["event"] == "session.message" {
+            let p = &ev["payload"];
+            assert_eq!(p["sessionKey"], "agent:main:main");
+            assert_eq!(p["message"]["role"], "user");
+            assert!(p["messageId"].is_string() && p["runId"].is_string(), "{p}");
+            user_lines.push(p["message"]["content"].as_str().unwrap().to_string());
+            continue;
+        }
         if ev["event"] != "chat" {
             continue;
         }
@@ -389,6 +398,8 @@ async fn subscribers_see_turns_made_by_other_clients() {
     }
     finals.sort();
     assert_eq!(finals, ["echo: from http", "echo: from ws"]);
+    user_lines.sort();
+    assert_eq!(user_lines, ["from http", "from ws"]);
     // The connection that ran `chat.send` gets its own run's final once, not also relayed:
     // count finals until the answer to a request sent after the run ended.
     let mut own_finals = 0;
