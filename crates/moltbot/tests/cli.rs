@@ -133,7 +133,8 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
         l.local_addr().unwrap().port()
     };
     let mut child = moltbot(home.path())
-        .args(["gateway", "--port", &port.to_string()])
+        .args(["gateway", "--port", &port.to_string(), "--verbose"])
+        .env("MOLTBOT_MODEL__OPENAI__API_KEY", "sk-test-secret-value-42")
         .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
         .env("MOLTBOT_MODEL__OPENAI__BASE_URL", fake.base_url())
         .env("MOLTBOT_GATEWAY_TOKEN", "cli-test")
@@ -187,6 +188,23 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "exit status {exit:?}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    // Even at debug level, neither the API key nor the gateway token reach the log.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("listening on"), "{log}");
+    assert!(
+        !log.contains("sk-test-secret-value-42"),
+        "API key in the log:\n{log}"
+    );
+    assert!(
+        !log.contains("cli-test"),
+        "gateway token in the log:\n{log}"
+    );
+    // The provider really sent the key (so it was configured, just never printed).
+    let sent = fake.last_request().unwrap();
+    assert_eq!(
+        sent.header("authorization"),
+        Some("Bearer sk-test-secret-value-42")
+    );
 }
