@@ -132,7 +132,7 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = moltbot(home.path())
+    let child = moltbot(home.path())
         .args(["gateway", "--port", &port.to_string(), "--verbose"])
         .env("MOLTBOT_MODEL__OPENAI__API_KEY", "sk-test-secret-value-42")
         .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
