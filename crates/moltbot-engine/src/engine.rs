@@ -95,6 +95,9 @@ pub enum SessionEventKind {
     Failed(String),
 }
 
+/// How long a turn waits for its caller to take the next piece of the reply.
+const STALLED_READER: Duration = Duration::from_secs(30);
+
 /// Events buffered per watcher; a watcher that falls further behind skips ahead.
 const EVENT_BUFFER: usize = 1024;
 
@@ -386,8 +389,12 @@ impl Engine {
                         if let Some(tx) = &events {
                             // A receiver that is gone or stops reading (and is then
                             // cancelled) ends generation.
+                            // A receiver that stops reading for this long (a stalled SSE
+                            // client) counts as gone: the turn must not hold its session.
                             let sent = tokio::select! {
-                                r = tx.send(TurnEvent::Delta(t)) => r.is_ok(),
+                                r = tokio::time::timeout(STALLED_READER, tx.send(TurnEvent::Delta(t))) => {
+                                    matches!(r, Ok(Ok(())))
+                                }
                                 () = gen_cancel.cancelled() => false,
                             };
                             if !sent {
@@ -508,6 +515,53 @@ mod tests {
                 yield Ok(ChatChunk::Finish(FinishReason::Stop));
             })
         }
+    }
+
+    /// Streams many pieces, to fill a reader's queue.
+    struct ChattyModel;
+
+    impl ChatModel for ChattyModel {
+        fn id(&self) -> &str {
+            "test/chatty"
+        }
+        fn stream(&self, _request: ChatRequest, _cancel: CancellationToken) -> ChunkStream {
+            Box::pin(async_stream::stream! {
+                for i in 0..200 {
+                    yield Ok(ChatChunk::Text(format!("{i} ")));
+                }
+                yield Ok(ChatChunk::Finish(FinishReason::Stop));
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_reading_ends_the_turn_and_frees_the_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let engine = Engine::new(
+            store,
+            ModelSlot::ready(Arc::new(ChattyModel)),
+            EngineOptions::default(),
+        );
+        // A reader that takes nothing: its queue fills, then the turn gives up (in virtual
+        // time: the runtime's clock is paused and jumps to the timeout).
+        let (tx, _never_read) = mpsc::channel(1);
+        let err = engine
+            .turn(turn("s", "talk"), Some(tx), CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, EngineError::Model(ModelError::Cancelled)),
+            "{err:?}"
+        );
+        // The session is free again and the user's message was kept.
+        let out = engine
+            .turn(turn("s", "again"), None, CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(out.reply.starts_with("0 1 2"));
+        let stored = engine.history("s", 10).await.unwrap();
+        assert_eq!(stored[0].content, "talk");
     }
 
     fn engine(dir: &std::path::Path, max_turns: usize) -> (Engine, Arc<CountingModel>) {
