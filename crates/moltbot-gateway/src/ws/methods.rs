@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const AGENT_ID: &str = "main";
+pub(super) const AGENT_ID: &str = "main";
 const MAIN_KEY: &str = "main";
 
 /// Methods we answer, advertised in `hello-ok`.
@@ -464,18 +464,7 @@ struct Run {
 
 impl Run {
     fn chat_event(&self, seq: u64, state: &str, text: &str) -> Value {
-        json!({
-            "runId": self.run_id,
-            "sessionKey": self.key,
-            "agentId": AGENT_ID,
-            "seq": seq,
-            "state": state,
-            "message": {
-                "role": "assistant",
-                "content": [{"type": "text", "text": text}],
-                "timestamp": now_ms(),
-            },
-        })
+        super::chat_payload(&self.run_id, &self.key, seq, state, text)
     }
 
     async fn execute(self, turn: TurnRequest, cancel: CancellationToken) {

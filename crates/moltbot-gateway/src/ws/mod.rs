@@ -364,18 +364,7 @@ impl Relay {
         if state != "delta" {
             self.runs.remove(&ev.run_id);
         }
-        let mut payload = json!({
-            "runId": ev.run_id,
-            "sessionKey": ev.session_id,
-            "agentId": "main",
-            "seq": seq,
-            "state": state,
-            "message": {
-                "role": "assistant",
-                "content": [{"type": "text", "text": text}],
-                "timestamp": now_ms(),
-            },
-        });
+        let mut payload = chat_payload(&ev.run_id, &ev.session_id, seq, state, &text);
         if let (Some(p), Some(x)) = (payload.as_object_mut(), extra.as_object()) {
             for (k, v) in x {
                 p.insert(k.clone(), v.clone());
@@ -383,6 +372,29 @@ impl Relay {
         }
         conn.event("chat", payload).await;
     }
+}
+
+/// An OpenClaw `chat` event payload: one step (`delta`, `final`, …) of a run, with the
+/// assistant's text so far.
+pub(crate) fn chat_payload(
+    run_id: &str,
+    session_key: &str,
+    seq: u64,
+    state: &str,
+    text: &str,
+) -> Value {
+    json!({
+        "runId": run_id,
+        "sessionKey": session_key,
+        "agentId": methods::AGENT_ID,
+        "seq": seq,
+        "state": state,
+        "message": {
+            "role": "assistant",
+            "content": [{"type": "text", "text": text}],
+            "timestamp": now_ms(),
+        },
+    })
 }
 
 /// Limits advertised in `hello-ok`.
