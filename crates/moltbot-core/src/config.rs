@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+mod channels;
+pub use channels::{
+    ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
+    SessionScope, SlackConfig, TelegramConfig, TelegramMode, WhatsAppConfig,
+};
+
 /// The example config written by `moltbot config init`; a test checks that it parses and
 /// equals the defaults.
 pub const EXAMPLE_CONFIG: &str = include_str!("../moltbot.example.toml");
@@ -22,6 +28,7 @@ pub struct Config {
     pub data: DataConfig,
     pub sessions: SessionsConfig,
     pub model: ModelConfig,
+    pub channels: ChannelsConfig,
     pub log: LogConfig,
 }
 
@@ -421,6 +428,7 @@ impl Config {
                 self.gateway.tick_interval_ms
             ));
         }
+        self.channels.validate()?;
         Ok(())
     }
 

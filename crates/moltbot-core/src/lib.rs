@@ -5,14 +5,18 @@
 //! - [`secret`]: [`Secret`], a string that never prints.
 //! - [`model`]: the [`ChatModel`] trait every generation provider implements, with its
 //!   request, chunk and error types.
+//! - [`channel`]: the [`Channel`] trait each messaging platform implements and the
+//!   [`InboundSink`] through which adapters hand messages to the turn pipeline.
 //! - [`envinfo`]: the environment snapshot (OS, CPUs, memory, disk, GPU) shown by
 //!   `/health` and `doctor` and used to pick thread counts.
 
+pub mod channel;
 pub mod config;
 pub mod envinfo;
 pub mod model;
 pub mod secret;
 
+pub use channel::{Channel, ChannelError, ChannelState, Inbound, InboundSink, Outbound};
 pub use config::{Config, ConfigError};
 pub use model::{
     ChatChunk, ChatMessage, ChatModel, ChatRequest, ChunkStream, Completion, FinishReason,
