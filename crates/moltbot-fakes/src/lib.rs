@@ -13,6 +13,9 @@
 //! - [`serve_openai`] / [`serve_anthropic`]: run a fake on a given listener until the task is
 //!   dropped (for the benchmark binary).
 //! - [`RecordedRequest`]: headers and body of a request, for assertions.
+//! - [`telegram`], [`whatsapp`], [`discord`], [`slack`]: fake messaging platforms speaking
+//!   the real Bot API / Cloud API / gateway + REST / Events API wire formats, with the test
+//!   side to inject user messages and read what the bot sent.
 //! - `openai` / `anthropic` (private): the routes and the event sequences of each wire
 //!   format; what to answer ([`Reply`], echo, `max_tokens` cut) is worked out here in `lib.rs`.
 //!
@@ -39,6 +42,11 @@ use tokio::task::JoinHandle;
 
 mod anthropic;
 mod openai;
+
+pub mod discord;
+pub mod slack;
+pub mod telegram;
+pub mod whatsapp;
 
 use anthropic::anthropic_router;
 use openai::openai_router;
