@@ -4,6 +4,9 @@
 //! - [`Store`]: a cheap-clone handle; every call runs its SQL on the blocking pool so async
 //!   workers never wait on disk.
 //! - [`SessionRow`], [`StoredMessage`], [`NewMessage`]: what goes in and out.
+//! - `channels`: the messaging channels' durable state: inbox (received messages,
+//!   de-duplicated by platform id), outbox (replies until sent), pairing requests, approved
+//!   senders and adapter cursors ([`InboxRow`], [`OutboxRow`], [`PairingRequest`]…).
 //!
 //! Writes go to one writer thread that owns the write connection and commits in groups:
 //! it takes every write waiting in its queue, runs each inside its own savepoint (so one
@@ -11,6 +14,10 @@
 //! that turns hundreds of commits per second into a few, without delaying a lone write.
 //! Reads use a second connection behind a std `Mutex`, only ever held inside
 //! `spawn_blocking` (never across an `.await`); WAL lets it read while the writer commits.
+
+mod channels;
+
+pub use channels::{AllowedSender, InboxItem, InboxRow, NewOutbox, OutboxRow, PairingRequest};
 
 use moltbot_core::Role;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -149,7 +156,7 @@ fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Write
     }
 }
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -175,7 +182,7 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, id);
 ";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -218,6 +225,7 @@ impl Store {
         }
         writer
             .execute_batch(SCHEMA_V1)
+            .and_then(|()| writer.execute_batch(channels::SCHEMA_V2))
             .map_err(|e| open_err(e.to_string()))?;
         writer
             .pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -243,7 +251,7 @@ impl Store {
     }
 
     /// Queue a write for the writer thread and wait until it is committed.
-    async fn write(
+    pub(crate) async fn write(
         &self,
         op: impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static,
     ) -> Result<i64, StoreError> {
@@ -259,7 +267,7 @@ impl Store {
         wait.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn with_reader<T: Send + 'static>(
+    pub(crate) async fn with_reader<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

@@ -1,0 +1,899 @@
+//! Durable state of the messaging channels.
+//!
+//! - **inbox**: every received message, keyed by `(channel, external_id)` so a redelivered
+//!   webhook or a repeated poll is recognised. A row stays `pending` until its turn has run
+//!   and its reply is in the outbox (both in one transaction), so a crash in between re-runs
+//!   the turn after restart instead of losing the message.
+//! - **outbox**: replies waiting to be sent, with attempts and the next attempt time. Only
+//!   the oldest pending row of a chat is eligible, so the pieces of a split reply arrive in
+//!   order even when one of them has to be retried.
+//! - **pairing_requests** / **allowed_senders**: one-time codes for unknown senders and the
+//!   senders the owner approved.
+//! - **channel_cursors**: small adapter state (Telegram's update offset) written in the same
+//!   transaction as the inbox rows it covers.
+
+use crate::{now_ms, Store, StoreError};
+use moltbot_core::Inbound;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+pub(crate) const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS channel_cursors (
+    channel TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (channel, key)
+);
+CREATE TABLE IF NOT EXISTS inbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel     TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    chat_id     TEXT NOT NULL,
+    sender_id   TEXT NOT NULL,
+    sender_name TEXT,
+    text        TEXT NOT NULL,
+    is_group    INTEGER NOT NULL,
+    mentioned   INTEGER NOT NULL,
+    reply_to    TEXT,
+    thread      TEXT,
+    received_at INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'pending',
+    UNIQUE (channel, external_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(status, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel         TEXT NOT NULL,
+    chat_id         TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    reply_to        TEXT,
+    thread          TEXT,
+    dedupe_key      TEXT UNIQUE,
+    status          TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    platform_id     TEXT,
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_chat ON outbox(status, channel, chat_id, id);
+CREATE TABLE IF NOT EXISTS pairing_requests (
+    channel      TEXT NOT NULL,
+    sender_id    TEXT NOT NULL,
+    sender_name  TEXT,
+    chat_id      TEXT NOT NULL,
+    code         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    last_sent_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, sender_id)
+);
+CREATE TABLE IF NOT EXISTS allowed_senders (
+    channel     TEXT NOT NULL,
+    sender_id   TEXT NOT NULL,
+    sender_name TEXT,
+    approved_at INTEGER NOT NULL,
+    via         TEXT NOT NULL,
+    PRIMARY KEY (channel, sender_id)
+);
+";
+
+/// A received message as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InboxRow {
+    pub id: i64,
+    pub received_at: i64,
+    pub status: String,
+    pub message: Inbound,
+}
+
+/// What [`Store::inbox_accept`] takes: the message. (An alias keeps the store's vocabulary.)
+pub type InboxItem = Inbound;
+
+/// A reply to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbox {
+    pub channel: String,
+    pub chat_id: String,
+    pub text: String,
+    pub reply_to: Option<String>,
+    pub thread: Option<String>,
+    /// Queuing the same key twice keeps the first row (a re-run turn does not send twice).
+    pub dedupe_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub channel: String,
+    pub chat_id: String,
+    pub text: String,
+    pub reply_to: Option<String>,
+    pub thread: Option<String>,
+    /// `pending`, `sent` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub platform_id: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairingRequest {
+    pub channel: String,
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+    pub chat_id: String,
+    pub code: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_sent_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AllowedSender {
+    pub channel: String,
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+    pub approved_at: i64,
+    /// `pairing` or `cli`.
+    pub via: String,
+}
+
+const OUTBOX_COLUMNS: &str = "id, channel, chat_id, text, reply_to, thread, status, attempts, \
+     next_attempt_at, last_error, platform_id, created_at";
+
+fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        chat_id: r.get(2)?,
+        text: r.get(3)?,
+        reply_to: r.get(4)?,
+        thread: r.get(5)?,
+        status: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_error: r.get(9)?,
+        platform_id: r.get(10)?,
+        created_at: r.get(11)?,
+    })
+}
+
+const INBOX_COLUMNS: &str = "id, channel, external_id, chat_id, sender_id, sender_name, text, \
+     is_group, mentioned, reply_to, thread, received_at, status";
+
+fn row_to_inbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
+    Ok(InboxRow {
+        id: r.get(0)?,
+        received_at: r.get(11)?,
+        status: r.get(12)?,
+        message: Inbound {
+            channel: r.get(1)?,
+            external_id: r.get(2)?,
+            chat_id: r.get(3)?,
+            sender_id: r.get(4)?,
+            sender_name: r.get(5)?,
+            text: r.get(6)?,
+            is_group: r.get(7)?,
+            mentioned: r.get(8)?,
+            reply_to: r.get(9)?,
+            thread: r.get(10)?,
+        },
+    })
+}
+
+const PAIRING_COLUMNS: &str =
+    "channel, sender_id, sender_name, chat_id, code, created_at, expires_at, last_sent_at";
+
+fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<PairingRequest> {
+    Ok(PairingRequest {
+        channel: r.get(0)?,
+        sender_id: r.get(1)?,
+        sender_name: r.get(2)?,
+        chat_id: r.get(3)?,
+        code: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        last_sent_at: r.get(7)?,
+    })
+}
+
+fn insert_outbox(tx: &Connection, items: &[NewOutbox], now: i64) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(items.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO outbox (channel, chat_id, text, reply_to, thread, dedupe_key,
+                             next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+         ON CONFLICT(dedupe_key) DO NOTHING",
+    )?;
+    for m in items {
+        let n = insert.execute(params![
+            m.channel,
+            m.chat_id,
+            m.text,
+            m.reply_to,
+            m.thread,
+            m.dedupe_key,
+            now
+        ])?;
+        if n == 1 {
+            ids.push(tx.last_insert_rowid());
+        } else {
+            // Already queued under this key: report the existing row.
+            let id: i64 = tx.query_row(
+                "SELECT id FROM outbox WHERE dedupe_key = ?1",
+                params![m.dedupe_key],
+                |r| r.get(0),
+            )?;
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+impl Store {
+    /// Store received messages, skipping ids already seen, and save `cursor` in the same
+    /// transaction. Returns the rows that were new.
+    pub async fn inbox_accept(
+        &self,
+        channel: &str,
+        batch: Vec<Inbound>,
+        cursor: Option<(String, String)>,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let channel = channel.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let now = now_ms();
+            let mut fresh = Vec::new();
+            {
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO inbox (channel, external_id, chat_id, sender_id, sender_name,
+                         text, is_group, mentioned, reply_to, thread, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT(channel, external_id) DO NOTHING",
+                )?;
+                for m in batch {
+                    let n = insert.execute(params![
+                        channel,
+                        m.external_id,
+                        m.chat_id,
+                        m.sender_id,
+                        m.sender_name,
+                        m.text,
+                        m.is_group,
+                        m.mentioned,
+                        m.reply_to,
+                        m.thread,
+                        now
+                    ])?;
+                    if n == 1 {
+                        fresh.push(InboxRow {
+                            id: conn.last_insert_rowid(),
+                            received_at: now,
+                            status: "pending".into(),
+                            message: Inbound {
+                                channel: channel.clone(),
+                                ..m
+                            },
+                        });
+                    }
+                }
+            }
+            if let Some((key, value)) = cursor {
+                conn.execute(
+                    "INSERT INTO channel_cursors (channel, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(channel, key) DO UPDATE SET value = excluded.value",
+                    params![channel, key, value],
+                )?;
+            }
+            let n = fresh.len() as i64;
+            let _ = tx.send(fresh);
+            Ok(n)
+        })
+        .await?;
+        // The sender ran inside the committed write; a dropped value means a rollback.
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Messages received but not yet answered, oldest first (re-run after a restart).
+    pub async fn inbox_pending(&self) -> Result<Vec<InboxRow>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INBOX_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY id"
+            ))?;
+            let rows = stmt
+                .query_map([], row_to_inbox)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Close an inbox row (`done`, `ignored`, `failed`) and queue its replies, atomically.
+    /// Returns the outbox ids.
+    pub async fn inbox_finish(
+        &self,
+        inbox_id: i64,
+        status: &'static str,
+        replies: Vec<NewOutbox>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let ids = insert_outbox(conn, &replies, now_ms())?;
+            conn.execute(
+                "UPDATE inbox SET status = ?2 WHERE id = ?1",
+                params![inbox_id, status],
+            )?;
+            let _ = tx.send(ids);
+            Ok(1)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    pub async fn cursor_get(&self, channel: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let (channel, key) = (channel.to_string(), key.to_string());
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM channel_cursors WHERE channel = ?1 AND key = ?2",
+                    params![channel, key],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn cursor_set(
+        &self,
+        channel: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let (channel, key, value) = (channel.to_string(), key.to_string(), value.to_string());
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO channel_cursors (channel, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(channel, key) DO UPDATE SET value = excluded.value",
+                params![channel, key, value],
+            )? as i64)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Queue messages to send (not tied to a received message: pairing notices, `moltbot
+    /// message send`, cron deliveries). Returns their ids.
+    pub async fn outbox_enqueue(&self, items: Vec<NewOutbox>) -> Result<Vec<i64>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let ids = insert_outbox(conn, &items, now_ms())?;
+            let n = ids.len() as i64;
+            let _ = tx.send(ids);
+            Ok(n)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Messages whose turn has come: for each chat, its oldest pending message, if due.
+    pub async fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o
+                 WHERE status = 'pending' AND next_attempt_at <= ?1
+                   AND id = (SELECT MIN(id) FROM outbox i WHERE i.status = 'pending'
+                             AND i.channel = o.channel AND i.chat_id = o.chat_id)
+                 ORDER BY next_attempt_at, id LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![now, limit as i64], row_to_outbox)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// When the next pending message becomes due (milliseconds since the epoch), if any.
+    pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    pub async fn outbox_get(&self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"),
+                    params![id],
+                    row_to_outbox,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Recent outbox rows, newest first (for status pages and tests).
+    pub async fn outbox_recent(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
+            ))?;
+            let rows = stmt
+                .query_map(params![limit as i64], row_to_outbox)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Pending and failed counts per channel.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, SUM(status = 'pending'), SUM(status = 'failed')
+                 FROM outbox GROUP BY channel ORDER BY channel",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn outbox_sent(&self, id: i64, platform_id: &str) -> Result<(), StoreError> {
+        let platform_id = platform_id.to_string();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE outbox SET status = 'sent', platform_id = ?2, sent_at = ?3,
+                     attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                params![id, platform_id, now_ms()],
+            )? as i64)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Record a failed attempt: retry at `next_attempt_at`, or give up when `None`.
+    pub async fn outbox_attempt_failed(
+        &self,
+        id: i64,
+        next_attempt_at: Option<i64>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let error = error.to_string();
+        self.write(move |conn| {
+            Ok(match next_attempt_at {
+                Some(at) => conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2,
+                         last_error = ?3 WHERE id = ?1",
+                    params![id, at, error],
+                )?,
+                None => conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, status = 'failed',
+                         last_error = ?2 WHERE id = ?1",
+                    params![id, error],
+                )?,
+            } as i64)
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn pairing_get(
+        &self,
+        channel: &str,
+        sender_id: &str,
+    ) -> Result<Option<PairingRequest>, StoreError> {
+        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {PAIRING_COLUMNS} FROM pairing_requests
+                         WHERE channel = ?1 AND sender_id = ?2"
+                    ),
+                    params![channel, sender_id],
+                    row_to_pairing,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Create or replace the sender's pairing request, unless the channel already has
+    /// `max_pending` unexpired requests from other senders. Returns whether it was stored.
+    pub async fn pairing_put(
+        &self,
+        req: PairingRequest,
+        max_pending: usize,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .write(move |conn| {
+                conn.execute(
+                    "DELETE FROM pairing_requests WHERE expires_at <= ?1",
+                    params![req.created_at],
+                )?;
+                let others: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM pairing_requests WHERE channel = ?1 AND sender_id != ?2",
+                    params![req.channel, req.sender_id],
+                    |r| r.get(0),
+                )?;
+                if others as usize >= max_pending {
+                    return Ok(0);
+                }
+                Ok(conn.execute(
+                    "INSERT INTO pairing_requests (channel, sender_id, sender_name, chat_id, code,
+                         created_at, expires_at, last_sent_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(channel, sender_id) DO UPDATE SET
+                         sender_name = excluded.sender_name, chat_id = excluded.chat_id,
+                         code = excluded.code, created_at = excluded.created_at,
+                         expires_at = excluded.expires_at, last_sent_at = excluded.last_sent_at",
+                    params![
+                        req.channel,
+                        req.sender_id,
+                        req.sender_name,
+                        req.chat_id,
+                        req.code,
+                        req.created_at,
+                        req.expires_at,
+                        req.last_sent_at
+                    ],
+                )? as i64)
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn pairing_touch(
+        &self,
+        channel: &str,
+        sender_id: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE pairing_requests SET last_sent_at = ?3 WHERE channel = ?1 AND sender_id = ?2",
+                params![channel, sender_id, at],
+            )? as i64)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Unexpired pairing requests, oldest first.
+    pub async fn pairing_list(&self, now: i64) -> Result<Vec<PairingRequest>, StoreError> {
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PAIRING_COLUMNS} FROM pairing_requests WHERE expires_at > ?1
+                 ORDER BY created_at"
+            ))?;
+            let rows = stmt
+                .query_map(params![now], row_to_pairing)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Approve the unexpired request of `channel` with this code (case-insensitive): the
+    /// sender becomes allowed and the request goes away, in one transaction.
+    pub async fn pairing_approve(
+        &self,
+        channel: &str,
+        code: &str,
+        now: i64,
+    ) -> Result<Option<PairingRequest>, StoreError> {
+        let (channel, code) = (channel.to_string(), code.trim().to_ascii_uppercase());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let found = conn
+                .query_row(
+                    &format!(
+                        "SELECT {PAIRING_COLUMNS} FROM pairing_requests
+                         WHERE channel = ?1 AND code = ?2 AND expires_at > ?3"
+                    ),
+                    params![channel, code, now],
+                    row_to_pairing,
+                )
+                .optional()?;
+            if let Some(req) = &found {
+                conn.execute(
+                    "INSERT INTO allowed_senders (channel, sender_id, sender_name, approved_at, via)
+                     VALUES (?1, ?2, ?3, ?4, 'pairing')
+                     ON CONFLICT(channel, sender_id) DO UPDATE SET approved_at = excluded.approved_at",
+                    params![req.channel, req.sender_id, req.sender_name, now],
+                )?;
+                conn.execute(
+                    "DELETE FROM pairing_requests WHERE channel = ?1 AND sender_id = ?2",
+                    params![req.channel, req.sender_id],
+                )?;
+            }
+            let n = i64::from(found.is_some());
+            let _ = tx.send(found);
+            Ok(n)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    pub async fn allowed_contains(
+        &self,
+        channel: &str,
+        sender_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM allowed_senders WHERE channel = ?1 AND sender_id = ?2",
+                    params![channel, sender_id],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    pub async fn allowed_list(&self) -> Result<Vec<AllowedSender>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT channel, sender_id, sender_name, approved_at, via FROM allowed_senders
+                 ORDER BY channel, approved_at",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AllowedSender {
+                        channel: r.get(0)?,
+                        sender_id: r.get(1)?,
+                        sender_name: r.get(2)?,
+                        approved_at: r.get(3)?,
+                        via: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Allow a sender directly (`moltbot pairing allow`), without a code.
+    pub async fn allowed_add(
+        &self,
+        channel: &str,
+        sender_id: &str,
+        via: &str,
+    ) -> Result<(), StoreError> {
+        let (channel, sender_id, via) =
+            (channel.to_string(), sender_id.to_string(), via.to_string());
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM pairing_requests WHERE channel = ?1 AND sender_id = ?2",
+                params![channel, sender_id],
+            )?;
+            Ok(conn.execute(
+                "INSERT INTO allowed_senders (channel, sender_id, approved_at, via)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(channel, sender_id) DO NOTHING",
+                params![channel, sender_id, now_ms(), via],
+            )? as i64)
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Revoke a sender. Returns whether they were allowed.
+    pub async fn allowed_remove(&self, channel: &str, sender_id: &str) -> Result<bool, StoreError> {
+        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
+        let n = self
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM allowed_senders WHERE channel = ?1 AND sender_id = ?2",
+                    params![channel, sender_id],
+                )? as i64)
+            })
+            .await?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, chat: &str) -> Inbound {
+        Inbound {
+            channel: "telegram".into(),
+            external_id: id.into(),
+            chat_id: chat.into(),
+            sender_id: "u1".into(),
+            sender_name: Some("Ann".into()),
+            text: format!("text {id}"),
+            is_group: false,
+            mentioned: false,
+            reply_to: Some(id.into()),
+            thread: None,
+        }
+    }
+
+    fn out(chat: &str, text: &str, key: Option<&str>) -> NewOutbox {
+        NewOutbox {
+            channel: "telegram".into(),
+            chat_id: chat.into(),
+            text: text.into(),
+            reply_to: None,
+            thread: None,
+            dedupe_key: key.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn inbox_deduplicates_and_saves_the_cursor_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("c.db")).unwrap();
+        let fresh = store
+            .inbox_accept(
+                "telegram",
+                vec![msg("1", "c"), msg("2", "c")],
+                Some(("offset".into(), "3".into())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh.len(), 2);
+        let again = store
+            .inbox_accept("telegram", vec![msg("2", "c"), msg("3", "c")], None)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message.external_id, "3");
+        assert_eq!(
+            store
+                .cursor_get("telegram", "offset")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("3")
+        );
+        let pending = store.inbox_pending().await.unwrap();
+        assert_eq!(pending.len(), 3);
+        let ids = store
+            .inbox_finish(pending[0].id, "done", vec![out("c", "a", Some("k1"))])
+            .await
+            .unwrap();
+        // The same reply queued again (a re-run turn) keeps the first row.
+        let again = store
+            .inbox_finish(pending[0].id, "done", vec![out("c", "a", Some("k1"))])
+            .await
+            .unwrap();
+        assert_eq!(ids, again);
+        assert_eq!(store.inbox_pending().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn outbox_sends_each_chat_in_order_and_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("o.db")).unwrap();
+        let ids = store
+            .outbox_enqueue(vec![
+                out("a", "a1", None),
+                out("a", "a2", None),
+                out("b", "b1", None),
+            ])
+            .await
+            .unwrap();
+        let now = now_ms();
+        let due: Vec<String> = store
+            .outbox_due(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
+        assert_eq!(due, vec!["a1", "b1"], "only the head of each chat");
+        // a1 fails and waits: a2 must not overtake it.
+        store
+            .outbox_attempt_failed(ids[0], Some(now + 60_000), "429")
+            .await
+            .unwrap();
+        let due: Vec<String> = store
+            .outbox_due(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.text)
+            .collect();
+        assert_eq!(due, vec!["b1"]);
+        assert_eq!(store.outbox_next_due().await.unwrap(), Some(now));
+        store.outbox_sent(ids[2], "m1").await.unwrap();
+        let due = store.outbox_due(now + 60_000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].text, "a1");
+        assert_eq!(due[0].attempts, 1);
+        store
+            .outbox_attempt_failed(ids[0], None, "gone")
+            .await
+            .unwrap();
+        let due = store.outbox_due(now + 60_000, 10).await.unwrap();
+        assert_eq!(
+            due[0].text, "a2",
+            "a failed message no longer blocks its chat"
+        );
+        let row = store.outbox_get(ids[0]).await.unwrap().unwrap();
+        assert_eq!(row.status, "failed");
+        assert_eq!(row.last_error.as_deref(), Some("gone"));
+    }
+
+    #[tokio::test]
+    async fn pairing_requests_are_bounded_expire_and_approve_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db")).unwrap();
+        let req = |sender: &str, code: &str, now: i64| PairingRequest {
+            channel: "telegram".into(),
+            sender_id: sender.into(),
+            sender_name: None,
+            chat_id: sender.into(),
+            code: code.into(),
+            created_at: now,
+            expires_at: now + 1000,
+            last_sent_at: now,
+        };
+        assert!(store
+            .pairing_put(req("u1", "AAAA2222", 0), 2)
+            .await
+            .unwrap());
+        assert!(store
+            .pairing_put(req("u2", "BBBB3333", 0), 2)
+            .await
+            .unwrap());
+        assert!(!store
+            .pairing_put(req("u3", "CCCC4444", 0), 2)
+            .await
+            .unwrap());
+        // Replacing one's own request does not count against the bound.
+        assert!(store
+            .pairing_put(req("u2", "DDDD5555", 10), 2)
+            .await
+            .unwrap());
+        assert_eq!(store.pairing_list(10).await.unwrap().len(), 2);
+        assert!(store
+            .pairing_approve("telegram", "bbbb3333", 20)
+            .await
+            .unwrap()
+            .is_none());
+        let ok = store
+            .pairing_approve("telegram", "dddd5555", 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.sender_id, "u2");
+        assert!(store.allowed_contains("telegram", "u2").await.unwrap());
+        assert!(!store.allowed_contains("whatsapp", "u2").await.unwrap());
+        assert!(store
+            .pairing_approve("telegram", "DDDD5555", 20)
+            .await
+            .unwrap()
+            .is_none());
+        // Expired codes cannot be approved.
+        assert!(store
+            .pairing_approve("telegram", "AAAA2222", 5000)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.pairing_list(5000).await.unwrap().is_empty());
+        assert!(store.allowed_remove("telegram", "u2").await.unwrap());
+        assert!(!store.allowed_contains("telegram", "u2").await.unwrap());
+    }
+}
