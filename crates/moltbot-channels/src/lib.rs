@@ -25,4 +25,4 @@ pub mod telegram;
 pub mod text;
 pub mod whatsapp;
 
-pub use hub::ChannelHub;
+pub use hub::{ChannelHub, ChannelStatus, HubSink};

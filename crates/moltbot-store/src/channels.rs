@@ -401,8 +401,11 @@ impl Store {
     /// When the next pending message becomes due (milliseconds since the epoch), if any.
     pub async fn outbox_next_due(&self) -> Result<Option<i64>, StoreError> {
         self.with_reader(|conn| {
+            // Only each chat's head counts: a message queued behind a waiting one is not due.
             Ok(conn.query_row(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'",
+                "SELECT MIN(next_attempt_at) FROM outbox o WHERE status = 'pending'
+                   AND id = (SELECT MIN(id) FROM outbox i WHERE i.status = 'pending'
+                             AND i.channel = o.channel AND i.chat_id = o.chat_id)",
                 [],
                 |r| r.get(0),
             )?)
@@ -816,7 +819,11 @@ mod tests {
             .map(|r| r.text)
             .collect();
         assert_eq!(due, vec!["b1"]);
-        assert_eq!(store.outbox_next_due().await.unwrap(), Some(now));
+        assert_eq!(
+            store.outbox_next_due().await.unwrap(),
+            Some(now),
+            "b1 is due; a2 waits behind a1 and does not count"
+        );
         store.outbox_sent(ids[2], "m1").await.unwrap();
         let due = store.outbox_due(now + 60_000, 10).await.unwrap();
         assert_eq!(due.len(), 1);
