@@ -27,7 +27,11 @@ pub fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
 /// A failed call mapped by status: 429 → rate limited (with `retry_after` when the
 /// platform gave one), 401/403 → unauthorized, other 4xx → rejected, the rest transient.
 /// `detail` is the platform's own description (never a token or a URL with one).
-pub fn status_error(status: StatusCode, retry_after: Option<Duration>, detail: &str) -> ChannelError {
+pub fn status_error(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    detail: &str,
+) -> ChannelError {
     let detail = format!("HTTP {}: {}", status.as_u16(), shorten(detail, 300));
     match status.as_u16() {
         429 => ChannelError::RateLimited {
@@ -59,15 +63,25 @@ mod tests {
 
     #[test]
     fn statuses_map_to_kinds() {
-        let r = status_error(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(3)), "x");
+        let r = status_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(3)),
+            "x",
+        );
         assert_eq!(
             r,
             ChannelError::RateLimited {
                 retry_after: Duration::from_secs(3)
             }
         );
-        assert_eq!(status_error(StatusCode::FORBIDDEN, None, "no").kind(), "unauthorized");
-        assert_eq!(status_error(StatusCode::BAD_REQUEST, None, "no").kind(), "rejected");
+        assert_eq!(
+            status_error(StatusCode::FORBIDDEN, None, "no").kind(),
+            "unauthorized"
+        );
+        assert_eq!(
+            status_error(StatusCode::BAD_REQUEST, None, "no").kind(),
+            "rejected"
+        );
         assert!(status_error(StatusCode::BAD_GATEWAY, None, "no").is_retryable());
     }
 }

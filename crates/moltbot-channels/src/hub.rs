@@ -244,10 +244,14 @@ impl ChannelHub {
         };
         for ch in channels {
             let hub2 = hub.clone();
-            hub.inner.tasks.spawn(async move { hub2.supervise(ch).await });
+            hub.inner
+                .tasks
+                .spawn(async move { hub2.supervise(ch).await });
         }
         let h = hub.clone();
-        hub.inner.tasks.spawn(async move { h.dispatch_loop().await });
+        hub.inner
+            .tasks
+            .spawn(async move { h.dispatch_loop().await });
         let h = hub.clone();
         hub.inner.tasks.spawn(async move { h.outbox_loop().await });
         hub
@@ -298,9 +302,10 @@ impl ChannelHub {
         chat_id: &str,
         text: &str,
     ) -> Result<Vec<i64>, ChannelError> {
-        let ch = self.inner.channels.get(channel).ok_or_else(|| {
-            ChannelError::Rejected(format!("channel `{channel}` is not enabled"))
-        })?;
+        let ch =
+            self.inner.channels.get(channel).ok_or_else(|| {
+                ChannelError::Rejected(format!("channel `{channel}` is not enabled"))
+            })?;
         let max = ch.capabilities().max_message_chars;
         let items = split_message(text, max)
             .into_iter()
@@ -346,7 +351,9 @@ impl ChannelHub {
                     tracing::error!(channel = kind, cause = %e, "channel stopped");
                     return;
                 }
-                Ok(Err(e)) => tracing::warn!(channel = kind, cause = %e, "channel failed; restarting"),
+                Ok(Err(e)) => {
+                    tracing::warn!(channel = kind, cause = %e, "channel failed; restarting")
+                }
                 Err(join) => {
                     tracing::error!(channel = kind, cause = %join, "channel crashed; restarting")
                 }
@@ -402,7 +409,9 @@ impl ChannelHub {
             match tx.send(row) {
                 Ok(()) => return,
                 // The worker is exiting; start a new one below with the row.
-                Err(mpsc::error::SendError(r)) => return self.start_worker(&mut workers, session, r),
+                Err(mpsc::error::SendError(r)) => {
+                    return self.start_worker(&mut workers, session, r)
+                }
             }
         }
         self.start_worker(&mut workers, session, row);
@@ -491,8 +500,11 @@ impl ChannelHub {
                 tracing::info!(channel = kind, "pairing code sent to an unknown sender");
                 metrics::counter!("moltbot_channel_pairing_codes_total", "channel" => kind)
                     .increment(1);
-                let text =
-                    pairing::code_message(&msg.channel, &code, self.inner.cfg.pairing.code_ttl_secs);
+                let text = pairing::code_message(
+                    &msg.channel,
+                    &code,
+                    self.inner.cfg.pairing.code_ttl_secs,
+                );
                 let replies = self.replies(&row, ch.as_ref(), &text);
                 return self.finish(&row, "pairing", replies).await;
             }
@@ -650,10 +662,9 @@ impl ChannelHub {
             reply_to: row.reply_to.clone(),
             thread: row.thread.clone(),
         };
-        let result = tokio::select! {
-            r = ch.send(&out) => r,
-            () = self.inner.shutdown.cancelled() => return,
-        };
+        // Not cut short by shutdown: a send the platform may already have taken must be
+        // recorded, or the restart would send it again. Adapters bound each call in time.
+        let result = ch.send(&out).await;
         let saved = match result {
             Ok(platform_id) => {
                 metrics::counter!("moltbot_channel_messages_sent_total", "channel" => kind)
@@ -667,8 +678,12 @@ impl ChannelHub {
                 let attempts = row.attempts as u32 + 1;
                 let next = retry_at(&e, attempts, &self.inner.cfg);
                 match next {
-                    Some(_) => tracing::warn!(channel = kind, attempts, cause = %e, "send failed; will retry"),
-                    None => tracing::error!(channel = kind, attempts, cause = %e, "send failed; giving up"),
+                    Some(_) => {
+                        tracing::warn!(channel = kind, attempts, cause = %e, "send failed; will retry")
+                    }
+                    None => {
+                        tracing::error!(channel = kind, attempts, cause = %e, "send failed; giving up")
+                    }
                 }
                 store
                     .outbox_attempt_failed(row.id, next, &e.to_string())
@@ -728,7 +743,10 @@ mod tests {
 
     #[test]
     fn sessions_by_scope() {
-        assert_eq!(session_for(SessionScope::PerPeer, &msg(false)), "telegram:42");
+        assert_eq!(
+            session_for(SessionScope::PerPeer, &msg(false)),
+            "telegram:42"
+        );
         assert_eq!(session_for(SessionScope::Main, &msg(false)), "main");
         assert_eq!(
             session_for(SessionScope::Main, &msg(true)),
@@ -741,7 +759,10 @@ mod tests {
         let cfg = ChannelsConfig::default();
         let now = now_ms();
         let t = retry_at(&ChannelError::Transient("x".into()), 3, &cfg).unwrap();
-        assert!((now + 3_900..now + 6_000).contains(&t), "4 s after the third failure");
+        assert!(
+            (now + 3_900..now + 6_000).contains(&t),
+            "4 s after the third failure"
+        );
         let t = retry_at(
             &ChannelError::RateLimited {
                 retry_after: Duration::from_secs(7),

@@ -6,6 +6,7 @@
 //!   (de-duplicated by platform message id), access policy (pairing, allowlist, group
 //!   mentions), session mapping, one turn at a time per session, typing indicator, reply
 //!   splitting, and the durable outbox with retries and backoff.
+//! - [`registry`]: builds the enabled adapters and their webhook routes from config.
 //! - [`pairing`]: one-time codes for unknown senders, their expiry and rate limits.
 //! - [`text`]: splitting long replies on paragraph and sentence boundaries.
 //! - [`http`]: the shared HTTP client and the mapping of platform answers to errors.
@@ -19,6 +20,7 @@ pub mod discord;
 pub mod http;
 pub mod hub;
 pub mod pairing;
+pub mod registry;
 pub mod signature;
 pub mod slack;
 pub mod telegram;

@@ -169,12 +169,18 @@ mod tests {
             policy: DmPolicy::Open,
             allow_from: vec![],
         };
-        assert_eq!(open.check(&store, &cfg, &dm("a"), 0).await.unwrap(), Gate::Allowed);
+        assert_eq!(
+            open.check(&store, &cfg, &dm("a"), 0).await.unwrap(),
+            Gate::Allowed
+        );
         let list = Access {
             policy: DmPolicy::Allowlist,
             allow_from: vec!["a".into()],
         };
-        assert_eq!(list.check(&store, &cfg, &dm("a"), 0).await.unwrap(), Gate::Allowed);
+        assert_eq!(
+            list.check(&store, &cfg, &dm("a"), 0).await.unwrap(),
+            Gate::Allowed
+        );
         assert!(matches!(
             list.check(&store, &cfg, &dm("b"), 0).await.unwrap(),
             Gate::Ignored(_)
@@ -196,7 +202,10 @@ mod tests {
             Gate::Ignored(_)
         ));
         assert_eq!(
-            pairing.check(&store, &cfg, &dm("b"), 700_000).await.unwrap(),
+            pairing
+                .check(&store, &cfg, &dm("b"), 700_000)
+                .await
+                .unwrap(),
             Gate::SendCode {
                 code: code.clone(),
                 expires_at
@@ -214,11 +223,20 @@ mod tests {
             pairing.check(&store, &cfg, &g, 2_000).await.unwrap(),
             Gate::Ignored(_)
         ));
-        store.pairing_approve("telegram", &code, 3_000).await.unwrap().unwrap();
-        assert_eq!(pairing.check(&store, &cfg, &dm("b"), 4_000).await.unwrap(), Gate::Allowed);
+        store
+            .pairing_approve("telegram", &code, 3_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pairing.check(&store, &cfg, &dm("b"), 4_000).await.unwrap(),
+            Gate::Allowed
+        );
         // Once expired, a new code is issued.
-        let Gate::SendCode { code: c2, .. } =
-            pairing.check(&store, &cfg, &dm("c"), 10_000_000).await.unwrap()
+        let Gate::SendCode { code: c2, .. } = pairing
+            .check(&store, &cfg, &dm("c"), 10_000_000)
+            .await
+            .unwrap()
         else {
             panic!("expected a code after expiry")
         };

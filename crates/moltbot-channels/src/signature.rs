@@ -49,7 +49,11 @@ mod tests {
             &[b"what do ya want for nothing?"],
             "5BDCC146BF60754E6A042426089575C75A003F089D2739839DEC58B964EC3843"
         ));
-        assert!(!verify_hex(b"Jefe", &[b"what do ya want for nothing!"], &hex::encode(mac)));
+        assert!(!verify_hex(
+            b"Jefe",
+            &[b"what do ya want for nothing!"],
+            &hex::encode(mac)
+        ));
         assert!(!verify_hex(b"Jefe", &[b"x"], "zz"));
         assert!(same_secret("abc", "abc") && !same_secret("abc", "abd") && !same_secret("a", "ab"));
     }

@@ -83,18 +83,14 @@ fn best_cut(s: &str, budget: usize) -> usize {
     let window = &s[..limit];
     // Prefer boundaries in the second half of the window, so pieces are not tiny.
     let floor = limit / 2;
-    let candidates: [&dyn Fn(&str) -> Option<usize>; 4] = [
-        &|w: &str| w.rfind("\n\n").map(|i| i + 2),
-        &|w: &str| w.rfind('\n').map(|i| i + 1),
-        &|w: &str| sentence_end(w),
-        &|w: &str| w.rfind([' ', '\t']).map(|i| i + 1),
+    let candidates = [
+        window.rfind("\n\n").map(|i| i + 2),
+        window.rfind('\n').map(|i| i + 1),
+        sentence_end(window),
+        window.rfind([' ', '\t']).map(|i| i + 1),
     ];
-    for find in candidates {
-        if let Some(i) = find(window) {
-            if i > floor {
-                return i;
-            }
-        }
+    if let Some(i) = candidates.into_iter().flatten().find(|&i| i > floor) {
+        return i;
     }
     if limit == 0 {
         // Budget smaller than one character: take the character anyway.
@@ -129,7 +125,11 @@ mod tests {
 
     fn check(pieces: &[String], max: usize) {
         for p in pieces {
-            assert!(platform_len(p) <= max, "piece of {} > {max}", platform_len(p));
+            assert!(
+                platform_len(p) <= max,
+                "piece of {} > {max}",
+                platform_len(p)
+            );
             assert!(!p.trim().is_empty());
         }
     }

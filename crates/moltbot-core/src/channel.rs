@@ -85,7 +85,9 @@ pub enum ChannelState {
     Connected,
     /// The last attempt failed; the adapter retries with backoff. The detail never holds a
     /// secret.
-    Error { detail: String },
+    Error {
+        detail: String,
+    },
     Stopped,
 }
 

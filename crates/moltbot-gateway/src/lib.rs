@@ -10,7 +10,7 @@
 //! - [`auth`]: the bearer-token middleware.
 //! - [`metrics`]: the Prometheus recorder and the per-route HTTP middleware.
 //! - [`routes`]: `health` (probes, metrics), `chat` (`/api/v1/chat`, sessions), `openai`
-//!   (`/v1/*`), `ui` (the chat page).
+//!   (`/v1/*`), `channels` (channel status, sending, pairing), `ui` (the chat page).
 //! - [`ws`]: OpenClaw gateway protocol v4 over WebSocket.
 //! - [`turns`]: running a streamed turn in its own task.
 
@@ -38,7 +38,14 @@ use tokio::net::TcpListener;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    use routes::{chat, health, openai};
+    app_with(state, Router::new())
+}
+
+/// [`app`] plus `webhooks`: the channels' inbound routes (Telegram, WhatsApp, Slack). They
+/// check their platform's own signature or secret instead of our bearer token, and are
+/// served whatever the `Host` (platforms reach them through a public name).
+pub fn app_with(state: AppState, webhooks: Router) -> Router {
+    use routes::{channels, chat, health, openai};
     let limit = state.config().gateway.max_body_bytes;
     let open = Router::new()
         .route("/health", get(health::health))
@@ -67,21 +74,28 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))
+        .route("/api/v1/channels", get(channels::status))
+        .route("/api/v1/channels/send", post(channels::send))
+        .route("/api/v1/pairing", get(channels::pairing_list))
+        .route("/api/v1/pairing/approve", post(channels::pairing_approve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
-    open.merge(metrics)
+    let guarded = open
+        .merge(metrics)
         .merge(api)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::loopback_guard,
         ))
+        .with_state(state);
+    webhooks
+        .merge(guarded)
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(extract::BodyLimit(limit)))
         .layer(middleware::from_fn(metrics::track_http))
-        .with_state(state)
 }
 
 /// `/`: the chat page, or the OpenClaw WebSocket protocol when the request is an upgrade.
@@ -124,6 +138,16 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with(listener, state, Router::new(), shutdown).await
+}
+
+/// [`run`] serving [`app_with`]`(state, webhooks)`.
+pub async fn run_with(
+    listener: TcpListener,
+    state: AppState,
+    webhooks: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = Duration::from_secs(state.config().gateway.shutdown_grace_secs);
     let token = state.inner.shutdown.clone();
     let turns = state.inner.turns.clone();
@@ -141,7 +165,7 @@ pub async fn run(
             }
         });
     }
-    let app = app(state);
+    let app = app_with(state, webhooks);
     let signal_token = token.clone();
     let signal = async move {
         shutdown.await;

@@ -1,5 +1,6 @@
 //! Shared state of the gateway.
 
+use moltbot_channels::ChannelHub;
 use moltbot_core::envinfo::EnvSnapshot;
 use moltbot_core::{Config, Secret};
 use moltbot_engine::Engine;
@@ -10,10 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
-
-/// Named states of components other than the store and the model (channels register here
-/// in a later issue).
-pub type ComponentStatus = (String, String);
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,10 +32,18 @@ pub struct StateInner {
     /// In-flight turns; shutdown waits for them.
     pub turns: TaskTracker,
     pub version: &'static str,
+    /// The messaging channels, when any is enabled.
+    pub channels: Option<ChannelHub>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, config: Config) -> AppState {
+        Self::with_channels(engine, config, None)
+    }
+
+    /// State with a running [`ChannelHub`] (its webhook routes are passed to [`crate::app`]
+    /// separately, through [`crate::app_with`]).
+    pub fn with_channels(engine: Engine, config: Config, channels: Option<ChannelHub>) -> AppState {
         let data_dir = config.data.resolved_dir();
         let token = config.gateway.token.clone().filter(|t| !t.is_empty());
         AppState {
@@ -54,6 +59,7 @@ impl AppState {
                 turns: TaskTracker::new(),
                 version: env!("CARGO_PKG_VERSION"),
                 config,
+                channels,
             }),
         }
     }

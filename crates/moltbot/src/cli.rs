@@ -40,6 +40,21 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Approve people who asked to talk to the assistant through a channel.
+    Pairing {
+        #[command(subcommand)]
+        command: PairingCommand,
+    },
+    /// Messaging channels (asks the running gateway).
+    Channels {
+        #[command(subcommand)]
+        command: ChannelsCommand,
+    },
+    /// Send messages through a channel (via the running gateway).
+    Message {
+        #[command(subcommand)]
+        command: MessageCommand,
+    },
     /// Write, check or show the configuration.
     Config {
         #[command(subcommand)]
@@ -137,4 +152,62 @@ pub enum ConfigCommand {
     Validate,
     /// Print the effective config (defaults, file and environment merged; secrets hidden).
     Show,
+}
+
+/// Where the running gateway is.
+#[derive(Debug, Args)]
+pub struct GatewayClientArgs {
+    /// Gateway URL (default: from gateway.bind and gateway.port in the config).
+    #[arg(long, env = "MOLTBOT_URL")]
+    pub url: Option<String>,
+    /// Bearer token of the gateway (default: gateway.token from the config).
+    #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PairingCommand {
+    /// Pairing codes waiting for approval, and the approved senders.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the sender holding CODE on CHANNEL (telegram, whatsapp, discord, slack).
+    Approve { channel: String, code: String },
+    /// Allow a sender by their platform id, without a code.
+    Allow { channel: String, sender: String },
+    /// Revoke a sender's access.
+    Revoke { channel: String, sender: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Each channel's connection state and outbox (exit 1 if the gateway is unreachable).
+    Status {
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Send TEXT to a chat; prints the platform's message ids.
+    Send {
+        /// telegram, whatsapp, discord or slack.
+        #[arg(long)]
+        channel: String,
+        /// The chat: Telegram chat id, WhatsApp phone number, Discord/Slack channel id.
+        #[arg(long)]
+        to: String,
+        text: String,
+        /// Return once queued instead of waiting for the platform to confirm.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -32,13 +32,24 @@ async fn components(state: &AppState) -> (bool, Value) {
         "max_concurrent_turns": limit,
     });
     let ok = store_ok && matches!(model_state, ModelState::Ready(_));
+    // Channels are reported but do not make the gateway unready: HTTP and the other
+    // channels keep serving while one platform is unreachable.
+    let mut channels = serde_json::Map::new();
+    if let Some(hub) = &state.inner.channels {
+        for s in hub.status().await {
+            channels.insert(
+                s.channel.to_string(),
+                serde_json::to_value(&s).unwrap_or(Value::Null),
+            );
+        }
+    }
     (
         ok,
         json!({
             "store": store,
             "model": model,
             "gateway": gateway,
-            "channels": {},
+            "channels": channels,
         }),
     )
 }
@@ -47,7 +58,12 @@ async fn components(state: &AppState) -> (bool, Value) {
 pub async fn health(State(state): State<AppState>) -> Response {
     let (ok, components) = components(&state).await;
     let loading = matches!(state.engine().model().state(), ModelState::Loading(_));
-    let status = if ok {
+    let channel_down = components["channels"]
+        .as_object()
+        .is_some_and(|m| m.values().any(|c| c["status"] == "error"));
+    let status = if ok && channel_down {
+        "degraded"
+    } else if ok {
         "ok"
     } else if loading {
         "starting"

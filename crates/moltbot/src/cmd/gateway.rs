@@ -3,6 +3,7 @@
 use crate::cli::GatewayArgs;
 use crate::logging::init_logging;
 use anyhow::Context;
+use moltbot_channels::{ChannelHub, HubSink};
 use moltbot_core::envinfo::EnvSnapshot;
 use moltbot_core::Config;
 use moltbot_engine::{Engine, EngineOptions, ModelSlot, ModelState};
@@ -11,6 +12,7 @@ use moltbot_store::Store;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub fn run(config_path: Option<&Path>, args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = super::load_config(config_path)?;
@@ -94,14 +96,51 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr} (is another gateway running?)"))?;
     let engine = start_engine(&cfg)?;
-    let state = AppState::new(engine, cfg);
+    let stop_channels = CancellationToken::new();
+    let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
+    let state = AppState::with_channels(engine, cfg, hub.clone());
     tracing::info!(
         "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
         env!("CARGO_PKG_VERSION")
     );
-    moltbot_gateway::run(listener, state, shutdown_signal()).await?;
+    let served = moltbot_gateway::run_with(listener, state, webhooks, shutdown_signal()).await;
+    // Channel turns cut short stay pending in the inbox and run again at the next start.
+    stop_channels.cancel();
+    if let Some(hub) = hub {
+        if tokio::time::timeout(Duration::from_secs(5), hub.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("channels did not stop within 5 s");
+        }
+    }
+    served?;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Start the enabled messaging channels; returns the hub and the webhook routes.
+pub fn start_channels(
+    cfg: &Config,
+    engine: &Engine,
+    stop: CancellationToken,
+) -> anyhow::Result<(Option<ChannelHub>, axum::Router)> {
+    let enabled = cfg.channels.enabled();
+    if enabled.is_empty() {
+        return Ok((None, axum::Router::new()));
+    }
+    let sink = HubSink::new(engine.store().clone());
+    let built = moltbot_channels::registry::build(&cfg.channels, &sink)
+        .context("cannot start the messaging channels")?;
+    tracing::info!(channels = enabled.join(","), "messaging channels starting");
+    let hub = ChannelHub::start(
+        engine.clone(),
+        cfg.channels.clone(),
+        sink,
+        built.channels,
+        stop,
+    );
+    Ok((Some(hub), built.routes))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,10 +1,13 @@
 //! One file per command. `run` dispatches and returns the process exit code.
 
+pub mod channels;
 pub mod chat;
+mod client;
 pub mod config;
 pub mod doctor;
 pub mod gateway;
 pub mod models;
+pub mod pairing;
 pub mod sessions;
 
 use crate::cli::{Cli, Command};
@@ -19,6 +22,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(config_path.as_deref(), args),
         Command::Models { command } => models::run(config_path.as_deref(), command),
         Command::Sessions { command } => sessions::run(config_path.as_deref(), command),
+        Command::Pairing { command } => pairing::run(config_path.as_deref(), command),
+        Command::Channels { command } => channels::run_status(config_path.as_deref(), command),
+        Command::Message { command } => channels::run_message(config_path.as_deref(), command),
         Command::Config { command } => config::run(config_path.as_deref(), command),
         Command::MockLlm { listen } => mock_llm(&listen),
     }

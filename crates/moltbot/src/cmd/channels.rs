@@ -1,0 +1,90 @@
+//! `moltbot channels status` and `moltbot message send`: through the running gateway,
+//! which owns the channel connections.
+
+use super::client::GatewayClient;
+use crate::cli::{ChannelsCommand, MessageCommand};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn run_status(
+    config_path: Option<&Path>,
+    command: ChannelsCommand,
+) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config_path)?;
+    let ChannelsCommand::Status { gateway, json } = command;
+    let client = GatewayClient::new(&cfg, gateway)?;
+    let rt = super::small_runtime()?;
+    let value = rt.block_on(client.call("/api/v1/channels", None))?;
+    if json {
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = value["channels"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no channel is enabled (set channels.<name>.enabled = true in the config)");
+    }
+    for c in list {
+        let detail = c["detail"]
+            .as_str()
+            .map(|d| format!("  ({d})"))
+            .unwrap_or_default();
+        println!(
+            "{:<10} {:<11} dm_policy={:<9} outbox: {} pending, {} failed{detail}",
+            c["channel"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+            c["dm_policy"].as_str().unwrap_or("?"),
+            c["outbox_pending"],
+            c["outbox_failed"],
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_message(
+    config_path: Option<&Path>,
+    command: MessageCommand,
+) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config_path)?;
+    let MessageCommand::Send {
+        channel,
+        to,
+        text,
+        no_wait,
+        gateway,
+        json,
+    } = command;
+    let client = GatewayClient::new(&cfg, gateway)?;
+    let rt = super::small_runtime()?;
+    let body = json!({
+        "channel": channel,
+        "to": to,
+        "text": text,
+        "wait_secs": if no_wait { 0 } else { 30 },
+    });
+    let value = rt.block_on(client.call("/api/v1/channels/send", Some(body)))?;
+    if json {
+        println!("{value}");
+    } else {
+        let status = value["status"].as_str().unwrap_or("?");
+        for m in value["messages"].as_array().into_iter().flatten() {
+            match m["platform_id"].as_str() {
+                Some(id) => println!("{id}"),
+                None => eprintln!(
+                    "outbox #{} {}{}",
+                    m["outbox_id"],
+                    m["status"].as_str().unwrap_or("?"),
+                    m["error"]
+                        .as_str()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+        eprintln!("{status}");
+    }
+    Ok(match value["status"].as_str() {
+        Some("failed") => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
