@@ -208,3 +208,113 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
         Some("Bearer sk-test-secret-value-42")
     );
 }
+
+#[test]
+fn telegram_pairing_approval_and_message_send_through_the_cli() {
+    const BOT_TOKEN: &str = "424242:cli-telegram-secret-token";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(moltbot_fakes::FakeOpenAi::start());
+    let tg = rt.block_on(moltbot_fakes::telegram::FakeTelegram::start(BOT_TOKEN));
+    let home = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    // Gateway and client commands read the same settings from the environment.
+    let with_env = |c: &mut Command| {
+        c.env("MOLTBOT_GATEWAY__PORT", &port)
+            .env("MOLTBOT_GATEWAY_TOKEN", "cli-test")
+            .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
+            .env("MOLTBOT_MODEL__OPENAI__BASE_URL", fake.base_url())
+            .env("MOLTBOT_CHANNELS__TELEGRAM__ENABLED", "true")
+            .env("MOLTBOT_CHANNELS__TELEGRAM__BOT_TOKEN", BOT_TOKEN)
+            .env("MOLTBOT_CHANNELS__TELEGRAM__API_BASE", tg.base_url())
+            .env("MOLTBOT_CHANNELS__TELEGRAM__POLL_TIMEOUT_SECS", "1");
+    };
+    let run = |args: &[&str]| {
+        let mut c = moltbot(home.path());
+        with_env(&mut c);
+        let out = c.args(args).output().unwrap();
+        (out.status.success(), text(&out))
+    };
+    let mut gw = moltbot(home.path());
+    with_env(&mut gw);
+    let child = gw
+        .args(["gateway", "--verbose"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait = Duration::from_secs(20);
+
+    // An unknown sender gets a code; the owner approves it from the CLI.
+    tg.push_message(77, 77, "hello?");
+    let sent = rt.block_on(tg.wait_sent(1, wait));
+    assert_eq!(sent.len(), 1, "pairing code sent");
+    let (ok, listed) = run(&["pairing", "list", "--json"]);
+    assert!(ok, "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(listed.trim()).unwrap();
+    let code = listed["requests"][0]["code"].as_str().unwrap().to_string();
+    assert!(sent[0].text.contains(&code));
+    let (ok, out) = run(&["pairing", "approve", "telegram", &code]);
+    assert!(ok && out.contains("approved 77"), "{out}");
+    let (ok, out) = run(&["pairing", "approve", "telegram", &code]);
+    assert!(!ok && out.contains("no pending request"), "{out}");
+    // The gateway delivers the notice queued by the CLI process.
+    let sent = rt.block_on(tg.wait_sent(2, wait));
+    assert!(sent[1].text.contains("approved"), "{:?}", sent[1].text);
+
+    tg.push_message(77, 77, "now we talk");
+    let sent = rt.block_on(tg.wait_sent(3, wait));
+    assert_eq!(sent[2].text, "echo: now we talk");
+
+    let (ok, out) = run(&["channels", "status", "--json"]);
+    assert!(ok, "{out}");
+    let status: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(status["channels"][0]["channel"], "telegram");
+    assert_eq!(status["channels"][0]["status"], "connected");
+
+    let health: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/health"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        health["components"]["channels"]["telegram"]["status"],
+        "connected"
+    );
+
+    let (ok, out) = run(&[
+        "message",
+        "send",
+        "--channel",
+        "telegram",
+        "--to",
+        "77",
+        "proactive hello",
+    ]);
+    assert!(ok && out.contains("sent"), "{out}");
+    assert!(tg.sent().iter().any(|m| m.text == "proactive hello"));
+    let (ok, out) = run(&["message", "send", "--channel", "whatsapp", "--to", "1", "x"]);
+    assert!(
+        !ok && out.contains("`channel` must be an enabled channel"),
+        "{out}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("cli-telegram-secret-token"),
+        "bot token in the log:\n{log}"
+    );
+    assert!(!log.contains(&code), "pairing code in the log:\n{log}");
+}

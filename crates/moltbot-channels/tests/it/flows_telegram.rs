@@ -52,6 +52,11 @@ async fn pairing_flow_from_unknown_sender_to_approved_chat() {
     let sent = tg.wait_sent(2, WAIT).await;
     assert_eq!(sent[1].text, "echo: now?");
     assert_eq!(h.model.requests(), 1);
+    // "typing…" was shown while the model answered.
+    assert!(tg
+        .chat_actions()
+        .iter()
+        .any(|a| a.chat_id == "500" && a.action == "typing"));
     // Each sender has their own session.
     let rows = h.store.recent_messages("telegram:500", 10).await.unwrap();
     assert_eq!(rows.len(), 2, "only the approved turn is in the session");
@@ -157,4 +162,37 @@ async fn groups_answer_only_when_mentioned() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(tg.sent().len(), 1);
     assert_eq!(h.model.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_could_not_be_sent_survives_a_restart_and_goes_out_once() {
+    let tg = FakeTelegram::start(TOKEN).await;
+    let mut h = Harness::start(config(&tg, DmPolicy::Open), None).await;
+    // Telegram is down (502) for the first attempts.
+    tg.fail_next_sends(
+        3,
+        502,
+        serde_json::json!({"ok": false, "error_code": 502, "description": "Bad Gateway"}),
+    );
+    tg.push_message(31, 31, "are you up?");
+    h.until(10, "first attempts failed", || async {
+        h.store
+            .outbox_recent(1)
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|r| r.attempts >= 1 && r.status == "pending")
+    })
+    .await;
+    assert!(tg.sent().is_empty());
+    h.restart().await;
+    let sent = tg.wait_sent(1, Duration::from_secs(30)).await;
+    assert_eq!(sent[0].text, "echo: are you up?");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tg.sent().len(), 1);
+    assert_eq!(
+        h.model.requests(),
+        1,
+        "the turn ran once; only the send was retried"
+    );
 }

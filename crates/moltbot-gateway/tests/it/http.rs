@@ -531,3 +531,53 @@ async fn json_content_type_is_required_and_methods_are_a_fixed_label_set() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn channel_webhooks_are_served_whatever_the_host_and_without_the_bearer_token() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    // Platforms reach webhooks through a public name; the webhook checks its own signature.
+    let ctx = TestContext::with(Options {
+        token: None,
+        ..Options::default()
+    })
+    .await;
+    let hooks = axum::Router::new().route(
+        "/channels/test/webhook",
+        axum::routing::post(|| async { "taken" }),
+    );
+    let app = moltbot_gateway::app_with(ctx.state.clone(), hooks);
+    let req = |path: &str| {
+        axum::http::Request::post(path)
+            .header("host", "bot.example.com")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let resp = app
+        .clone()
+        .oneshot(req("/channels/test/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The API under the same foreign name is still refused.
+    let resp = app.clone().oneshot(req("/api/v1/chat")).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    // With no channel enabled, the channel routes say so.
+    let b = ctx.get_json("/api/v1/channels").await;
+    assert_eq!(b["channels"], json!([]));
+    let resp = ctx
+        .post("/api/v1/channels/send")
+        .json(&json!({"channel": "telegram", "to": "1", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = error_of(resp).await;
+    assert_eq!(s, 404);
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no channel is enabled"));
+    let b = ctx.get_json("/health").await;
+    assert_eq!(b["components"]["channels"], json!({}));
+}
