@@ -21,7 +21,7 @@
 use crate::pairing::{self, Access, Gate};
 use crate::text::split_message;
 use futures::future::BoxFuture;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use moltbot_core::config::{ChannelsConfig, DmPolicy, GroupPolicy, SessionScope};
 use moltbot_core::{Channel, ChannelError, ChannelState, Inbound, InboundSink};
 use moltbot_engine::{Engine, EngineError, Overrides, TurnRequest};
@@ -41,6 +41,10 @@ const POLL_EVERY: Duration = Duration::from_secs(2);
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// Outbox messages sent at once (each to a different chat).
 const SEND_CONCURRENCY: usize = 8;
+/// Pending inbox rows read per dispatcher pass.
+const PENDING_BATCH: usize = 256;
+/// How often finished inbox rows and sent outbox rows past retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -178,14 +182,16 @@ fn rules_for(cfg: &ChannelsConfig, kind: &str) -> Rules {
     }
 }
 
-/// The session a message belongs to.
-pub fn session_for(scope: SessionScope, msg: &Inbound) -> String {
+/// The session a message belongs to. Under `main` scope only the owner (a sender listed in
+/// the channel's `allow_from`) continues the shared `main` session; anyone else approved
+/// gets a session of their own, so they never see or reset the owner's conversation.
+pub fn session_for(scope: SessionScope, owner: bool, msg: &Inbound) -> String {
     if msg.is_group {
         return format!("{}:group:{}", msg.channel, msg.chat_id);
     }
     match scope {
-        SessionScope::Main => "main".to_string(),
-        SessionScope::PerPeer => format!("{}:{}", msg.channel, msg.sender_id),
+        SessionScope::Main if owner => "main".to_string(),
+        SessionScope::Main | SessionScope::PerPeer => format!("{}:{}", msg.channel, msg.sender_id),
     }
 }
 
@@ -209,6 +215,8 @@ struct HubInner {
     /// type, bounded in fact by the pending rows in the store (each row is queued once).
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<InboxRow>>>,
     outbox_wake: Notify,
+    /// Channel turns running at once across all sessions (`channels.max_concurrent_turns`).
+    turn_permits: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -227,6 +235,7 @@ impl ChannelHub {
             .iter()
             .map(|c| (c.kind(), rules_for(&cfg, c.kind())))
             .collect();
+        let turn_permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_turns));
         let hub = ChannelHub {
             inner: Arc::new(HubInner {
                 store: engine.store().clone(),
@@ -238,6 +247,7 @@ impl ChannelHub {
                 inflight: Mutex::new(HashSet::new()),
                 workers: Mutex::new(HashMap::new()),
                 outbox_wake: Notify::new(),
+                turn_permits,
                 shutdown,
                 tasks: TaskTracker::new(),
             }),
@@ -272,7 +282,10 @@ impl ChannelHub {
     }
 
     pub async fn status(&self) -> Vec<ChannelStatus> {
-        let counts = self.inner.store.outbox_counts().await.unwrap_or_default();
+        let counts = self.inner.store.outbox_counts().await.unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "cannot count the outbox");
+            Vec::new()
+        });
         let mut out: Vec<ChannelStatus> = self
             .inner
             .channels
@@ -371,7 +384,7 @@ impl ChannelHub {
     /// Read pending inbox rows and hand each to its session's worker.
     async fn dispatch_loop(&self) {
         loop {
-            match self.inner.store.inbox_pending().await {
+            match self.inner.store.inbox_pending(PENDING_BATCH).await {
                 Ok(rows) => {
                     for row in rows {
                         self.dispatch(row);
@@ -398,7 +411,12 @@ impl ChannelHub {
                 return;
             }
         }
-        let session = session_for(self.inner.cfg.session_scope, &row.message);
+        let owner = self
+            .inner
+            .rules
+            .get(row.message.channel.as_str())
+            .is_some_and(|r| r.access.allow_from.contains(&row.message.sender_id));
+        let session = session_for(self.inner.cfg.session_scope, owner, &row.message);
         // The lock is held only to find or start the worker (never across an await).
         let mut workers = self
             .inner
@@ -449,7 +467,14 @@ impl ChannelHub {
                     }
                 };
                 let id = row.id;
-                hub.process(&session, row).await;
+                let failed_row = row.clone();
+                // A bug in one message must not strand the session: the row is marked failed
+                // (so it does not panic again after a restart) and the worker goes on.
+                let run = std::panic::AssertUnwindSafe(hub.process(&session, row));
+                if run.catch_unwind().await.is_err() {
+                    tracing::error!(inbox_id = id, "handling a channel message panicked");
+                    hub.finish(&failed_row, "failed", Vec::new()).await;
+                }
                 hub.inner
                     .inflight
                     .lock()
@@ -465,6 +490,16 @@ impl ChannelHub {
     /// Handle one received message to the end: ignored, answered with a pairing code, or
     /// answered by the model. Leaves the row pending only when shutdown interrupted it.
     async fn process(&self, session: &str, row: InboxRow) {
+        // The dispatcher may have read this row just before a worker closed it: only a row
+        // still pending in the store is handled, so nothing is answered twice.
+        match self.inner.store.inbox_status(row.id).await {
+            Ok(Some(status)) if status == "pending" => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot read an inbox row");
+                return;
+            }
+        }
         let msg = &row.message;
         let kind = metric_channel(&msg.channel);
         let Some(ch) = self.inner.channels.get(msg.channel.as_str()).cloned() else {
@@ -526,6 +561,14 @@ impl ChannelHub {
             return self.finish(&row, "done", replies).await;
         }
         let text = text.to_string();
+        // Channel turns wait for a permit rather than being refused: the inbox holds them.
+        let _permit = tokio::select! {
+            p = self.inner.turn_permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = self.inner.shutdown.cancelled() => return,
+        };
         let typing = self.typing_loop(ch.clone(), msg.chat_id.clone());
         let turn = self.inner.engine.turn(
             TurnRequest {
@@ -616,18 +659,38 @@ impl ChannelHub {
 
     /// Deliver due outbox rows until shutdown, sleeping until the next one is due.
     async fn outbox_loop(&self) {
+        let mut next_prune = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_prune {
+                next_prune += PRUNE_EVERY;
+                let keep_ms = i64::from(self.inner.cfg.retention_days) * 86_400_000;
+                match self.inner.store.channels_prune(now_ms() - keep_ms).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "old channel messages pruned"),
+                    Err(e) => tracing::warn!(cause = %e, "cannot prune old channel messages"),
+                }
+            }
             let now = now_ms();
             match self.inner.store.outbox_due(now, 64).await {
                 Ok(due) if !due.is_empty() => {
+                    let recorded = std::sync::atomic::AtomicBool::new(true);
                     futures::stream::iter(due)
-                        .for_each_concurrent(SEND_CONCURRENCY, |row| self.deliver(row))
+                        .for_each_concurrent(SEND_CONCURRENCY, |row| async {
+                            // Once shutdown begins no new send starts (those started finish
+                            // and are recorded).
+                            if !self.inner.shutdown.is_cancelled() && !self.deliver(row).await {
+                                recorded.store(false, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        })
                         .await;
-                    // More may be due right away (the next piece of a split reply).
                     if self.inner.shutdown.is_cancelled() {
                         return;
                     }
-                    continue;
+                    if recorded.load(std::sync::atomic::Ordering::Relaxed) {
+                        // More may be due right away (the next piece of a split reply).
+                        continue;
+                    }
+                    // The store did not take a result: pause instead of resending at once.
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(cause = %e, "cannot read the outbox"),
@@ -645,16 +708,18 @@ impl ChannelHub {
         }
     }
 
-    async fn deliver(&self, row: OutboxRow) {
+    /// Send one outbox row and record the result; `false` if the result could not be
+    /// recorded (the store failed).
+    async fn deliver(&self, row: OutboxRow) -> bool {
         let store = &self.inner.store;
         let kind = metric_channel(&row.channel);
         let Some(ch) = self.inner.channels.get(row.channel.as_str()) else {
             // Queued for a channel that is not enabled now: check again later.
             let later = now_ms() + 60_000;
-            let _ = store
+            return store
                 .outbox_attempt_failed(row.id, Some(later), "channel not enabled")
-                .await;
-            return;
+                .await
+                .is_ok();
         };
         let out = moltbot_core::Outbound {
             chat_id: row.chat_id.clone(),
@@ -690,8 +755,12 @@ impl ChannelHub {
                     .await
             }
         };
-        if let Err(e) = saved {
-            tracing::error!(cause = %e, "cannot record an outbox attempt");
+        match saved {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot record an outbox attempt");
+                false
+            }
         }
     }
 }
@@ -744,12 +813,17 @@ mod tests {
     #[test]
     fn sessions_by_scope() {
         assert_eq!(
-            session_for(SessionScope::PerPeer, &msg(false)),
+            session_for(SessionScope::PerPeer, true, &msg(false)),
             "telegram:42"
         );
-        assert_eq!(session_for(SessionScope::Main, &msg(false)), "main");
+        assert_eq!(session_for(SessionScope::Main, true, &msg(false)), "main");
         assert_eq!(
-            session_for(SessionScope::Main, &msg(true)),
+            session_for(SessionScope::Main, false, &msg(false)),
+            "telegram:42",
+            "only the owner shares the main session"
+        );
+        assert_eq!(
+            session_for(SessionScope::Main, true, &msg(true)),
             "telegram:group:-100"
         );
     }

@@ -108,6 +108,13 @@ impl Access {
         {
             Ok(Gate::SendCode { code, expires_at })
         } else {
+            tracing::warn!(
+                channel = %msg.channel,
+                max_pending = pairing.max_pending,
+                "a new sender got no pairing code: too many codes wait for approval \
+                 (moltbot pairing list)"
+            );
+            metrics::counter!("moltbot_channel_pairing_refused_total").increment(1);
             Ok(Gate::Ignored("too many pairing requests waiting"))
         }
     }

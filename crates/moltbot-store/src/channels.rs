@@ -7,8 +7,7 @@
 //! - **outbox**: replies waiting to be sent, with attempts and the next attempt time. Only
 //!   the oldest pending row of a chat is eligible, so the pieces of a split reply arrive in
 //!   order even when one of them has to be retried.
-//! - **pairing_requests** / **allowed_senders**: one-time codes for unknown senders and the
-//!   senders the owner approved.
+//! - **pairing_requests** / **allowed_senders**: see `pairing.rs`.
 //! - **channel_cursors**: small adapter state (Telegram's update offset) written in the same
 //!   transaction as the inbox rows it covers.
 
@@ -58,6 +57,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at         INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_chat ON outbox(status, channel, chat_id, id);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox(created_at);
+CREATE INDEX IF NOT EXISTS inbox_received ON inbox(received_at);
 CREATE TABLE IF NOT EXISTS pairing_requests (
     channel      TEXT NOT NULL,
     sender_id    TEXT NOT NULL,
@@ -120,28 +121,6 @@ pub struct OutboxRow {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PairingRequest {
-    pub channel: String,
-    pub sender_id: String,
-    pub sender_name: Option<String>,
-    pub chat_id: String,
-    pub code: String,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub last_sent_at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AllowedSender {
-    pub channel: String,
-    pub sender_id: String,
-    pub sender_name: Option<String>,
-    pub approved_at: i64,
-    /// `pairing` or `cli`.
-    pub via: String,
-}
-
 const OUTBOX_COLUMNS: &str = "id, channel, chat_id, text, reply_to, thread, status, attempts, \
      next_attempt_at, last_error, platform_id, created_at";
 
@@ -182,22 +161,6 @@ fn row_to_inbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
             reply_to: r.get(9)?,
             thread: r.get(10)?,
         },
-    })
-}
-
-const PAIRING_COLUMNS: &str =
-    "channel, sender_id, sender_name, chat_id, code, created_at, expires_at, last_sent_at";
-
-fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<PairingRequest> {
-    Ok(PairingRequest {
-        channel: r.get(0)?,
-        sender_id: r.get(1)?,
-        sender_name: r.get(2)?,
-        chat_id: r.get(3)?,
-        code: r.get(4)?,
-        created_at: r.get(5)?,
-        expires_at: r.get(6)?,
-        last_sent_at: r.get(7)?,
     })
 }
 
@@ -298,16 +261,46 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)
     }
 
-    /// Messages received but not yet answered, oldest first (re-run after a restart).
-    pub async fn inbox_pending(&self) -> Result<Vec<InboxRow>, StoreError> {
-        self.with_reader(|conn| {
+    /// Up to `limit` messages received but not yet answered, oldest first (re-run after a
+    /// restart).
+    pub async fn inbox_pending(&self, limit: usize) -> Result<Vec<InboxRow>, StoreError> {
+        self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {INBOX_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY id"
+                "SELECT {INBOX_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY id LIMIT ?1"
             ))?;
             let rows = stmt
-                .query_map([], row_to_inbox)?
+                .query_map(params![limit as i64], row_to_inbox)?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// The status of one inbox row (`pending`, `done`, `ignored`, `pairing`, `failed`).
+    pub async fn inbox_status(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.with_reader(move |conn| {
+            Ok(conn
+                .query_row("SELECT status FROM inbox WHERE id = ?1", params![id], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Delete finished inbox rows and sent outbox rows older than `before` (ms since the
+    /// epoch). Pending and failed rows stay. Returns how many rows went.
+    pub async fn channels_prune(&self, before: i64) -> Result<i64, StoreError> {
+        self.write(move |conn| {
+            let a = conn.execute(
+                "DELETE FROM inbox WHERE status != 'pending' AND received_at < ?1",
+                params![before],
+            )?;
+            let b = conn.execute(
+                "DELETE FROM outbox WHERE status = 'sent' AND created_at < ?1",
+                params![before],
+            )?;
+            Ok((a + b) as i64)
         })
         .await
     }
@@ -445,7 +438,7 @@ impl Store {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT channel, SUM(status = 'pending'), SUM(status = 'failed')
-                 FROM outbox GROUP BY channel ORDER BY channel",
+                 FROM outbox WHERE status != 'sent' GROUP BY channel ORDER BY channel",
             )?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -492,224 +485,6 @@ impl Store {
         })
         .await
         .map(drop)
-    }
-
-    pub async fn pairing_get(
-        &self,
-        channel: &str,
-        sender_id: &str,
-    ) -> Result<Option<PairingRequest>, StoreError> {
-        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
-        self.with_reader(move |conn| {
-            Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {PAIRING_COLUMNS} FROM pairing_requests
-                         WHERE channel = ?1 AND sender_id = ?2"
-                    ),
-                    params![channel, sender_id],
-                    row_to_pairing,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    /// Create or replace the sender's pairing request, unless the channel already has
-    /// `max_pending` unexpired requests from other senders. Returns whether it was stored.
-    pub async fn pairing_put(
-        &self,
-        req: PairingRequest,
-        max_pending: usize,
-    ) -> Result<bool, StoreError> {
-        let n = self
-            .write(move |conn| {
-                conn.execute(
-                    "DELETE FROM pairing_requests WHERE expires_at <= ?1",
-                    params![req.created_at],
-                )?;
-                let others: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM pairing_requests WHERE channel = ?1 AND sender_id != ?2",
-                    params![req.channel, req.sender_id],
-                    |r| r.get(0),
-                )?;
-                if others as usize >= max_pending {
-                    return Ok(0);
-                }
-                Ok(conn.execute(
-                    "INSERT INTO pairing_requests (channel, sender_id, sender_name, chat_id, code,
-                         created_at, expires_at, last_sent_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT(channel, sender_id) DO UPDATE SET
-                         sender_name = excluded.sender_name, chat_id = excluded.chat_id,
-                         code = excluded.code, created_at = excluded.created_at,
-                         expires_at = excluded.expires_at, last_sent_at = excluded.last_sent_at",
-                    params![
-                        req.channel,
-                        req.sender_id,
-                        req.sender_name,
-                        req.chat_id,
-                        req.code,
-                        req.created_at,
-                        req.expires_at,
-                        req.last_sent_at
-                    ],
-                )? as i64)
-            })
-            .await?;
-        Ok(n == 1)
-    }
-
-    pub async fn pairing_touch(
-        &self,
-        channel: &str,
-        sender_id: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
-        self.write(move |conn| {
-            Ok(conn.execute(
-                "UPDATE pairing_requests SET last_sent_at = ?3 WHERE channel = ?1 AND sender_id = ?2",
-                params![channel, sender_id, at],
-            )? as i64)
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Unexpired pairing requests, oldest first.
-    pub async fn pairing_list(&self, now: i64) -> Result<Vec<PairingRequest>, StoreError> {
-        self.with_reader(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PAIRING_COLUMNS} FROM pairing_requests WHERE expires_at > ?1
-                 ORDER BY created_at"
-            ))?;
-            let rows = stmt
-                .query_map(params![now], row_to_pairing)?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    /// Approve the unexpired request of `channel` with this code (case-insensitive): the
-    /// sender becomes allowed and the request goes away, in one transaction.
-    pub async fn pairing_approve(
-        &self,
-        channel: &str,
-        code: &str,
-        now: i64,
-    ) -> Result<Option<PairingRequest>, StoreError> {
-        let (channel, code) = (channel.to_string(), code.trim().to_ascii_uppercase());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.write(move |conn| {
-            let found = conn
-                .query_row(
-                    &format!(
-                        "SELECT {PAIRING_COLUMNS} FROM pairing_requests
-                         WHERE channel = ?1 AND code = ?2 AND expires_at > ?3"
-                    ),
-                    params![channel, code, now],
-                    row_to_pairing,
-                )
-                .optional()?;
-            if let Some(req) = &found {
-                conn.execute(
-                    "INSERT INTO allowed_senders (channel, sender_id, sender_name, approved_at, via)
-                     VALUES (?1, ?2, ?3, ?4, 'pairing')
-                     ON CONFLICT(channel, sender_id) DO UPDATE SET approved_at = excluded.approved_at",
-                    params![req.channel, req.sender_id, req.sender_name, now],
-                )?;
-                conn.execute(
-                    "DELETE FROM pairing_requests WHERE channel = ?1 AND sender_id = ?2",
-                    params![req.channel, req.sender_id],
-                )?;
-            }
-            let n = i64::from(found.is_some());
-            let _ = tx.send(found);
-            Ok(n)
-        })
-        .await?;
-        rx.await.map_err(|_| StoreError::Closed)
-    }
-
-    pub async fn allowed_contains(
-        &self,
-        channel: &str,
-        sender_id: &str,
-    ) -> Result<bool, StoreError> {
-        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
-        self.with_reader(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT 1 FROM allowed_senders WHERE channel = ?1 AND sender_id = ?2",
-                    params![channel, sender_id],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some())
-        })
-        .await
-    }
-
-    pub async fn allowed_list(&self) -> Result<Vec<AllowedSender>, StoreError> {
-        self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT channel, sender_id, sender_name, approved_at, via FROM allowed_senders
-                 ORDER BY channel, approved_at",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(AllowedSender {
-                        channel: r.get(0)?,
-                        sender_id: r.get(1)?,
-                        sender_name: r.get(2)?,
-                        approved_at: r.get(3)?,
-                        via: r.get(4)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-        .await
-    }
-
-    /// Allow a sender directly (`moltbot pairing allow`), without a code.
-    pub async fn allowed_add(
-        &self,
-        channel: &str,
-        sender_id: &str,
-        via: &str,
-    ) -> Result<(), StoreError> {
-        let (channel, sender_id, via) =
-            (channel.to_string(), sender_id.to_string(), via.to_string());
-        self.write(move |conn| {
-            conn.execute(
-                "DELETE FROM pairing_requests WHERE channel = ?1 AND sender_id = ?2",
-                params![channel, sender_id],
-            )?;
-            Ok(conn.execute(
-                "INSERT INTO allowed_senders (channel, sender_id, approved_at, via)
-                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT(channel, sender_id) DO NOTHING",
-                params![channel, sender_id, now_ms(), via],
-            )? as i64)
-        })
-        .await
-        .map(drop)
-    }
-
-    /// Revoke a sender. Returns whether they were allowed.
-    pub async fn allowed_remove(&self, channel: &str, sender_id: &str) -> Result<bool, StoreError> {
-        let (channel, sender_id) = (channel.to_string(), sender_id.to_string());
-        let n = self
-            .write(move |conn| {
-                Ok(conn.execute(
-                    "DELETE FROM allowed_senders WHERE channel = ?1 AND sender_id = ?2",
-                    params![channel, sender_id],
-                )? as i64)
-            })
-            .await?;
-        Ok(n > 0)
     }
 }
 
@@ -770,7 +545,7 @@ mod tests {
                 .as_deref(),
             Some("3")
         );
-        let pending = store.inbox_pending().await.unwrap();
+        let pending = store.inbox_pending(100).await.unwrap();
         assert_eq!(pending.len(), 3);
         let ids = store
             .inbox_finish(pending[0].id, "done", vec![out("c", "a", Some("k1"))])
@@ -782,7 +557,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ids, again);
-        assert_eq!(store.inbox_pending().await.unwrap().len(), 2);
+        assert_eq!(store.inbox_pending(100).await.unwrap().len(), 2);
+        assert_eq!(store.inbox_pending(1).await.unwrap().len(), 1);
+        assert_eq!(
+            store.inbox_status(pending[0].id).await.unwrap().as_deref(),
+            Some("done")
+        );
+        // Pruning keeps what is still pending.
+        assert_eq!(store.channels_prune(now_ms() + 1).await.unwrap(), 1);
+        assert_eq!(store.inbox_pending(100).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -841,66 +624,5 @@ mod tests {
         let row = store.outbox_get(ids[0]).await.unwrap().unwrap();
         assert_eq!(row.status, "failed");
         assert_eq!(row.last_error.as_deref(), Some("gone"));
-    }
-
-    #[tokio::test]
-    async fn pairing_requests_are_bounded_expire_and_approve_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("p.db")).unwrap();
-        let req = |sender: &str, code: &str, now: i64| PairingRequest {
-            channel: "telegram".into(),
-            sender_id: sender.into(),
-            sender_name: None,
-            chat_id: sender.into(),
-            code: code.into(),
-            created_at: now,
-            expires_at: now + 1000,
-            last_sent_at: now,
-        };
-        assert!(store
-            .pairing_put(req("u1", "AAAA2222", 0), 2)
-            .await
-            .unwrap());
-        assert!(store
-            .pairing_put(req("u2", "BBBB3333", 0), 2)
-            .await
-            .unwrap());
-        assert!(!store
-            .pairing_put(req("u3", "CCCC4444", 0), 2)
-            .await
-            .unwrap());
-        // Replacing one's own request does not count against the bound.
-        assert!(store
-            .pairing_put(req("u2", "DDDD5555", 10), 2)
-            .await
-            .unwrap());
-        assert_eq!(store.pairing_list(10).await.unwrap().len(), 2);
-        assert!(store
-            .pairing_approve("telegram", "bbbb3333", 20)
-            .await
-            .unwrap()
-            .is_none());
-        let ok = store
-            .pairing_approve("telegram", "dddd5555", 20)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(ok.sender_id, "u2");
-        assert!(store.allowed_contains("telegram", "u2").await.unwrap());
-        assert!(!store.allowed_contains("whatsapp", "u2").await.unwrap());
-        assert!(store
-            .pairing_approve("telegram", "DDDD5555", 20)
-            .await
-            .unwrap()
-            .is_none());
-        // Expired codes cannot be approved.
-        assert!(store
-            .pairing_approve("telegram", "AAAA2222", 5000)
-            .await
-            .unwrap()
-            .is_none());
-        assert!(store.pairing_list(5000).await.unwrap().is_empty());
-        assert!(store.allowed_remove("telegram", "u2").await.unwrap());
-        assert!(!store.allowed_contains("telegram", "u2").await.unwrap());
     }
 }

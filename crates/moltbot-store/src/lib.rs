@@ -16,8 +16,10 @@
 //! `spawn_blocking` (never across an `.await`); WAL lets it read while the writer commits.
 
 mod channels;
+mod pairing;
 
-pub use channels::{AllowedSender, InboxItem, InboxRow, NewOutbox, OutboxRow, PairingRequest};
+pub use channels::{InboxItem, InboxRow, NewOutbox, OutboxRow};
+pub use pairing::{AllowedSender, PairingRequest};
 
 use moltbot_core::Role;
 use rusqlite::{params, Connection, OptionalExtension};

@@ -40,7 +40,7 @@ async fn pairing_flow_from_unknown_sender_to_approved_chat() {
     // Writing again soon gets no second code (rate limit) and still no model call.
     tg.push_message(500, 500, "are you there?");
     h.until(10, "second message processed", || async {
-        h.store.inbox_pending().await.unwrap().is_empty()
+        h.store.inbox_pending(10).await.unwrap().is_empty()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;

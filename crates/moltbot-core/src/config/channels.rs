@@ -9,10 +9,15 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelsConfig {
-    /// `per-peer`: each sender (and each group) has its own session. `main`: every direct
-    /// message, from any channel, continues one shared session named `main` (one owner
-    /// talking to their assistant from several apps).
+    /// `per-peer`: each sender (and each group) has its own session. `main`: the owner (a
+    /// sender in a channel's `allow_from`) continues one shared session named `main` from
+    /// every channel; other approved senders keep sessions of their own.
     pub session_scope: SessionScope,
+    /// Channel turns run at once across all chats; more wait in the inbox.
+    pub max_concurrent_turns: usize,
+    /// Answered messages and sent replies are deleted after this many days (conversations
+    /// themselves stay in their sessions).
+    pub retention_days: u32,
     pub pairing: PairingConfig,
     pub outbox: OutboxConfig,
     pub telegram: TelegramConfig,
@@ -25,6 +30,8 @@ impl Default for ChannelsConfig {
     fn default() -> Self {
         Self {
             session_scope: SessionScope::PerPeer,
+            max_concurrent_turns: 16,
+            retention_days: 30,
             pairing: PairingConfig::default(),
             outbox: OutboxConfig::default(),
             telegram: TelegramConfig::default(),
@@ -319,6 +326,30 @@ impl ChannelsConfig {
             return Err(ConfigError::Invalid(format!(
                 "channels.pairing.max_pending must be between 1 and 10000, got {}",
                 p.max_pending
+            )));
+        }
+        if !(10..=86_400).contains(&p.remind_after_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "channels.pairing.remind_after_secs must be between 10 and 86400, got {}",
+                p.remind_after_secs
+            )));
+        }
+        if !(1..=86_400).contains(&self.outbox.max_backoff_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "channels.outbox.max_backoff_secs must be between 1 and 86400, got {}",
+                self.outbox.max_backoff_secs
+            )));
+        }
+        if !(1..=10_000).contains(&self.max_concurrent_turns) {
+            return Err(ConfigError::Invalid(format!(
+                "channels.max_concurrent_turns must be between 1 and 10000, got {}",
+                self.max_concurrent_turns
+            )));
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::Invalid(format!(
+                "channels.retention_days must be between 1 and 3650, got {}",
+                self.retention_days
             )));
         }
         if !(1..=1000).contains(&self.outbox.max_attempts) {

@@ -127,7 +127,7 @@ pub async fn send(
                 "messages": messages,
             })));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -151,6 +151,14 @@ pub async fn pairing_approve(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<ApproveBody>,
 ) -> Result<Json<Value>, ApiError> {
+    const KNOWN: [&str; 4] = ["telegram", "whatsapp", "discord", "slack"];
+    if !KNOWN.contains(&body.channel.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "`channel` must be one of {}, got {:?}",
+            KNOWN.join(", "),
+            body.channel
+        )));
+    }
     let code = body.code.trim();
     if code.chars().count() != pairing::CODE_LEN {
         return Err(ApiError::BadRequest(format!(

@@ -98,20 +98,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let engine = start_engine(&cfg)?;
     let stop_channels = CancellationToken::new();
     let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
+    let cfg_grace = cfg.gateway.shutdown_grace_secs;
     let state = AppState::with_channels(engine, cfg, hub.clone());
     tracing::info!(
         "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
         env!("CARGO_PKG_VERSION")
     );
-    let served = moltbot_gateway::run_with(listener, state, webhooks, shutdown_signal()).await;
-    // Channel turns cut short stay pending in the inbox and run again at the next start.
+    let grace = Duration::from_secs(cfg_grace);
+    // On the signal, channels stop taking new turns at once (what they received stays in
+    // the inbox and runs at the next start) while HTTP drains its in-flight turns.
+    let signal = {
+        let stop = stop_channels.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    let served = moltbot_gateway::run_with(listener, state, webhooks, signal).await;
     stop_channels.cancel();
     if let Some(hub) = hub {
-        if tokio::time::timeout(Duration::from_secs(5), hub.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("channels did not stop within 5 s");
+        if tokio::time::timeout(grace, hub.wait()).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "channels did not stop within the grace period"
+            );
         }
     }
     served?;
