@@ -57,6 +57,68 @@ pub fn shorten(s: &str, max_chars: usize) -> String {
     }
 }
 
+/// The longest wait between two credential checks of a webhook-driven adapter.
+const MAX_CHECK_BACKOFF: Duration = Duration::from_secs(60);
+
+/// 1, 2, 4 … 60 s with up to 25% jitter, so adapters restarted together do not retry in step.
+pub fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1 << attempt.min(6)).min(MAX_CHECK_BACKOFF);
+    base + base.mul_f64(rand::random::<f64>() * 0.25)
+}
+
+/// The `run` loop of adapters that receive through webhooks: call `check` (a cheap
+/// authenticated request) until it succeeds, honouring `retry_after` and backing off on
+/// retryable failures, then report `Connected` until `shutdown`. A refused credential ends
+/// the loop with that error, so the hub reports it instead of retrying forever.
+pub async fn check_then_hold<F, Fut>(
+    platform: &'static str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    set_state: impl Fn(moltbot_core::ChannelState),
+    mut check: F,
+) -> Result<(), ChannelError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ChannelError>>,
+{
+    use moltbot_core::ChannelState;
+    set_state(ChannelState::Connecting);
+    let mut attempt = 0;
+    loop {
+        let checked = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            checked = check() => checked,
+        };
+        let err = match checked {
+            Ok(()) => {
+                set_state(ChannelState::Connected);
+                tracing::info!(platform, "credentials accepted; receiving webhooks");
+                shutdown.cancelled().await;
+                break;
+            }
+            Err(err) => err,
+        };
+        set_state(ChannelState::Error {
+            detail: err.to_string(),
+        });
+        if !err.is_retryable() {
+            tracing::error!(platform, cause = %err, "credentials refused; giving up");
+            return Err(err);
+        }
+        let wait = match &err {
+            ChannelError::RateLimited { retry_after } => *retry_after,
+            _ => backoff(attempt),
+        };
+        attempt += 1;
+        tracing::warn!(platform, cause = %err, retry_in = ?wait, "credential check failed");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    set_state(ChannelState::Stopped);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

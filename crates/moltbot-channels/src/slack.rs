@@ -12,7 +12,7 @@
 //! A message in a channel that mentions the bot arrives twice (`message` and `app_mention`):
 //! both get the external id `{channel}:{ts}`, so the sink keeps one.
 
-use crate::http::{client, retry_after_header, shorten, status_error, transport_error};
+use crate::http::{self, client, retry_after_header, shorten, status_error, transport_error};
 use crate::signature::verify_hex;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -50,8 +50,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// When a rate-limited answer has no `Retry-After`.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
-
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// `ok: false` errors meaning our token is wrong, revoked or lacks a scope.
 const UNAUTHORIZED_ERRORS: [&str; 6] = [
@@ -310,11 +308,6 @@ fn unix_now() -> i64 {
 }
 
 /// 1 s doubling up to a minute, plus up to a quarter of jitter so restarts do not stampede.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_secs(1 << attempt.min(6)).min(MAX_BACKOFF);
-    base + base.mul_f64(rand::random::<f64>() * 0.25)
-}
-
 /// Remove mentions of `bot` (`<@U123>` or `<@U123|name>`) from `text`; whether there was one.
 fn strip_mention(text: &str, bot: &str) -> (String, bool) {
     let mut out = String::with_capacity(text.len());
@@ -508,47 +501,19 @@ impl Channel for SlackChannel {
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.set_state(ChannelState::Connecting);
-            let mut attempt = 0;
-            loop {
-                let tested = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    tested = self.auth_test() => tested,
-                };
-                let err = match tested {
-                    Ok(user_id) => {
-                        // Set once: a second `run` keeps the id learned by the first.
-                        let _ = self.bot_user_id.set(user_id);
-                        self.set_state(ChannelState::Connected);
-                        info!(
-                            bot_user_id = self.bot_user_id(),
-                            "Slack token accepted; receiving events"
-                        );
-                        shutdown.cancelled().await;
-                        break;
-                    }
-                    Err(err) => err,
-                };
-                self.set_state(ChannelState::Error {
-                    detail: err.to_string(),
-                });
-                if !err.is_retryable() {
-                    error!(cause = %err, "Slack refused auth.test; giving up");
-                    return Err(err);
-                }
-                let wait = match &err {
-                    ChannelError::RateLimited { retry_after } => *retry_after,
-                    _ => backoff(attempt),
-                };
-                attempt += 1;
-                warn!(cause = %err, retry_in = ?wait, "Slack auth.test failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            self.set_state(ChannelState::Stopped);
-            Ok(())
+            http::check_then_hold(
+                "slack",
+                &shutdown,
+                |st| self.set_state(st),
+                || async {
+                    let user_id = self.auth_test().await?;
+                    // Set once: a second `run` keeps the id learned by the first.
+                    let _ = self.bot_user_id.set(user_id);
+                    info!(bot_user_id = self.bot_user_id(), "Slack token accepted");
+                    Ok(())
+                },
+            )
+            .await
         })
     }
 

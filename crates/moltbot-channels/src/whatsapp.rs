@@ -11,7 +11,7 @@
 //!   is set. [`Channel::typing`] marks the chat's last message read and shows "typing…"
 //!   (WhatsApp attaches the indicator to a received message, so it needs one).
 
-use crate::http::{client, retry_after_header, shorten, transport_error};
+use crate::http::{self, client, retry_after_header, shorten, transport_error};
 use crate::signature::{same_secret, verify_hex};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -61,8 +61,6 @@ const TYPING_REFRESH: Duration = Duration::from_secs(20);
 /// Chats whose last message id is remembered for the typing indicator; past this the memory
 /// starts over (an old chat then just shows no indicator).
 const TYPING_CHATS_MAX: usize = 10_000;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// The WhatsApp Cloud API adapter.
 pub struct WhatsAppChannel {
@@ -344,11 +342,6 @@ fn log_status(status: &Status) {
 }
 
 /// 1 s doubling up to a minute, plus up to a quarter of jitter so restarts do not stampede.
-fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_secs(1 << attempt.min(6)).min(MAX_BACKOFF);
-    base + base.mul_f64(rand::random::<f64>() * 0.25)
-}
-
 impl Channel for WhatsAppChannel {
     fn kind(&self) -> &'static str {
         KIND
@@ -371,42 +364,13 @@ impl Channel for WhatsAppChannel {
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<(), ChannelError>> {
         Box::pin(async move {
-            self.set_state(ChannelState::Connecting);
-            let mut attempt = 0;
-            loop {
-                let checked = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    checked = self.check_token() => checked,
-                };
-                let err = match checked {
-                    Ok(()) => {
-                        self.set_state(ChannelState::Connected);
-                        info!("WhatsApp token accepted; receiving webhooks");
-                        shutdown.cancelled().await;
-                        break;
-                    }
-                    Err(err) => err,
-                };
-                self.set_state(ChannelState::Error {
-                    detail: err.to_string(),
-                });
-                if !err.is_retryable() {
-                    error!(cause = %err, "WhatsApp refused the token check; giving up");
-                    return Err(err);
-                }
-                let wait = match &err {
-                    ChannelError::RateLimited { retry_after } => *retry_after,
-                    _ => backoff(attempt),
-                };
-                attempt += 1;
-                warn!(cause = %err, retry_in = ?wait, "WhatsApp token check failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            self.set_state(ChannelState::Stopped);
-            Ok(())
+            http::check_then_hold(
+                "whatsapp",
+                &shutdown,
+                |st| self.set_state(st),
+                || self.check_token(),
+            )
+            .await
         })
     }
 
