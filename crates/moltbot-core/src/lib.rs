@@ -7,17 +7,21 @@
 //!   request, chunk and error types.
 //! - [`channel`]: the [`Channel`] trait each messaging platform implements and the
 //!   [`InboundSink`] through which adapters hand messages to the turn pipeline.
+//! - [`encoder`]: the [`Encoder`] trait (sentence vectors) shared by understanding and
+//!   retrieval.
 //! - [`envinfo`]: the environment snapshot (OS, CPUs, memory, disk, GPU) shown by
 //!   `/health` and `doctor` and used to pick thread counts.
 
 pub mod channel;
 pub mod config;
+pub mod encoder;
 pub mod envinfo;
 pub mod model;
 pub mod secret;
 
 pub use channel::{Channel, ChannelError, ChannelState, Inbound, InboundSink, Outbound};
 pub use config::{Config, ConfigError};
+pub use encoder::{EncodeError, Encoder};
 pub use model::{
     ChatChunk, ChatMessage, ChatModel, ChatRequest, ChunkStream, Completion, FinishReason,
     ModelError, Role, ToolCallDelta, Usage,

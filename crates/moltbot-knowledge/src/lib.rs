@@ -1,0 +1,4 @@
+//! Knowledge retrieval (KRS).
+//!
+//! # Layout
+//! (filled in as modules land)
