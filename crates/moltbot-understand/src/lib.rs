@@ -1,1 +1,24 @@
-//! Dialogue understanding (DUE).
+//! Dialogue understanding (DUE): what a turn is about, and how sure we are.
+//!
+//! # Layout
+//! - [`text`]: normalisation, word runs (with unspaced scripts split per character) and
+//!   character n-grams.
+//! - [`features`]: [`Featurizer`], the sparse char + word TF-IDF features.
+//! - [`linear`]: [`Softmax`], a logistic-regression head over sparse + dense inputs.
+//! - [`dataset`]: [`Dataset`], intents files (YAML/JSON) and `text<TAB>label` TSV.
+//! - [`model`]: [`IntentModel`], the hierarchical (coarse → fine) classifier with its
+//!   calibrated surprise score.
+//! - [`eval`]: accuracy, macro-F1, per-class errors, out-of-scope AUROC.
+
+pub mod dataset;
+pub mod eval;
+pub mod features;
+pub mod linear;
+pub mod model;
+pub mod text;
+
+pub use dataset::{Dataset, DatasetError, Example, IntentSpec};
+pub use eval::{evaluate, EvalReport};
+pub use features::{FeatureConfig, Featurizer, SparseVec};
+pub use linear::{Softmax, TrainConfig};
+pub use model::{IntentModel, ModelConfig, ModelError, Prediction, TrainReport};

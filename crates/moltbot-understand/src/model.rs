@@ -1,0 +1,620 @@
+//! [`IntentModel`]: the hierarchical intent classifier with its surprise score.
+//!
+//! Features are the sparse char+word TF-IDF vector joined with the sentence embedding (when
+//! an encoder is given). Two softmax heads read them:
+//! - the **coarse head** picks the group;
+//! - the **fine head** sees the same features plus the group distribution (the true group
+//!   while training, the coarse head's output at prediction time), and the final fine score
+//!   adds the log-probability of the intent's group: `log p(fine) + γ·log p(coarse)`.
+//!
+//! **Surprise** is how unlike the training data a turn is. The raw score mixes the fine
+//! head's energy (low `log Σ exp(logits)` = nothing fired) and the embedding's distance to
+//! the nearest intent centroid, and is calibrated against utterances held out from training:
+//! `surprise = share of held-out in-domain turns that scored lower`. So 0.95 means "stranger
+//! than 95% of normal traffic", whatever the data set.
+
+use crate::dataset::{Dataset, IntentSpec};
+use crate::features::{FeatureConfig, Featurizer, SparseVec};
+use crate::linear::{log_sum_exp, softmax_in_place, Input, Softmax, TrainConfig};
+use moltbot_core::{EncodeError, Encoder};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Knobs of training. Defaults are tuned on CLINC150/BANKING77 dev splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub features: FeatureConfig,
+    pub train: TrainConfig,
+    /// Scale of the embedding block beside the unit-length sparse blocks.
+    pub dense_weight: f32,
+    /// Scale of the group distribution fed to the fine head (0 = flat classifier).
+    pub coarse_feature_weight: f32,
+    /// γ: weight of `log p(coarse)` in the final fine score.
+    pub coarse_score_weight: f32,
+    /// Share of examples held out to calibrate surprise (0 = no calibration).
+    pub calibration_share: f32,
+    /// Weight of the centroid distance in the raw surprise (the energy has weight 1).
+    pub surprise_distance_weight: f32,
+    /// Calibrated surprise at or above which a turn is treated as out of domain.
+    pub surprise_threshold: f32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            features: FeatureConfig::default(),
+            train: TrainConfig::default(),
+            dense_weight: 1.0,
+            coarse_feature_weight: 1.0,
+            coarse_score_weight: 0.5,
+            calibration_share: 0.1,
+            surprise_distance_weight: 4.0,
+            surprise_threshold: 0.95,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("training needs at least 2 intents, got {0}")]
+    TooFewIntents(usize),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("the model was trained with the encoder `{expected}`, but {got}")]
+    EncoderMismatch { expected: String, got: String },
+    #[error("cannot {action} {path}: {cause}")]
+    Io {
+        action: &'static str,
+        path: String,
+        cause: String,
+    },
+    #[error("{path} is not an intent model: {cause}")]
+    Format { path: String, cause: String },
+}
+
+impl ModelError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::TooFewIntents(_) => "intents_too_few",
+            ModelError::Encode(e) => e.kind(),
+            ModelError::EncoderMismatch { .. } => "intents_encoder_mismatch",
+            ModelError::Io { .. } => "intents_io",
+            ModelError::Format { .. } => "intents_format",
+        }
+    }
+}
+
+/// What the classifier says about one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub coarse: String,
+    pub fine: String,
+    /// Probability of `fine` (from the combined hierarchical score).
+    pub confidence: f32,
+    pub coarse_confidence: f32,
+    /// Calibrated surprise in [0, 1] (see the module doc).
+    pub surprise: f32,
+    /// The uncalibrated score behind `surprise`.
+    pub raw_surprise: f32,
+    /// `surprise >= threshold`: treat as out of domain.
+    pub out_of_domain: bool,
+    /// The next best fine intents with their probabilities.
+    pub alternatives: Vec<(String, f32)>,
+}
+
+/// The features of one text, computed once and shared by both heads.
+#[derive(Debug, Clone)]
+pub struct Features {
+    pub sparse: SparseVec,
+    /// The embedding scaled by `dense_weight` (empty without an encoder).
+    pub dense: Vec<f32>,
+}
+
+/// The trained classifier.
+#[derive(Debug, Clone)]
+pub struct IntentModel {
+    pub(crate) config: ModelConfig,
+    pub(crate) featurizer: Featurizer,
+    pub(crate) coarse_labels: Vec<String>,
+    pub(crate) fine_labels: Vec<String>,
+    pub(crate) fine_to_coarse: Vec<u32>,
+    pub(crate) coarse_head: Softmax,
+    pub(crate) fine_head: Softmax,
+    pub(crate) intents: BTreeMap<String, IntentSpec>,
+    /// Name and dimension of the encoder the dense block came from.
+    pub(crate) encoder: Option<(String, usize)>,
+    /// Mean embedding of each fine intent, L2-normalised (`fine × dim`).
+    pub(crate) centroids: Vec<f32>,
+    /// Raw surprise of held-out in-domain examples, sorted ascending.
+    pub(crate) calibration: Vec<f32>,
+}
+
+/// How a model came to be, for `intents train` to print.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub examples: usize,
+    pub coarse: usize,
+    pub fine: usize,
+    pub features: usize,
+    pub embed_secs: f64,
+    pub train_secs: f64,
+    /// Groups made by clustering for intents that came without one.
+    pub learned_groups: usize,
+}
+
+impl IntentModel {
+    /// Train from a data set. With an encoder, examples are embedded in batches.
+    pub fn train(
+        data: &Dataset,
+        encoder: Option<&Arc<dyn Encoder>>,
+        config: ModelConfig,
+    ) -> Result<(Self, TrainReport), ModelError> {
+        let t0 = std::time::Instant::now();
+        let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+        let embeddings = match encoder {
+            Some(enc) => embed_all(enc.as_ref(), &texts)?,
+            None => Vec::new(),
+        };
+        let embed_secs = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let model = Self::train_with_embeddings(data, encoder, &embeddings, config)?;
+        let report = TrainReport {
+            examples: data.examples.len(),
+            coarse: model.coarse_labels.len(),
+            fine: model.fine_labels.len(),
+            features: model.featurizer.dim(),
+            embed_secs,
+            train_secs: t1.elapsed().as_secs_f64(),
+            learned_groups: model
+                .coarse_labels
+                .iter()
+                .filter(|c| c.starts_with(LEARNED_GROUP_PREFIX))
+                .count(),
+        };
+        Ok((model, report))
+    }
+
+    /// Train when the embeddings (one per example, in order, or none) are already known.
+    pub fn train_with_embeddings(
+        data: &Dataset,
+        encoder: Option<&Arc<dyn Encoder>>,
+        embeddings: &[Vec<f32>],
+        config: ModelConfig,
+    ) -> Result<Self, ModelError> {
+        let fine_labels = data.fine_labels();
+        if fine_labels.len() < 2 {
+            return Err(ModelError::TooFewIntents(fine_labels.len()));
+        }
+        let fine_id: HashMap<&str, u32> = fine_labels
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), i as u32))
+            .collect();
+        let y_fine: Vec<u32> = data
+            .examples
+            .iter()
+            .map(|e| fine_id[e.fine.as_str()])
+            .collect();
+        let dim = embeddings.first().map_or(0, Vec::len);
+        let centroids = class_centroids(embeddings, &y_fine, fine_labels.len(), dim);
+        let groups = assign_groups(data, &fine_labels, &centroids, dim);
+        let mut coarse_labels: Vec<String> = groups.clone();
+        coarse_labels.sort();
+        coarse_labels.dedup();
+        let fine_to_coarse: Vec<u32> = groups
+            .iter()
+            .map(|g| coarse_labels.binary_search(g).unwrap_or(0) as u32)
+            .collect();
+
+        let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+        let featurizer = Featurizer::fit(config.features.clone(), &texts);
+        let feats: Vec<Features> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Features {
+                sparse: featurizer.transform(t),
+                dense: embeddings
+                    .get(i)
+                    .map(|e| e.iter().map(|v| v * config.dense_weight).collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+
+        let all: Vec<usize> = (0..feats.len()).collect();
+        let (fit_part, held_out) =
+            split_holdout(&y_fine, config.calibration_share, config.train.seed);
+        let heads = |rows: &[usize]| {
+            fit_heads(&config, coarse_labels.len(), &fine_to_coarse, &featurizer, &feats, &y_fine, rows)
+        };
+        // Calibration needs scores of examples the heads did not see: fit without the
+        // held-out part first, score it, then fit on everything.
+        let (coarse_head, fine_head) = heads(if held_out.is_empty() { &all } else { &fit_part });
+        let mut model = Self {
+            config: config.clone(),
+            featurizer: featurizer.clone(),
+            coarse_labels: coarse_labels.clone(),
+            fine_labels,
+            fine_to_coarse: fine_to_coarse.clone(),
+            coarse_head,
+            fine_head,
+            intents: data.intents.clone(),
+            encoder: encoder.map(|e| (e.name().to_string(), e.dim())),
+            centroids,
+            calibration: Vec::new(),
+        };
+        if !held_out.is_empty() {
+            let mut scores: Vec<f32> = held_out
+                .iter()
+                .map(|&i| model.score(&feats[i]).raw_surprise)
+                .collect();
+            scores.sort_by(f32::total_cmp);
+            model.calibration = scores;
+            (model.coarse_head, model.fine_head) = heads(&all);
+        }
+        Ok(model)
+    }
+
+    /// Features of `text` given its embedding (if the model uses one).
+    pub fn features(&self, text: &str, embedding: Option<&[f32]>) -> Features {
+        Features {
+            sparse: self.featurizer.transform(text),
+            dense: embedding
+                .map(|e| e.iter().map(|v| v * self.config.dense_weight).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Classify one text, embedding it with `encoder` when the model uses one.
+    pub fn predict(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+    ) -> Result<Prediction, ModelError> {
+        let embedding = self.embed_one(text, encoder)?;
+        Ok(self.score(&self.features(text, embedding.as_deref())))
+    }
+
+    fn embed_one(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
+        match (&self.encoder, encoder) {
+            (None, _) => Ok(None),
+            (Some((name, dim)), Some(enc)) => {
+                if enc.dim() != *dim {
+                    return Err(ModelError::EncoderMismatch {
+                        expected: name.clone(),
+                        got: format!("`{}` gives {} dimensions, not {dim}", enc.name(), enc.dim()),
+                    });
+                }
+                Ok(enc.encode(&[text])?.pop())
+            }
+            (Some((name, _)), None) => Err(ModelError::EncoderMismatch {
+                expected: name.clone(),
+                got: "no encoder is loaded".into(),
+            }),
+        }
+    }
+
+    /// The name of the encoder the model needs, if any.
+    pub fn encoder_name(&self) -> Option<&str> {
+        self.encoder.as_ref().map(|(n, _)| n.as_str())
+    }
+
+    /// Classify precomputed features.
+    pub fn score(&self, f: &Features) -> Prediction {
+        let scored = self.score_vectors(f);
+        self.describe(&scored, f)
+    }
+
+    /// The heads' outputs for one input: coarse probabilities, fine log-scores (combined) and
+    /// the fine head's raw logits.
+    pub(crate) fn score_vectors(&self, f: &Features) -> Scored {
+        let input = Input {
+            sparse: &f.sparse,
+            dense: &f.dense,
+        };
+        let mut coarse = self.coarse_head.logits(input);
+        softmax_in_place(&mut coarse);
+        let mut dense = f.dense.clone();
+        dense.extend(coarse.iter().map(|p| p * self.config.coarse_feature_weight));
+        let fine_logits = self.fine_head.logits(Input {
+            sparse: &f.sparse,
+            dense: &dense,
+        });
+        let lse = log_sum_exp(&fine_logits);
+        let gamma = self.config.coarse_score_weight;
+        let combined: Vec<f32> = fine_logits
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let pc = coarse[self.fine_to_coarse[i] as usize].max(1e-12);
+                (z - lse) + gamma * pc.ln()
+            })
+            .collect();
+        Scored {
+            coarse,
+            combined,
+            fine_lse: lse,
+        }
+    }
+
+    fn describe(&self, s: &Scored, f: &Features) -> Prediction {
+        let mut probs = s.combined.clone();
+        softmax_in_place(&mut probs);
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
+        let best = order[0];
+        let group = self.fine_to_coarse[best] as usize;
+        let raw = self.raw_surprise(s, f, best);
+        let surprise = self.calibrate(raw);
+        Prediction {
+            coarse: self.coarse_labels[group].clone(),
+            fine: self.fine_labels[best].clone(),
+            confidence: probs[best],
+            coarse_confidence: s.coarse[group],
+            surprise,
+            raw_surprise: raw,
+            out_of_domain: surprise >= self.config.surprise_threshold,
+            alternatives: order[1..order.len().min(4)]
+                .iter()
+                .map(|&i| (self.fine_labels[i].clone(), probs[i]))
+                .collect(),
+        }
+    }
+
+    /// Negative energy of the fine head, plus the embedding's distance to the best class's
+    /// centroid. Larger = stranger.
+    fn raw_surprise(&self, s: &Scored, f: &Features, best: usize) -> f32 {
+        let energy = -s.fine_lse;
+        let dim = self.encoder.as_ref().map_or(0, |e| e.1);
+        if dim == 0 || f.dense.len() != dim {
+            return energy;
+        }
+        let centroid = &self.centroids[best * dim..][..dim];
+        let norm = f.dense.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        let cos: f32 = centroid.iter().zip(&f.dense).map(|(c, v)| c * v).sum::<f32>() / norm;
+        energy + self.config.surprise_distance_weight * (1.0 - cos)
+    }
+
+    /// Share of held-out in-domain examples whose raw surprise is below `raw`; without
+    /// calibration data, a logistic squash of the raw score.
+    fn calibrate(&self, raw: f32) -> f32 {
+        if self.calibration.is_empty() {
+            return 1.0 / (1.0 + (-raw).exp());
+        }
+        let below = self.calibration.partition_point(|s| *s < raw);
+        below as f32 / self.calibration.len() as f32
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn fine_labels(&self) -> &[String] {
+        &self.fine_labels
+    }
+
+    pub fn coarse_labels(&self) -> &[String] {
+        &self.coarse_labels
+    }
+
+    /// The group of each fine intent, by index.
+    pub fn coarse_of(&self, fine: &str) -> Option<&str> {
+        let i = self.fine_labels.iter().position(|f| f == fine)?;
+        Some(self.coarse_labels[self.fine_to_coarse[i] as usize].as_str())
+    }
+
+    /// Routing details of an intent (reply template, skill, tool, knowledge flag).
+    pub fn intent(&self, fine: &str) -> Option<&IntentSpec> {
+        self.intents.get(fine)
+    }
+
+    /// Set the calibrated surprise threshold (e.g. after evaluating on held-out data).
+    pub fn set_surprise_threshold(&mut self, threshold: f32) {
+        self.config.surprise_threshold = threshold;
+    }
+}
+
+/// What [`IntentModel::score_vectors`] returns.
+#[derive(Debug, Clone)]
+pub(crate) struct Scored {
+    pub coarse: Vec<f32>,
+    pub combined: Vec<f32>,
+    pub fine_lse: f32,
+}
+
+/// Fit the coarse head and the fine head (which also sees the one-hot true group) on `rows`.
+fn fit_heads(
+    config: &ModelConfig,
+    groups: usize,
+    fine_to_coarse: &[u32],
+    featurizer: &Featurizer,
+    feats: &[Features],
+    y_fine: &[u32],
+    rows: &[usize],
+) -> (Softmax, Softmax) {
+    let sparse_dim = featurizer.dim();
+    let dense_dim = feats.first().map_or(0, |f| f.dense.len());
+    let y_coarse: Vec<u32> = rows
+        .iter()
+        .map(|&i| fine_to_coarse[y_fine[i] as usize])
+        .collect();
+    let inputs: Vec<Input<'_>> = rows
+        .iter()
+        .map(|&i| Input {
+            sparse: &feats[i].sparse,
+            dense: &feats[i].dense,
+        })
+        .collect();
+    let coarse_head = Softmax::train(&inputs, &y_coarse, groups, sparse_dim, dense_dim, &config.train);
+    let fine_dense: Vec<Vec<f32>> = rows
+        .iter()
+        .zip(&y_coarse)
+        .map(|(&i, &g)| {
+            let mut v = feats[i].dense.clone();
+            let start = v.len();
+            v.resize(start + groups, 0.0);
+            v[start + g as usize] = config.coarse_feature_weight;
+            v
+        })
+        .collect();
+    let fine_inputs: Vec<Input<'_>> = rows
+        .iter()
+        .zip(&fine_dense)
+        .map(|(&i, d)| Input {
+            sparse: &feats[i].sparse,
+            dense: d,
+        })
+        .collect();
+    let labels: Vec<u32> = rows.iter().map(|&i| y_fine[i]).collect();
+    let fine_head = Softmax::train(
+        &fine_inputs,
+        &labels,
+        fine_to_coarse.len(),
+        sparse_dim,
+        dense_dim + groups,
+        &config.train,
+    );
+    (coarse_head, fine_head)
+}
+
+/// Name prefix of groups made by clustering.
+pub const LEARNED_GROUP_PREFIX: &str = "group-";
+
+/// Embed texts in batches of 64 (the encoder sorts by length inside a batch).
+pub fn embed_all(encoder: &dyn Encoder, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(64) {
+        out.extend(encoder.encode(chunk)?);
+    }
+    Ok(out)
+}
+
+fn class_centroids(embeddings: &[Vec<f32>], y: &[u32], classes: usize, dim: usize) -> Vec<f32> {
+    let mut c = vec![0f32; classes * dim];
+    if dim == 0 {
+        return c;
+    }
+    for (e, &label) in embeddings.iter().zip(y) {
+        for (acc, v) in c[label as usize * dim..][..dim].iter_mut().zip(e) {
+            *acc += v;
+        }
+    }
+    for row in c.chunks_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    c
+}
+
+/// The group of each fine label: the one the data gives, else a cluster of intents whose
+/// centroids are close (k-means, k ≈ √n, at most 32); without embeddings all ungrouped
+/// intents share one group.
+fn assign_groups(data: &Dataset, fine_labels: &[String], centroids: &[f32], dim: usize) -> Vec<String> {
+    let mut given: HashMap<&str, &str> = HashMap::new();
+    for e in &data.examples {
+        if let Some(c) = &e.coarse {
+            given.insert(e.fine.as_str(), c.as_str());
+        }
+    }
+    let ungrouped: Vec<usize> = (0..fine_labels.len())
+        .filter(|&i| !given.contains_key(fine_labels[i].as_str()))
+        .collect();
+    let mut learned: HashMap<usize, usize> = HashMap::new();
+    if !ungrouped.is_empty() {
+        let k = ((ungrouped.len() as f32).sqrt().round() as usize).clamp(1, 32);
+        let assignment = if dim > 0 {
+            let points: Vec<&[f32]> = ungrouped
+                .iter()
+                .map(|&i| &centroids[i * dim..][..dim])
+                .collect();
+            kmeans(&points, k, 25)
+        } else {
+            vec![0; ungrouped.len()]
+        };
+        for (i, g) in ungrouped.iter().zip(assignment) {
+            learned.insert(*i, g);
+        }
+    }
+    (0..fine_labels.len())
+        .map(|i| match given.get(fine_labels[i].as_str()) {
+            Some(c) => (*c).to_string(),
+            None => format!("{LEARNED_GROUP_PREFIX}{}", learned.get(&i).copied().unwrap_or(0)),
+        })
+        .collect()
+}
+
+/// Spherical k-means with farthest-point seeding (deterministic).
+fn kmeans(points: &[&[f32]], k: usize, iterations: usize) -> Vec<usize> {
+    let dim = points.first().map_or(0, |p| p.len());
+    let k = k.min(points.len()).max(1);
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    let mut centers: Vec<Vec<f32>> = vec![points[0].to_vec()];
+    while centers.len() < k {
+        let far = (0..points.len())
+            .min_by(|&a, &b| {
+                let best = |p: &[f32]| {
+                    centers
+                        .iter()
+                        .map(|c| dot(p, c))
+                        .fold(f32::NEG_INFINITY, f32::max)
+                };
+                best(points[a]).total_cmp(&best(points[b]))
+            })
+            .unwrap_or(0);
+        centers.push(points[far].to_vec());
+    }
+    let mut assignment = vec![0usize; points.len()];
+    for _ in 0..iterations {
+        for (a, p) in assignment.iter_mut().zip(points) {
+            *a = (0..k)
+                .max_by(|&x, &y| dot(p, &centers[x]).total_cmp(&dot(p, &centers[y])))
+                .unwrap_or(0);
+        }
+        for (c, center) in centers.iter_mut().enumerate() {
+            let mut sum = vec![0f32; dim];
+            for (p, _) in points.iter().zip(&assignment).filter(|(_, a)| **a == c) {
+                sum.iter_mut().zip(p.iter()).for_each(|(s, v)| *s += v);
+            }
+            let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                *center = sum.into_iter().map(|v| v / norm).collect();
+            }
+        }
+    }
+    assignment
+}
+
+/// Stratified split: about `share` of each class's examples (at least one when a class has
+/// three or more) go to the held-out part. Deterministic for a seed.
+fn split_holdout(y: &[u32], share: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if share <= 0.0 {
+        return ((0..y.len()).collect(), Vec::new());
+    }
+    let mut by_class: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &c) in y.iter().enumerate() {
+        by_class.entry(c).or_default().push(i);
+    }
+    let mut fit = Vec::new();
+    let mut held = Vec::new();
+    for (c, mut rows) in by_class {
+        // A cheap deterministic shuffle: order by a hash of (seed, class, row).
+        rows.sort_by_key(|&r| {
+            crate::text::fnv1a(seed ^ u64::from(c), &(r as u64).to_le_bytes())
+        });
+        let n_held = if rows.len() >= 3 {
+            ((rows.len() as f32 * share).round() as usize).max(1)
+        } else {
+            0
+        };
+        held.extend_from_slice(&rows[..n_held]);
+        fit.extend_from_slice(&rows[n_held..]);
+    }
+    (fit, held)
+}
