@@ -29,6 +29,7 @@ BIN=$CARGO_TARGET_DIR/debug/moltbot
 step "embedded model (moltbot models fetch)"
 MOLTBOT_DATA__DIR=$MOLTBOT_CACHE/data "$BIN" models fetch >"$MOLTBOT_CACHE/model-path"
 export MOLTBOT_TEST_MODEL=$(cat "$MOLTBOT_CACHE/model-path")
+export MOLTBOT_TEST_ENCODER=$MOLTBOT_CACHE/data/models/all-MiniLM-L6-v2
 echo "model: $MOLTBOT_TEST_MODEL"
 
 step "cargo test"

@@ -24,6 +24,8 @@ trap cleanup EXIT
 export MOLTBOT_GATEWAY_TOKEN=$TOKEN
 export MOLTBOT_DATA__DIR=$WORK/data
 export MOLTBOT_MODEL__LOCAL__PATH=$MODEL
+# The encoder was fetched beside the model by `moltbot models fetch`.
+export MOLTBOT_UNDERSTANDING__ENCODER_PATH=$(dirname "$MODEL")/all-MiniLM-L6-v2
 export MOLTBOT_MODEL__TEMPERATURE=0
 export MOLTBOT_MODEL__MAX_TOKENS=48
 export MOLTBOT_CONFIG=$WORK/none.toml
@@ -64,6 +66,31 @@ check "curl /api/v1/chat non-empty reply" python3 -c 'import json,sys; r=json.lo
 sse=$(curl -fsSN -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
   -d '{"session_id":"e2e-sse","message":"Count to three.","stream":true}' "$URL/api/v1/chat")
 check "curl SSE stream has delta and done events" bash -c 'grep -q "^event: delta" <<<"$1" && grep -q "^event: done" <<<"$1"' _ "$sse"
+
+# Understanding: the gateway trains the built-in intents pack on first start (in the
+# background), then classifies turns over HTTP.
+understood=""
+for _ in $(seq 1 300); do
+  understood=$(curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"text":"could you tell me what time it is?"}' "$URL/api/v1/understand")
+  grep -q '"fine"' <<<"$understood" && break
+  sleep 0.2
+done
+echo "understand: $understood"
+check "POST /api/v1/understand classifies a paraphrase" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["fine"]=="ask_time" and r["coarse"]=="clock" and 0<=r["surprise"]<=1 and r["latency_ms"]>0, r' "$understood"
+bad=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"text":""}' "$URL/api/v1/understand")
+check "empty text is a 400" test "$bad" = 400
+
+# intents train/eval/predict from TSV, then reload into the running gateway.
+printf 'text\tlabel\nturn on the lights\thome/lights_on\nswitch the lamp on\thome/lights_on\nlights on please\thome/lights_on\nmake it bright in here\thome/lights_on\nturn off the lights\thome/lights_off\nswitch the lamp off\thome/lights_off\nlights off please\thome/lights_off\nmake it dark in here\thome/lights_off\nplay some jazz\tmedia/play_music\nput on a song\tmedia/play_music\nstart my playlist\tmedia/play_music\nplay music\tmedia/play_music\n' >"$WORK/home.tsv"
+printf 'text\tlabel\nplease turn the lights on\thome/lights_on\nswitch off the lamp\thome/lights_off\nplay a song for me\tmedia/play_music\nhow tall is mount everest\tquiz/trivia\n' >"$WORK/home-test.tsv"
+check "moltbot intents train (TSV) --reload" "$BIN" intents train "$WORK/home.tsv" --with-builtin --out "$WORK/home.safetensors" --reload --url "$URL" --token "$TOKEN"
+ev=$("$BIN" intents eval "$WORK/home-test.tsv" --model "$WORK/home.safetensors" --json)
+echo "eval: $ev"
+check "moltbot intents eval --json" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["accuracy"]==1.0 and r["macro_f1"]==1.0 and r["out_of_scope"]["out_of_scope"]==1, r' "$ev"
+after=$(curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"text":"could you switch the lights on"}' "$URL/api/v1/understand")
+check "the reloaded model serves without a restart" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["fine"]=="lights_on", r' "$after"
 
 # The official openai Python client.
 VENV=$CACHE/venv

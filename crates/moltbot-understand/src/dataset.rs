@@ -74,6 +74,9 @@ pub struct IntentSpec {
     /// filled in at answer time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// The reply in other languages, by language code (`zh`); `reply` is the fallback.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replies: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skill: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +100,9 @@ pub struct Example {
     /// `None` until a group is known (bare TSV label without a mapping).
     pub coarse: Option<String>,
 }
+
+/// The intents pack built into the binary (English and Chinese).
+pub const DEFAULT_INTENTS: &str = include_str!("../data/default-intents.yaml");
 
 /// Examples plus what is known of each intent.
 #[derive(Debug, Clone, Default)]
@@ -132,13 +138,19 @@ impl Dataset {
         Ok(out)
     }
 
+    /// The built-in intents pack.
+    pub fn builtin() -> Result<Self, DatasetError> {
+        let mut out = Dataset::default();
+        out.add_intents_file(Path::new("<built-in intents>"), DEFAULT_INTENTS)?;
+        Ok(out)
+    }
+
     /// Parse an intents file's text (YAML is a superset of JSON, so one parser reads both).
     pub fn add_intents_file(&mut self, path: &Path, text: &str) -> Result<(), DatasetError> {
-        let file: IntentsFile =
-            serde_yaml_ng::from_str(text).map_err(|e| DatasetError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let file: IntentsFile = serde_yaml_ng::from_str(text).map_err(|e| DatasetError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for mut spec in file.intents {
             if spec.fine.trim().is_empty() || spec.coarse.trim().is_empty() {
                 return Err(DatasetError::Parse {
@@ -214,6 +226,7 @@ impl Dataset {
                     fine: fine.clone(),
                     examples: Vec::new(),
                     reply: None,
+                    replies: BTreeMap::new(),
                     skill: None,
                     tool: None,
                     knowledge: false,
@@ -238,6 +251,9 @@ impl Dataset {
             Some(known) => {
                 // Later files may add routing details to an intent a TSV introduced.
                 known.reply = known.reply.take().or(spec.reply);
+                for (lang, text) in spec.replies {
+                    known.replies.entry(lang).or_insert(text);
+                }
                 known.skill = known.skill.take().or(spec.skill);
                 known.tool = known.tool.take().or(spec.tool);
                 known.knowledge |= spec.knowledge;
@@ -366,22 +382,52 @@ mod tests {
         );
         let d = Dataset::load(&[y], None).expect("load");
         assert_eq!(d.examples.len(), 2);
-        assert_eq!(d.intents["ask_time"].reply.as_deref(), Some("It is {time}."));
+        assert_eq!(
+            d.intents["ask_time"].reply.as_deref(),
+            Some("It is {time}.")
+        );
+    }
+
+    #[test]
+    fn the_builtin_pack_parses_with_english_and_chinese_examples() {
+        let d = Dataset::builtin().expect("built-in pack");
+        assert!(d.intents.len() >= 16);
+        assert!(d
+            .examples
+            .iter()
+            .any(|e| e.text.chars().any(crate::text::is_unspaced_script)));
+        assert!(d.intents.values().all(|s| !s.coarse.is_empty()));
     }
 
     #[test]
     fn errors_name_file_line_and_problem() {
         let dir = tempfile::tempdir().expect("tempdir");
         let bad = write(dir.path(), "bad.tsv", "ok\tlabel_a\nno tab here\n");
-        let err = Dataset::load(&[bad], None).expect_err("bad line").to_string();
-        assert!(err.contains("bad.tsv:2") && err.contains("text<TAB>label"), "{err}");
+        let err = Dataset::load(&[bad], None)
+            .expect_err("bad line")
+            .to_string();
+        assert!(
+            err.contains("bad.tsv:2") && err.contains("text<TAB>label"),
+            "{err}"
+        );
 
         let conflict = write(dir.path(), "c.tsv", "a\tx/one\nb\ty/one\n");
-        let err = Dataset::load(&[conflict], None).expect_err("conflict").to_string();
-        assert!(err.contains("`one`") && err.contains("`x`") && err.contains("`y`"), "{err}");
+        let err = Dataset::load(&[conflict], None)
+            .expect_err("conflict")
+            .to_string();
+        assert!(
+            err.contains("`one`") && err.contains("`x`") && err.contains("`y`"),
+            "{err}"
+        );
 
-        let y = write(dir.path(), "u.yaml", "intents:\n  - coarse: a\n    fine: b\n    colour: red\n");
-        let err = Dataset::load(&[y], None).expect_err("unknown key").to_string();
+        let y = write(
+            dir.path(),
+            "u.yaml",
+            "intents:\n  - coarse: a\n    fine: b\n    colour: red\n",
+        );
+        let err = Dataset::load(&[y], None)
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("colour"), "{err}");
     }
 }

@@ -113,7 +113,11 @@ pub fn evaluate(
         .values()
         .filter(|c| c.2 > 0)
         .map(|&(tp, predicted, support)| {
-            let precision = if predicted > 0 { tp as f64 / predicted as f64 } else { 0.0 };
+            let precision = if predicted > 0 {
+                tp as f64 / predicted as f64
+            } else {
+                0.0
+            };
             let recall = tp as f64 / support as f64;
             if precision + recall > 0.0 {
                 2.0 * precision * recall / (precision + recall)
@@ -146,22 +150,36 @@ pub fn evaluate(
         let threshold = model.config().surprise_threshold;
         let mut sorted_in = in_scores.clone();
         sorted_in.sort_by(f32::total_cmp);
-        let t95 = sorted_in[((sorted_in.len() as f64 * 0.95).ceil() as usize).min(sorted_in.len()) - 1];
+        let t95 =
+            sorted_in[((sorted_in.len() as f64 * 0.95).ceil() as usize).min(sorted_in.len()) - 1];
         OosReport {
             in_scope: in_scores.len(),
             out_of_scope: out_scores.len(),
             auroc: auroc(&in_scores, &out_scores),
             threshold,
-            false_accept_rate: ratio(out_scores.iter().filter(|s| **s < threshold).count(), out_scores.len()),
-            false_reject_rate: ratio(in_scores.iter().filter(|s| **s >= threshold).count(), in_scores.len()),
-            far_at_95_recall: ratio(out_scores.iter().filter(|s| **s <= t95).count(), out_scores.len()),
+            false_accept_rate: ratio(
+                out_scores.iter().filter(|s| **s < threshold).count(),
+                out_scores.len(),
+            ),
+            false_reject_rate: ratio(
+                in_scores.iter().filter(|s| **s >= threshold).count(),
+                in_scores.len(),
+            ),
+            far_at_95_recall: ratio(
+                out_scores.iter().filter(|s| **s <= t95).count(),
+                out_scores.len(),
+            ),
             in_scope_accuracy: ratio(correct, in_scope),
         }
     });
     let report = EvalReport {
         examples: data.examples.len(),
         accuracy: ratio(correct, in_scope),
-        macro_f1: if f1s.is_empty() { 0.0 } else { f1s.iter().sum::<f64>() / f1s.len() as f64 },
+        macro_f1: if f1s.is_empty() {
+            0.0
+        } else {
+            f1s.iter().sum::<f64>() / f1s.len() as f64
+        },
         coarse_accuracy: ratio(coarse_correct, in_scope),
         per_class_errors,
         out_of_scope,

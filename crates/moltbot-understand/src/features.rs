@@ -89,8 +89,10 @@ impl Featurizer {
         let mut idf = Vec::new();
         let mut n_char = 0;
         for (i, df) in [df_char, df_word].into_iter().enumerate() {
-            let mut kept: Vec<(u64, u32)> =
-                df.into_iter().filter(|(_, d)| *d >= config.min_df).collect();
+            let mut kept: Vec<(u64, u32)> = df
+                .into_iter()
+                .filter(|(_, d)| *d >= config.min_df)
+                .collect();
             // Sorted so the same data always gives the same model.
             kept.sort_unstable();
             for (h, d) in kept {
@@ -167,7 +169,8 @@ impl Featurizer {
                     k += 1;
                 }
                 out.idx.push(id);
-                out.val.push((1.0 + (tf as f32).ln()) * self.idf[id as usize]);
+                out.val
+                    .push((1.0 + (tf as f32).ln()) * self.idf[id as usize]);
             }
             let block = &mut out.val[start..];
             let norm = block.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -243,15 +246,26 @@ mod tests {
         let v = f.transform("the flight");
         let weight_of = |w: &str| {
             let h = fnv1a(WORD_SEED, w.as_bytes());
-            let i = f.hashes().iter().position(|x| *x == h).expect("in vocabulary");
-            v.val[v.idx.iter().position(|x| *x as usize == i).expect("present")]
+            let i = f
+                .hashes()
+                .iter()
+                .position(|x| *x == h)
+                .expect("in vocabulary");
+            v.val[v
+                .idx
+                .iter()
+                .position(|x| *x as usize == i)
+                .expect("present")]
         };
         assert!(weight_of("flight") > weight_of("the"));
     }
 
     #[test]
     fn chinese_text_gets_char_and_word_features() {
-        let f = Featurizer::fit(FeatureConfig::default(), &["明天北京天气怎么样", "订一张机票"]);
+        let f = Featurizer::fit(
+            FeatureConfig::default(),
+            &["明天北京天气怎么样", "订一张机票"],
+        );
         let v = f.transform("北京天气");
         let words = v.idx.iter().filter(|i| **i >= f.n_char()).count();
         assert!(words >= 4, "单字 and bigrams as words, got {words}");

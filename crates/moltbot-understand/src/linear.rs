@@ -38,7 +38,7 @@ impl Default for TrainConfig {
             epochs: 25,
             learning_rate: 0.5,
             l2: 2e-6,
-            label_smoothing: 0.0,
+            label_smoothing: 0.1,
             seed: 17,
         }
     }
@@ -271,8 +271,8 @@ mod tests {
             }
         }
         let m = Softmax::train(&inputs, &labels, 3, 3, 2, &TrainConfig::default());
-        for c in 0..3 {
-            let z = m.logits(inputs[c]);
+        for (c, input) in inputs.iter().take(3).enumerate() {
+            let z = m.logits(*input);
             let best = (0..3)
                 .max_by(|a, b| z[*a].total_cmp(&z[*b]))
                 .expect("three classes");

@@ -46,7 +46,7 @@ impl Default for ModelConfig {
         Self {
             features: FeatureConfig::default(),
             train: TrainConfig::default(),
-            dense_weight: 1.0,
+            dense_weight: 2.0,
             coarse_feature_weight: 1.0,
             coarse_score_weight: 0.5,
             calibration_share: 0.1,
@@ -226,7 +226,15 @@ impl IntentModel {
         let (fit_part, held_out) =
             split_holdout(&y_fine, config.calibration_share, config.train.seed);
         let heads = |rows: &[usize]| {
-            fit_heads(&config, coarse_labels.len(), &fine_to_coarse, &featurizer, &feats, &y_fine, rows)
+            fit_heads(
+                &config,
+                coarse_labels.len(),
+                &fine_to_coarse,
+                &featurizer,
+                &feats,
+                &y_fine,
+                rows,
+            )
         };
         // Calibration needs scores of examples the heads did not see: fit without the
         // held-out part first, score it, then fit on everything.
@@ -274,6 +282,80 @@ impl IntentModel {
     ) -> Result<Prediction, ModelError> {
         let embedding = self.embed_one(text, encoder)?;
         Ok(self.score(&self.features(text, embedding.as_deref())))
+    }
+
+    /// Classify a text of any length. Short texts go through [`IntentModel::predict`]. A
+    /// long one is cut into windows of whole sentences (at most `window_words` words each);
+    /// every window is classified and the windows' distributions are pooled with attention
+    /// weights from their own confidence (`softmax(confidence / 0.1)`), so the window that
+    /// carries the request dominates and filler around it fades out.
+    pub fn predict_long(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+        window_words: usize,
+    ) -> Result<Prediction, ModelError> {
+        let windows = sentence_windows(text, window_words.max(1));
+        if windows.len() <= 1 {
+            return self.predict(text, encoder);
+        }
+        let embeddings = match (&self.encoder, encoder) {
+            (Some(_), Some(enc)) => {
+                let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
+                embed_all(enc, &refs)?
+            }
+            _ => {
+                // Checks the encoder like a short text would (and errors the same way).
+                self.embed_one("", encoder)?;
+                Vec::new()
+            }
+        };
+        let feats: Vec<Features> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| self.features(w, embeddings.get(i).map(Vec::as_slice)))
+            .collect();
+        let scored: Vec<Scored> = feats.iter().map(|f| self.score_vectors(f)).collect();
+        let probs: Vec<Vec<f32>> = scored
+            .iter()
+            .map(|s| {
+                let mut p = s.combined.clone();
+                softmax_in_place(&mut p);
+                p
+            })
+            .collect();
+        let mut gate: Vec<f32> = probs
+            .iter()
+            .map(|p| p.iter().copied().fold(0.0, f32::max) / GATE_TEMPERATURE)
+            .collect();
+        softmax_in_place(&mut gate);
+        let classes = self.fine_labels.len();
+        let mut pooled = Scored {
+            coarse: vec![0.0; self.coarse_labels.len()],
+            combined: vec![0.0; classes],
+            fine_lse: 0.0,
+        };
+        let mut pooled_probs = vec![0f32; classes];
+        for ((s, p), a) in scored.iter().zip(&probs).zip(&gate) {
+            pooled
+                .coarse
+                .iter_mut()
+                .zip(&s.coarse)
+                .for_each(|(o, v)| *o += a * v);
+            pooled_probs
+                .iter_mut()
+                .zip(p)
+                .for_each(|(o, v)| *o += a * v);
+            pooled.fine_lse += a * s.fine_lse;
+        }
+        pooled.combined = pooled_probs.iter().map(|p| p.max(1e-12).ln()).collect();
+        // Surprise is judged on the window the gate trusts most.
+        let lead = gate
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i);
+        Ok(self.describe(&pooled, &feats[lead]))
     }
 
     fn embed_one(
@@ -376,7 +458,12 @@ impl IntentModel {
         }
         let centroid = &self.centroids[best * dim..][..dim];
         let norm = f.dense.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        let cos: f32 = centroid.iter().zip(&f.dense).map(|(c, v)| c * v).sum::<f32>() / norm;
+        let cos: f32 = centroid
+            .iter()
+            .zip(&f.dense)
+            .map(|(c, v)| c * v)
+            .sum::<f32>()
+            / norm;
         energy + self.config.surprise_distance_weight * (1.0 - cos)
     }
 
@@ -450,7 +537,14 @@ fn fit_heads(
             dense: &feats[i].dense,
         })
         .collect();
-    let coarse_head = Softmax::train(&inputs, &y_coarse, groups, sparse_dim, dense_dim, &config.train);
+    let coarse_head = Softmax::train(
+        &inputs,
+        &y_coarse,
+        groups,
+        sparse_dim,
+        dense_dim,
+        &config.train,
+    );
     let fine_dense: Vec<Vec<f32>> = rows
         .iter()
         .zip(&y_coarse)
@@ -480,6 +574,51 @@ fn fit_heads(
         &config.train,
     );
     (coarse_head, fine_head)
+}
+
+/// Temperature of the confidence gate over windows of a long text.
+const GATE_TEMPERATURE: f32 = 0.1;
+
+/// Pack whole sentences into windows of at most `max_words` words (a longer sentence is cut).
+pub fn sentence_windows(text: &str, max_words: usize) -> Vec<String> {
+    let mut sentences = Vec::new();
+    let mut current = String::new();
+    for c in text.chars() {
+        current.push(c);
+        if matches!(c, '.' | '!' | '?' | '\n' | '。' | '！' | '？' | '；') {
+            sentences.push(std::mem::take(&mut current));
+        }
+    }
+    sentences.push(current);
+    // Unspaced scripts count one word per character.
+    let words_in = |s: &str| {
+        let runs = crate::text::runs(&crate::text::normalize(s));
+        crate::text::words(&runs).len()
+    };
+    let mut windows: Vec<String> = Vec::new();
+    let mut window = String::new();
+    let mut count = 0;
+    for sentence in sentences.iter().filter(|s| !s.trim().is_empty()) {
+        let n = words_in(sentence);
+        if count > 0 && count + n > max_words {
+            windows.push(std::mem::take(&mut window));
+            count = 0;
+        }
+        if n > max_words {
+            // One very long sentence: cut it by words.
+            let words: Vec<&str> = sentence.split_whitespace().collect();
+            for part in words.chunks(max_words) {
+                windows.push(part.join(" "));
+            }
+            continue;
+        }
+        window.push_str(sentence);
+        count += n;
+    }
+    if !window.trim().is_empty() {
+        windows.push(window);
+    }
+    windows
 }
 
 /// Name prefix of groups made by clustering.
@@ -516,7 +655,12 @@ fn class_centroids(embeddings: &[Vec<f32>], y: &[u32], classes: usize, dim: usiz
 /// The group of each fine label: the one the data gives, else a cluster of intents whose
 /// centroids are close (k-means, k ≈ √n, at most 32); without embeddings all ungrouped
 /// intents share one group.
-fn assign_groups(data: &Dataset, fine_labels: &[String], centroids: &[f32], dim: usize) -> Vec<String> {
+fn assign_groups(
+    data: &Dataset,
+    fine_labels: &[String],
+    centroids: &[f32],
+    dim: usize,
+) -> Vec<String> {
     let mut given: HashMap<&str, &str> = HashMap::new();
     for e in &data.examples {
         if let Some(c) = &e.coarse {
@@ -545,7 +689,10 @@ fn assign_groups(data: &Dataset, fine_labels: &[String], centroids: &[f32], dim:
     (0..fine_labels.len())
         .map(|i| match given.get(fine_labels[i].as_str()) {
             Some(c) => (*c).to_string(),
-            None => format!("{LEARNED_GROUP_PREFIX}{}", learned.get(&i).copied().unwrap_or(0)),
+            None => format!(
+                "{LEARNED_GROUP_PREFIX}{}",
+                learned.get(&i).copied().unwrap_or(0)
+            ),
         })
         .collect()
 }
@@ -605,9 +752,7 @@ fn split_holdout(y: &[u32], share: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut held = Vec::new();
     for (c, mut rows) in by_class {
         // A cheap deterministic shuffle: order by a hash of (seed, class, row).
-        rows.sort_by_key(|&r| {
-            crate::text::fnv1a(seed ^ u64::from(c), &(r as u64).to_le_bytes())
-        });
+        rows.sort_by_key(|&r| crate::text::fnv1a(seed ^ u64::from(c), &(r as u64).to_le_bytes()));
         let n_held = if rows.len() >= 3 {
             ((rows.len() as f32 * share).round() as usize).max(1)
         } else {

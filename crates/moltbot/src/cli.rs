@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure (doctor: a check failed), 2 bad usage (clap).
 
 use clap::{Args, Parser, Subcommand};
+use moltbot_core::config::{EncoderChoice, EncoderPrecision};
 use moltbot_core::Secret;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -54,6 +55,11 @@ pub enum Command {
     Message {
         #[command(subcommand)]
         command: MessageCommand,
+    },
+    /// Train, evaluate and try the intent classifier (understanding).
+    Intents {
+        #[command(subcommand)]
+        command: IntentsCommand,
     },
     /// Write, check or show the configuration.
     Config {
@@ -114,8 +120,70 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum IntentsCommand {
+    /// Train a model from intents files (YAML/JSON) or `text<TAB>label` TSV files.
+    Train {
+        /// Training files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the model (default: understanding.model_path, which the gateway
+        /// loads).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Groups for bare TSV labels: `fine<TAB>coarse` lines or a YAML/JSON object.
+        #[arg(long)]
+        coarse_map: Option<PathBuf>,
+        /// Train only on the labels listed in this file (one per line), e.g. to hold some
+        /// intents out for an out-of-scope evaluation.
+        #[arg(long)]
+        only_labels: Option<PathBuf>,
+        /// Also include the built-in English/Chinese intents pack.
+        #[arg(long)]
+        with_builtin: bool,
+        /// Sentence encoder: minilm or none (default: understanding.encoder).
+        #[arg(long, value_parser = parse_encoder)]
+        encoder: Option<EncoderChoice>,
+        /// Encoder precision: f32 or int8 (default: understanding.precision).
+        #[arg(long, value_parser = parse_precision)]
+        precision: Option<EncoderPrecision>,
+        /// Ask the running gateway to load the new model (no restart).
+        #[arg(long)]
+        reload: bool,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+        /// Print the training report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model on labelled files: accuracy, macro-F1, per-class errors, and
+    /// out-of-scope metrics for examples of intents the model does not know.
+    Eval {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Model file (default: understanding.model_path).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        coarse_map: Option<PathBuf>,
+        /// Encoder precision used to embed the evaluation texts (default: the config's).
+        #[arg(long, value_parser = parse_precision)]
+        precision: Option<EncoderPrecision>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify one text.
+    Predict {
+        text: String,
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download the embedded default model (SmolLM2-135M-Instruct) into the model cache.
+    /// Download the embedded default model (SmolLM2-135M-Instruct) and the sentence encoder
+    /// (all-MiniLM-L6-v2) into the model cache.
     Fetch,
     /// List models in the cache.
     List,
@@ -210,4 +278,20 @@ pub enum MessageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_encoder(s: &str) -> Result<EncoderChoice, String> {
+    match s {
+        "minilm" => Ok(EncoderChoice::Minilm),
+        "none" => Ok(EncoderChoice::None),
+        _ => Err(format!("expected `minilm` or `none`, got `{s}`")),
+    }
+}
+
+fn parse_precision(s: &str) -> Result<EncoderPrecision, String> {
+    match s {
+        "f32" => Ok(EncoderPrecision::F32),
+        "int8" => Ok(EncoderPrecision::Int8),
+        _ => Err(format!("expected `f32` or `int8`, got `{s}`")),
+    }
 }

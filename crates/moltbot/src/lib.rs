@@ -7,8 +7,10 @@
 //!   `config`, `mock_llm`).
 //! - [`logging`]: `init_logging` (text or JSON, `--verbose`).
 //! - [`providers`]: turn `[model]` config into a `ChatModel` (with failover).
+//! - [`understanding`]: turn `[understanding]` config into the encoder + intent model.
 
 pub mod cli;
 pub mod cmd;
 pub mod logging;
 pub mod providers;
+pub mod understanding;

@@ -12,6 +12,12 @@ fn moltbot(home: &Path) -> Command {
         .env("HOME", home)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .stdin(Stdio::null());
+    // Understanding loads in the gateway's background: point it at the encoder the test
+    // script fetched, or run it on sparse features, never fetch in a test.
+    match std::env::var_os("MOLTBOT_TEST_ENCODER").filter(|v| !v.is_empty()) {
+        Some(dir) => c.env("MOLTBOT_UNDERSTANDING__ENCODER_PATH", dir),
+        None => c.env("MOLTBOT_UNDERSTANDING__ENCODER", "none"),
+    };
     c
 }
 

@@ -5,3 +5,4 @@ pub mod chat;
 pub mod health;
 pub mod openai;
 pub mod ui;
+pub mod understand;

@@ -323,9 +323,8 @@ impl Hnsw {
         self.links0
             .extend(std::iter::repeat_with(|| AtomicU32::new(0)).take(self.m0 + 1));
         self.upper_off.push(self.upper.len() as u32);
-        self.upper.extend(
-            std::iter::repeat_with(|| AtomicU32::new(0)).take(level * (self.params.m + 1)),
-        );
+        self.upper
+            .extend(std::iter::repeat_with(|| AtomicU32::new(0)).take(level * (self.params.m + 1)));
         self.locks.push(Mutex::new(()));
     }
 

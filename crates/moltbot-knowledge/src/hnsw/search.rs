@@ -62,7 +62,13 @@ impl Scratch {
 
 impl Hnsw {
     /// Greedy walk on one upper level: move to any closer neighbour until none is closer.
-    pub(super) fn greedy(&self, q: &[f32], mut cur: u32, mut dist: f32, level: usize) -> (u32, f32) {
+    pub(super) fn greedy(
+        &self,
+        q: &[f32],
+        mut cur: u32,
+        mut dist: f32,
+        level: usize,
+    ) -> (u32, f32) {
         loop {
             let block = self.block(cur, level);
             let n = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
@@ -129,8 +135,7 @@ impl Hnsw {
                     batch.push(id);
                 }
             }
-            for &id in batch.iter() {
-                let d = self.metric.distance(q, self.vec_of(id));
+            let mut consider = |id: u32, d: f32| {
                 if d < bound {
                     candidates.push(Reverse(Scored { dist: d, id }));
                     if keep(id) {
@@ -145,6 +150,16 @@ impl Hnsw {
                         }
                     }
                 }
+            };
+            let (quads, rest) = batch.as_chunks::<4>();
+            for ids in quads {
+                let ds = self.metric.distance_x4(q, ids.map(|id| self.vec_of(id)));
+                for (id, d) in ids.iter().zip(ds) {
+                    consider(*id, d);
+                }
+            }
+            for &id in rest {
+                consider(id, self.metric.distance(q, self.vec_of(id)));
             }
         }
         let mut out: Vec<Scored<u32>> = results.drain().collect();

@@ -90,6 +90,37 @@ pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
     Ok(Engine::new(store, slot, engine_options(cfg)))
 }
 
+/// Load the encoder and intent model on a thread (first start fetches the encoder and
+/// trains from the intents pack); `/api/v1/understand` answers 503 until it is ready.
+fn start_understanding(state: &AppState) {
+    let cfg = state.config().understanding.clone();
+    if !cfg.enabled {
+        return;
+    }
+    let data_dir = state.config().data.resolved_dir();
+    let state = state.clone();
+    let spawned = std::thread::Builder::new()
+        .name("moltbot-understanding-load".into())
+        .spawn(
+            move || match crate::understanding::load(&cfg, &data_dir, false) {
+                Ok(Some(u)) => {
+                    let model = u.model();
+                    tracing::info!(
+                        intents = model.fine_labels().len(),
+                        encoder = model.encoder_name().unwrap_or("none"),
+                        "understanding ready"
+                    );
+                    let _ = state.inner.understanding.set(u);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(cause = format!("{e:#}"), "understanding failed to load"),
+            },
+        );
+    if let Err(e) = spawned {
+        tracing::error!(cause = %e, "cannot start the understanding loader thread");
+    }
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = std::net::SocketAddr::new(cfg.gateway.bind, cfg.gateway.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -100,6 +131,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
     let state = AppState::with_channels(engine, cfg, hub.clone());
+    start_understanding(&state);
     tracing::info!(
         "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
         env!("CARGO_PKG_VERSION")

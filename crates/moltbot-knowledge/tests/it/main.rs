@@ -1,0 +1,8 @@
+//! Integration tests of moltbot-knowledge, in one binary.
+
+mod bm25;
+mod chunk;
+mod extract;
+mod hnsw;
+mod knowledge;
+mod support;

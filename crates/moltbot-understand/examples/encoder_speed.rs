@@ -1,0 +1,63 @@
+//! Sentences per second of the encoder at batch 1 and 32, f32 against INT8, and how far the
+//! INT8 vectors are from the f32 ones.
+//!
+//! `cargo run --release -p moltbot-understand --example encoder_speed -- MODEL_DIR [TSV]`
+
+use moltbot_core::Encoder;
+use moltbot_understand::{MiniLm, Precision};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().ok_or("usage: encoder_speed MODEL_DIR [TSV]")?);
+    let sentences: Vec<String> = match args.next() {
+        Some(tsv) => std::fs::read_to_string(tsv)?
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split('\t').next().map(str::to_string))
+            .take(512)
+            .collect(),
+        None => (0..512)
+            .map(|i| format!("how do i transfer {i} dollars to my savings account today"))
+            .collect(),
+    };
+    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let f32_enc = MiniLm::load(&dir, Precision::F32)?;
+    let int8_enc = MiniLm::load(&dir, Precision::Int8)?;
+    let a = f32_enc.encode(&[
+        "how do I cancel my card",
+        "I want to cancel my credit card",
+        "what is the weather in Paris",
+    ])?;
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>();
+    println!(
+        "cos(similar)={:.3} cos(unrelated)={:.3}",
+        dot(&a[0], &a[1]),
+        dot(&a[0], &a[2])
+    );
+    let mut results = Vec::new();
+    for (name, enc) in [("f32", &f32_enc), ("int8", &int8_enc)] {
+        enc.encode(&texts[..32])?; // warm-up
+        for batch in [1usize, 32] {
+            let n = if batch == 1 { 128 } else { texts.len() };
+            let t = Instant::now();
+            for chunk in texts[..n].chunks(batch) {
+                enc.encode(chunk)?;
+            }
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            println!("{name} batch {batch}: {rate:.1} sentences/s");
+            results.push(rate);
+        }
+    }
+    println!(
+        "int8/f32 speed-up: batch 1 {:.2}x, batch 32 {:.2}x",
+        results[2] / results[0],
+        results[3] / results[1]
+    );
+    let fa = f32_enc.encode(&texts[..64])?;
+    let ia = int8_enc.encode(&texts[..64])?;
+    let mean_cos = fa.iter().zip(&ia).map(|(x, y)| dot(x, y)).sum::<f32>() / 64.0;
+    println!("mean cos(f32, int8) = {mean_cos:.4}");
+    Ok(())
+}

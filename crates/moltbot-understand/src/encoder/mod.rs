@@ -1,0 +1,219 @@
+//! [`MiniLm`]: a BERT-family sentence encoder (all-MiniLM-L6-v2 by default) run in process
+//! with candle, in f32 or INT8.
+//!
+//! Inputs are tokenized without padding, sorted by length and run in sub-batches of similar
+//! length, so a batch of short chat turns wastes little work on padding. An input longer
+//! than the model's window is cut into overlapping windows whose vectors are averaged
+//! (weighted by their token counts) and re-normalised; the intent model adds score-gated
+//! pooling on top for classification (see `model::IntentModel::predict_long`).
+
+pub mod bert;
+
+pub use bert::Precision;
+use bert::{mean_pool, Bert, BertConfig};
+use candle_core::{Device, Tensor};
+use moltbot_core::{EncodeError, Encoder};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+/// Sub-batch limits: at most this many sequences…
+const MAX_BATCH: usize = 32;
+/// …and this many tokens (sequences × padded length), which bounds attention memory.
+const MAX_BATCH_TOKENS: usize = 4096;
+/// The window all-MiniLM-L6-v2 was trained with; position embeddings go to 512.
+const DEFAULT_WINDOW: usize = 256;
+/// Tokens shared by neighbouring windows of a long input.
+const WINDOW_OVERLAP: usize = 32;
+
+/// The encoder. Cheap to share behind an `Arc`; `encode` takes `&self`.
+#[derive(Debug)]
+pub struct MiniLm {
+    bert: Bert,
+    tokenizer: Tokenizer,
+    name: String,
+    precision: Precision,
+    window: usize,
+    cls: u32,
+    sep: u32,
+    device: Device,
+}
+
+impl MiniLm {
+    /// Load from a folder in Hugging Face layout: `config.json`, `model.safetensors`,
+    /// `tokenizer.json`.
+    pub fn load(dir: &Path, precision: Precision) -> Result<Self, EncodeError> {
+        let read = |file: &str| {
+            let path = dir.join(file);
+            std::fs::read(&path)
+                .map_err(|e| EncodeError::Load(format!("cannot read {}: {e}", path.display())))
+        };
+        let config: BertConfig = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| EncodeError::Load(format!("{}/config.json: {e}", dir.display())))?;
+        if let Some(act) = config.hidden_act.as_deref().filter(|a| *a != "gelu") {
+            return Err(EncodeError::Load(format!(
+                "hidden_act `{act}` is not supported, only `gelu`"
+            )));
+        }
+        let device = bert::cpu();
+        let tensors = candle_core::safetensors::load_buffer(&read("model.safetensors")?, &device)
+            .map_err(|e| {
+            EncodeError::Load(format!("{}/model.safetensors: {e}", dir.display()))
+        })?;
+        let window = config.max_position_embeddings.min(DEFAULT_WINDOW);
+        let bert = Bert::new(tensors, config, precision)
+            .map_err(|e| EncodeError::Load(format!("{}: {e}", dir.display())))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| EncodeError::Load(format!("{}/tokenizer.json: {e}", dir.display())))?;
+        // The shipped tokenizer pads to 128 and truncates; we batch and window ourselves.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| EncodeError::Load(format!("tokenizer: {e}")))?;
+        let special = |t: &str| {
+            tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| EncodeError::Load(format!("the tokenizer has no `{t}` token")))
+        };
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let base = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "encoder".into());
+        Ok(Self {
+            bert,
+            tokenizer,
+            name: format!("{base}/{}", precision.as_str()),
+            precision,
+            window,
+            cls,
+            sep,
+            device,
+        })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Token ids of `text` without special tokens.
+    pub fn token_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EncodeError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), false)
+            .map_err(|e| EncodeError::Tokenize(e.to_string()))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Vectors of already-framed sequences (`[CLS] … [SEP]`), in input order.
+    fn run_sequences(&self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EncodeError> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| seqs[i].len());
+        let mut out = vec![Vec::new(); seqs.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted ascending, so the last member of a sub-batch sets its padded length.
+            let mut end = start + 1;
+            while end < order.len()
+                && end - start < MAX_BATCH
+                && (end - start + 1) * seqs[order[end]].len() <= MAX_BATCH_TOKENS
+            {
+                end += 1;
+            }
+            let members = &order[start..end];
+            let vectors = self.forward(members.iter().map(|&i| seqs[i].as_slice()))?;
+            for (&i, v) in members.iter().zip(vectors) {
+                out[i] = v;
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn forward<'a>(
+        &self,
+        seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
+    ) -> Result<Vec<Vec<f32>>, EncodeError> {
+        let batch = seqs.len();
+        let len = seqs.clone().map(<[u32]>::len).max().unwrap_or(0);
+        let mut ids = vec![0u32; batch * len];
+        let mut mask = vec![0u8; batch * len];
+        for (row, seq) in seqs.enumerate() {
+            ids[row * len..][..seq.len()].copy_from_slice(seq);
+            mask[row * len..][..seq.len()].fill(1);
+        }
+        let fwd = || -> candle_core::Result<Vec<Vec<f32>>> {
+            let ids = Tensor::from_vec(ids, (batch, len), &self.device)?;
+            let mask = Tensor::from_vec(mask, (batch, len), &self.device)?;
+            let hidden = self.bert.forward(&ids, &mask)?;
+            mean_pool(&hidden, &mask)?.to_vec2::<f32>()
+        };
+        fwd().map_err(|e| EncodeError::Forward(e.to_string()))
+    }
+
+    /// Split content tokens into framed windows of at most `self.window` tokens.
+    fn windows(&self, ids: &[u32]) -> Vec<Vec<u32>> {
+        let room = self.window - 2;
+        let frame = |part: &[u32]| {
+            let mut v = Vec::with_capacity(part.len() + 2);
+            v.push(self.cls);
+            v.extend_from_slice(part);
+            v.push(self.sep);
+            v
+        };
+        if ids.len() <= room {
+            return vec![frame(ids)];
+        }
+        let stride = room - WINDOW_OVERLAP;
+        let mut out = Vec::new();
+        let mut start = 0;
+        loop {
+            let end = (start + room).min(ids.len());
+            out.push(frame(&ids[start..end]));
+            if end == ids.len() {
+                return out;
+            }
+            start += stride;
+        }
+    }
+}
+
+impl Encoder for MiniLm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.bert.config.hidden_size
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.window
+    }
+
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError> {
+        let ids = self.token_ids(texts)?;
+        // Every window of every text in one list, remembering whose it is.
+        let mut seqs = Vec::with_capacity(ids.len());
+        let mut owner = Vec::with_capacity(ids.len());
+        for (i, text_ids) in ids.iter().enumerate() {
+            for w in self.windows(text_ids) {
+                seqs.push(w);
+                owner.push(i);
+            }
+        }
+        let vectors = self.run_sequences(&seqs)?;
+        let dim = self.dim();
+        let mut out = vec![vec![0f32; dim]; texts.len()];
+        for ((v, &i), seq) in vectors.iter().zip(&owner).zip(&seqs) {
+            let weight = seq.len() as f32;
+            out[i].iter_mut().zip(v).for_each(|(o, x)| *o += weight * x);
+        }
+        for v in &mut out {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Ok(out)
+    }
+}

