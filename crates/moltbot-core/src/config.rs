@@ -12,11 +12,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 mod channels;
+mod knowledge;
 mod understanding;
 pub use channels::{
     ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
     SessionScope, SlackConfig, TelegramConfig, TelegramMode, WhatsAppConfig,
 };
+pub use knowledge::KnowledgeConfig;
 pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
 
 /// The example config written by `moltbot config init`; a test checks that it parses and
@@ -32,6 +34,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub channels: ChannelsConfig,
     pub understanding: UnderstandingConfig,
+    pub knowledge: KnowledgeConfig,
     pub log: LogConfig,
 }
 
@@ -433,6 +436,7 @@ impl Config {
         }
         self.channels.validate()?;
         self.understanding.validate()?;
+        self.knowledge.validate()?;
         Ok(())
     }
 

@@ -45,7 +45,7 @@ pub fn app(state: AppState) -> Router {
 /// check their platform's own signature or secret instead of our bearer token, and are
 /// served whatever the `Host` (platforms reach them through a public name).
 pub fn app_with(state: AppState, webhooks: Router) -> Router {
-    use routes::{channels, chat, health, openai, understand};
+    use routes::{channels, chat, health, knowledge, openai, understand};
     let limit = state.config().gateway.max_body_bytes;
     let open = Router::new()
         .route("/health", get(health::health))
@@ -80,6 +80,10 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
         .route("/api/v1/pairing/approve", post(channels::pairing_approve))
         .route("/api/v1/understand", post(understand::understand))
         .route("/api/v1/understand/reload", post(understand::reload))
+        .route("/api/v1/knowledge", get(knowledge::list))
+        .route("/api/v1/knowledge/search", post(knowledge::search))
+        .route("/api/v1/knowledge/ingest", post(knowledge::ingest))
+        .route("/api/v1/knowledge/remove", post(knowledge::remove))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -36,6 +36,8 @@ pub struct StateInner {
     pub channels: Option<ChannelHub>,
     /// The intent model and encoder, set once they are loaded (start-up does not wait).
     pub understanding: std::sync::OnceLock<std::sync::Arc<moltbot_understand::Understanding>>,
+    /// The knowledge store, set once it is open.
+    pub knowledge: std::sync::OnceLock<std::sync::Arc<moltbot_knowledge::Knowledge>>,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
                 config,
                 channels,
                 understanding: std::sync::OnceLock::new(),
+                knowledge: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: MessageCommand,
     },
+    /// Add documents to the knowledge store and search them.
+    Knowledge {
+        #[command(subcommand)]
+        command: KnowledgeCommand,
+    },
     /// Train, evaluate and try the intent classifier (understanding).
     Intents {
         #[command(subcommand)]
@@ -117,6 +122,48 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KnowledgeCommand {
+    /// Add files or folders (txt, md, html, pdf; folders recursively). Unchanged files are
+    /// skipped, changed ones replaced.
+    Add {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
+    /// Search by meaning and keywords; prints the best passages with their sources.
+    Search {
+        query: String,
+        /// How many passages.
+        #[arg(long, short = 'k', default_value_t = 5)]
+        k: usize,
+        /// hybrid, vector or keyword.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Only passages from this source (repeatable).
+        #[arg(long)]
+        source: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
+    /// The stored sources.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
+    /// Remove a source and its passages.
+    Remove {
+        source: String,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,7 +270,7 @@ pub enum ConfigCommand {
 }
 
 /// Where the running gateway is.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GatewayClientArgs {
     /// Gateway URL (default: from gateway.bind and gateway.port in the config).
     #[arg(long, env = "MOLTBOT_URL")]

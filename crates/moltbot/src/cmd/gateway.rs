@@ -90,32 +90,45 @@ pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
     Ok(Engine::new(store, slot, engine_options(cfg)))
 }
 
-/// Load the encoder and intent model on a thread (first start fetches the encoder and
-/// trains from the intents pack); `/api/v1/understand` answers 503 until it is ready.
+/// Load the encoder, the intent model and the knowledge store on a thread (first start
+/// fetches the encoder and trains from the intents pack); their routes answer 503 until
+/// they are ready.
 fn start_understanding(state: &AppState) {
-    let cfg = state.config().understanding.clone();
-    if !cfg.enabled {
+    let ucfg = state.config().understanding.clone();
+    let kcfg = state.config().knowledge.clone();
+    if !ucfg.enabled && !kcfg.enabled {
         return;
     }
     let data_dir = state.config().data.resolved_dir();
     let state = state.clone();
+    let load = move || -> anyhow::Result<()> {
+        let encoder = crate::understanding::configured_encoder(&ucfg, &data_dir, false)?;
+        if let Some(u) = crate::understanding::load(&ucfg, encoder.clone(), &data_dir)? {
+            let model = u.model();
+            tracing::info!(
+                intents = model.fine_labels().len(),
+                encoder = model.encoder_name().unwrap_or("none"),
+                "understanding ready"
+            );
+            let _ = state.inner.understanding.set(u);
+        }
+        if kcfg.enabled {
+            let knowledge = crate::understanding::open_knowledge(&kcfg, encoder, &data_dir)?;
+            tracing::info!(chunks = knowledge.chunk_count(), "knowledge store ready");
+            let _ = state.inner.knowledge.set(std::sync::Arc::new(knowledge));
+        }
+        Ok(())
+    };
     let spawned = std::thread::Builder::new()
         .name("moltbot-understanding-load".into())
-        .spawn(
-            move || match crate::understanding::load(&cfg, &data_dir, false) {
-                Ok(Some(u)) => {
-                    let model = u.model();
-                    tracing::info!(
-                        intents = model.fine_labels().len(),
-                        encoder = model.encoder_name().unwrap_or("none"),
-                        "understanding ready"
-                    );
-                    let _ = state.inner.understanding.set(u);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!(cause = format!("{e:#}"), "understanding failed to load"),
-            },
-        );
+        .spawn(move || {
+            if let Err(e) = load() {
+                tracing::error!(
+                    cause = format!("{e:#}"),
+                    "understanding or knowledge failed to load"
+                );
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!(cause = %e, "cannot start the understanding loader thread");
     }

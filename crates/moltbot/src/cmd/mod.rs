@@ -7,6 +7,7 @@ pub mod config;
 pub mod doctor;
 pub mod gateway;
 pub mod intents;
+pub mod knowledge;
 pub mod models;
 pub mod pairing;
 pub mod sessions;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pairing { command } => pairing::run(config_path.as_deref(), command),
         Command::Channels { command } => channels::run_status(config_path.as_deref(), command),
         Command::Message { command } => channels::run_message(config_path.as_deref(), command),
+        Command::Knowledge { command } => knowledge::run(config_path.as_deref(), command),
         Command::Intents { command } => intents::run(config_path.as_deref(), command),
         Command::Config { command } => config::run(config_path.as_deref(), command),
         Command::MockLlm { listen } => mock_llm(&listen),

@@ -1,0 +1,81 @@
+//! Long inputs: does gating over windows beat truncation? Each test utterance is buried at
+//! a random position after the first window inside neutral filler (about 150–250 words),
+//! and three readings are compared:
+//! - truncation: only the first `WINDOW` words, as an encoder with a fixed window sees it;
+//! - whole: the whole text at once (sparse features see everything, the encoder averages
+//!   its windows);
+//! - gated: `predict_long`, windows weighted by their own confidence.
+//!
+//! `cargo run --release -p moltbot-understand --example long_text -- MODEL ENCODER_DIR TEST_TSV [MAP]`
+
+use moltbot_understand::{Dataset, IntentModel, MiniLm, Precision};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+
+const WINDOW: usize = 64;
+const FILLER: &[&str] = &[
+    "I have been meaning to write for a while now.",
+    "Last week was busy with family visiting and the kids' school play.",
+    "The weather here has been grey and rainy for days.",
+    "We finally finished painting the spare room, which took forever.",
+    "My sister says hello and hopes you are doing well.",
+    "I read a long article about the history of the railways on the train this morning.",
+    "Work has been fine, nothing special, mostly meetings and emails.",
+    "The garden needs attention but I keep putting it off.",
+    "We watched an old film on Saturday and fell asleep halfway through.",
+    "There is a new bakery on the corner that everyone is talking about.",
+    "My neighbour's dog barked all night again, so I am a little tired.",
+    "I started learning to play the guitar, slowly but surely.",
+    "The traffic on the bridge was terrible because of the roadworks.",
+    "We are thinking about going to the mountains in the spring.",
+    "Anyway, enough about me and my week.",
+    "I also cleaned out the garage and found boxes of old letters.",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [model, encoder, test, rest @ ..] = args.as_slice() else {
+        return Err("usage: long_text MODEL ENCODER_DIR TEST_TSV [MAP]".into());
+    };
+    let model = IntentModel::load(Path::new(model))?;
+    let precision = if model.encoder_name().is_some_and(|n| n.ends_with("/int8")) {
+        Precision::Int8
+    } else {
+        Precision::F32
+    };
+    let enc = MiniLm::load(Path::new(encoder), precision)?;
+    let map = rest.first().map(PathBuf::from);
+    let data = Dataset::load(&[PathBuf::from(test)], map.as_deref())?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut trunc, mut whole, mut gated, mut n) = (0, 0, 0, 0);
+    for e in data.examples.iter().step_by(5) {
+        let mut sentences: Vec<String> = (0..rng.random_range(12..18))
+            .map(|_| FILLER[rng.random_range(0..FILLER.len())].to_string())
+            .collect();
+        // After the first window (filler sentences are ~10 words).
+        let at = rng.random_range(8..sentences.len());
+        let mut request = e.text.trim().to_string();
+        if !request.ends_with(['.', '?', '!']) {
+            request.push('.');
+        }
+        sentences.insert(at, request);
+        let text = sentences.join(" ");
+        let first: String = text
+            .split_whitespace()
+            .take(WINDOW)
+            .collect::<Vec<_>>()
+            .join(" ");
+        n += 1;
+        trunc += usize::from(model.predict(&first, Some(&enc))?.fine == e.fine);
+        whole += usize::from(model.predict(&text, Some(&enc))?.fine == e.fine);
+        gated += usize::from(model.predict_long(&text, Some(&enc), WINDOW)?.fine == e.fine);
+    }
+    let pct = |k: usize| 100.0 * k as f64 / n as f64;
+    println!(
+        "{{\"inputs\":{n},\"window_words\":{WINDOW},\"truncation\":{:.2},\"whole\":{:.2},\"gated\":{:.2}}}",
+        pct(trunc),
+        pct(whole),
+        pct(gated)
+    );
+    Ok(())
+}
