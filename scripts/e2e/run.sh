@@ -92,6 +92,24 @@ after=$(curl -sS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application
   -d '{"text":"could you switch the lights on"}' "$URL/api/v1/understand")
 check "the reloaded model serves without a restart" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["fine"]=="lights_on", r' "$after"
 
+# Knowledge: add a folder with the CLI (through the running gateway), search it, then ask
+# over /api/v1/chat: the answer is grounded in the documents and cites them; a greeting is
+# answered by its template without the model.
+mkdir -p "$WORK/docs/policies"
+printf '# Employee handbook\n\n## Vacation\n\nEvery employee gets 31 days of paid vacation per calendar year. Vacation requests are approved by your team lead.\n\n## Expenses\n\nTravel expenses are reimbursed within 14 days after the receipts are uploaded.\n' >"$WORK/docs/policies/handbook.md"
+printf '<html><body><h1>Wi-Fi</h1><p>The office Wi-Fi network is called moltnet and its password is on the fridge.</p></body></html>' >"$WORK/docs/wifi.html"
+check "moltbot knowledge add DIR" "$BIN" knowledge add "$WORK/docs" --url "$URL" --token "$TOKEN"
+found=$("$BIN" knowledge search "what is the wifi called" --json --url "$URL" --token "$TOKEN")
+check "moltbot knowledge search finds the page" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["hits"][0]["source"].endswith("wifi.html"), r' "$found"
+check "moltbot knowledge list shows both files" bash -c '"$1" knowledge list --url "$2" --token "$3" | grep -q handbook.md' _ "$BIN" "$URL" "$TOKEN"
+grounded=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"session_id":"e2e-kb","message":"How many vacation days do employees get per year?"}' "$URL/api/v1/chat")
+echo "grounded: $grounded"
+check "a document question is answered from the documents, with citations" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); rt=r["route"]; assert rt["route"]=="knowledge" and rt["grounding"]=="model" and r["reply"].strip(), r; assert rt["citations"][0]["source"].endswith("handbook.md"), r' "$grounded"
+greet=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"session_id":"e2e-hi","message":"hi there"}' "$URL/api/v1/chat")
+check "a greeting is answered by its template" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["route"]["route"]=="template" and r["model"]=="moltbot-router", r' "$greet"
+
 # The official openai Python client.
 VENV=$CACHE/venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then

@@ -13,12 +13,14 @@ use std::path::{Path, PathBuf};
 
 mod channels;
 mod knowledge;
+mod router;
 mod understanding;
 pub use channels::{
     ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
     SessionScope, SlackConfig, TelegramConfig, TelegramMode, WhatsAppConfig,
 };
 pub use knowledge::KnowledgeConfig;
+pub use router::{Grounding, RouterConfig};
 pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
 
 /// The example config written by `moltbot config init`; a test checks that it parses and
@@ -35,6 +37,7 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub understanding: UnderstandingConfig,
     pub knowledge: KnowledgeConfig,
+    pub router: RouterConfig,
     pub log: LogConfig,
 }
 
@@ -437,6 +440,7 @@ impl Config {
         self.channels.validate()?;
         self.understanding.validate()?;
         self.knowledge.validate()?;
+        self.router.validate()?;
         Ok(())
     }
 

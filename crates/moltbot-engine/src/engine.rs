@@ -1,7 +1,8 @@
 //! [`Engine`]: runs turns.
 
+use crate::router::{extractive_answer, grounding_prompt, DialogueRouter, Plan, RouteInfo};
 use crate::sessions::SessionMap;
-use crate::{EngineError, ModelSlot};
+use crate::{EngineError, ModelSlot, ModelState};
 use futures::StreamExt;
 use moltbot_core::{ChatChunk, ChatMessage, ChatRequest, FinishReason, ModelError, Role, Usage};
 use moltbot_store::{NewMessage, Store, StoredMessage};
@@ -109,7 +110,21 @@ pub struct TurnOutcome {
     pub usage: Usage,
     pub finish_reason: FinishReason,
     pub latency_ms: f64,
+    /// How the turn was answered (session turns only; stateless completions always go to
+    /// the model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteInfo>,
 }
+
+/// Who writes a turn's reply.
+enum Writer {
+    /// Already written (a template or an extractive answer).
+    Direct(String),
+    Model,
+}
+
+/// The id recorded as the "model" of replies written without one.
+pub const ROUTER_MODEL_ID: &str = "moltbot-router";
 
 #[derive(Clone)]
 pub struct Engine {
@@ -122,6 +137,9 @@ struct Inner {
     opts: EngineOptions,
     sessions: SessionMap,
     events: tokio::sync::broadcast::Sender<SessionEvent>,
+    /// Set once understanding and knowledge have loaded (in the background, after the
+    /// gateway is up); until then every turn goes to the model.
+    router: std::sync::RwLock<Option<Arc<DialogueRouter>>>,
 }
 
 /// Decrements the in-flight gauge when a turn ends, however it ends.
@@ -150,6 +168,7 @@ impl Engine {
                 opts,
                 sessions,
                 events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
+                router: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -164,6 +183,80 @@ impl Engine {
 
     pub fn options(&self) -> &EngineOptions {
         &self.inner.opts
+    }
+
+    /// Install (or replace) the decision router; turns started afterwards use it.
+    pub fn set_router(&self, router: Arc<DialogueRouter>) {
+        *self
+            .inner
+            .router
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(router);
+    }
+
+    pub fn router(&self) -> Option<Arc<DialogueRouter>> {
+        self.inner
+            .router
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Understand and route one turn off the async workers. Never fails: without a router
+    /// (or if it panics) the turn goes to the model.
+    async fn route(&self, text: &str, in_conversation: bool) -> (RouteInfo, Plan) {
+        let Some(router) = self.router() else {
+            return (
+                RouteInfo::unrouted("understanding_unavailable"),
+                Plan::Model,
+            );
+        };
+        let text = text.to_string();
+        let decided =
+            tokio::task::spawn_blocking(move || router.decide(&text, in_conversation)).await;
+        let (info, plan) = decided.unwrap_or_else(|e| {
+            tracing::error!(cause = %e, "the router failed; the turn goes to the model");
+            (
+                RouteInfo::unrouted("understanding_unavailable"),
+                Plan::Model,
+            )
+        });
+        metrics::counter!("moltbot_route_total", "route" => info.route.as_str(), "reason" => info.reason)
+            .increment(1);
+        metrics::histogram!("moltbot_route_latency").record(info.route_ms);
+        tracing::info!(
+            route = info.route.as_str(),
+            reason = info.reason,
+            intent = info.intent.as_deref().unwrap_or("-"),
+            confidence = info.confidence.unwrap_or(f32::NAN),
+            surprise = info.surprise.unwrap_or(f32::NAN),
+            citations = info.citations.len(),
+            route_ms = info.route_ms,
+            "turn routed"
+        );
+        (info, plan)
+    }
+
+    /// Deliver a reply written without the model as if it had been streamed.
+    async fn direct(
+        &self,
+        text: String,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        watch: Watch<'_>,
+    ) -> Result<(String, Gathered), EngineError> {
+        self.publish(|| watch.event(SessionEventKind::Delta(text.clone())));
+        if let Some(tx) = events {
+            // A caller that went away still gets the turn stored, as with the model.
+            let _ =
+                tokio::time::timeout(STALLED_READER, tx.send(TurnEvent::Delta(text.clone()))).await;
+        }
+        Ok((
+            ROUTER_MODEL_ID.to_string(),
+            Gathered {
+                text,
+                ..Gathered::default()
+            },
+        ))
     }
 
     /// Watch every session's turns as they happen.
@@ -241,11 +334,29 @@ impl Engine {
             ChatMessage::new(Role::User, req.message.clone()),
             self.inner.opts.max_turns * 2,
         );
+        // The message just pushed does not count: is there an earlier exchange?
+        let in_conversation = past.iter().rev().skip(1).any(|m| m.role == Role::Assistant);
+        let (mut route, plan) = self.route(&req.message, in_conversation).await;
+        let mut system = self.inner.opts.system_prompt.clone();
+        let writer = match plan {
+            Plan::Reply(text) => Writer::Direct(text),
+            Plan::Model => Writer::Model,
+            Plan::Ground(passages) => {
+                let ready = matches!(self.inner.model.state(), ModelState::Ready(_));
+                let with_model = self.router().is_some_and(|r| r.ground_with_model(ready));
+                if with_model {
+                    route.grounding = Some("model");
+                    system.push_str("\n\n");
+                    system.push_str(&grounding_prompt(&passages));
+                    Writer::Model
+                } else {
+                    route.grounding = Some("extractive");
+                    Writer::Direct(extractive_answer(&req.message, &passages))
+                }
+            }
+        };
         let mut messages = Vec::with_capacity(past.len() + 1);
-        messages.push(ChatMessage::new(
-            Role::System,
-            self.inner.opts.system_prompt.clone(),
-        ));
+        messages.push(ChatMessage::new(Role::System, system));
         messages.extend(past.iter().cloned());
         let request = self.request(messages, &req.overrides);
         let watch = Watch {
@@ -254,10 +365,13 @@ impl Engine {
             channel: req.channel,
         };
         self.publish(|| watch.event(SessionEventKind::User(req.message.clone())));
-        let (stored, generated) = tokio::join!(
-            persist_user,
-            self.generate(request, events, cancel, Some(watch))
-        );
+        let answer = async {
+            match writer {
+                Writer::Direct(text) => self.direct(text, events, watch).await,
+                Writer::Model => self.generate(request, events, cancel, Some(watch)).await,
+            }
+        };
+        let (stored, generated) = tokio::join!(persist_user, answer);
         if let Err(e) = stored {
             // The cache must never hold what the store does not: reload on the next turn.
             *history = None;
@@ -310,6 +424,7 @@ impl Engine {
             usage: completion.usage,
             finish_reason: completion.finish_reason,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            route: Some(route),
         })
     }
 
@@ -339,6 +454,7 @@ impl Engine {
             usage: completion.usage,
             finish_reason: completion.finish_reason,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            route: None,
         })
     }
 

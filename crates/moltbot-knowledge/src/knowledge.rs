@@ -218,6 +218,9 @@ pub struct Hit {
     pub score: f32,
     /// 1-based rank in the vector ranking, if it was in it.
     pub vector_rank: Option<usize>,
+    /// Cosine similarity to the query, if the chunk was in the vector ranking: unlike the
+    /// fused score it is comparable across queries, so callers threshold on it.
+    pub vector_score: Option<f32>,
     /// 1-based rank in the keyword ranking, if it was in it.
     pub keyword_rank: Option<usize>,
 }
@@ -646,6 +649,7 @@ impl Knowledge {
                 let e = fused.entry(*id).or_default();
                 if is_vector {
                     e.vector_rank = Some(rank + 1);
+                    e.vector_score = Some(*score);
                 } else {
                     e.keyword_rank = Some(rank + 1);
                 }
@@ -674,6 +678,7 @@ impl Knowledge {
                     end: r.end,
                     score: f.score,
                     vector_rank: f.vector_rank,
+                    vector_score: f.vector_score,
                     keyword_rank: f.keyword_rank,
                 })
             })
@@ -686,6 +691,7 @@ impl Knowledge {
 struct Fused {
     score: f32,
     vector_rank: Option<usize>,
+    vector_score: Option<f32>,
     keyword_rank: Option<usize>,
 }
 

@@ -84,6 +84,10 @@ pub struct IntentSpec {
     /// Answer from the knowledge base (retrieval) rather than a template.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub knowledge: bool,
+    /// The template only fits a fresh exchange: inside a conversation ("yes" to the
+    /// model's question) the turn goes to the model instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contextual: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +234,7 @@ impl Dataset {
                     skill: None,
                     tool: None,
                     knowledge: false,
+                    contextual: false,
                 })?;
             }
             self.examples.push(Example {
@@ -257,6 +262,7 @@ impl Dataset {
                 known.skill = known.skill.take().or(spec.skill);
                 known.tool = known.tool.take().or(spec.tool);
                 known.knowledge |= spec.knowledge;
+                known.contextual |= spec.contextual;
                 Ok(())
             }
             None => {

@@ -324,3 +324,75 @@ fn telegram_pairing_approval_and_message_send_through_the_cli() {
     );
     assert!(!log.contains(&code), "pairing code in the log:\n{log}");
 }
+
+#[test]
+fn knowledge_add_search_list_remove_without_a_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    // A port nothing listens on, so the commands open the store themselves.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let docs = home.path().join("docs");
+    std::fs::create_dir_all(docs.join("sub")).unwrap();
+    std::fs::write(
+        docs.join("garden.md"),
+        "# Garden\n\n## Tomatoes\n\nWater the tomatoes every morning in July.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("sub/bike.txt"),
+        "The bike lock code is written inside the toolbox lid.",
+    )
+    .unwrap();
+    std::fs::write(docs.join("photo.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    let run = |args: &[&str]| {
+        moltbot(home.path())
+            .env("MOLTBOT_GATEWAY__PORT", &port)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["knowledge", "add", docs.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("added 2, updated 0, unchanged 0, failed 0"),
+        "{}",
+        text(&out)
+    );
+
+    let out = run(&["knowledge", "search", "bike lock code", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["hits"][0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("bike.txt"),
+        "{v}"
+    );
+    let out = run(&["knowledge", "list"]);
+    let listed = text(&out);
+    assert!(
+        listed.contains("garden.md") && listed.contains("bike.txt"),
+        "{listed}"
+    );
+    assert!(!listed.contains("photo.png"), "{listed}");
+
+    let bike = docs.join("sub/bike.txt");
+    let source = v["hits"][0]["source"].as_str().unwrap().to_string();
+    let out = run(&["knowledge", "remove", &source]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["knowledge", "list"]);
+    assert!(!text(&out).contains("bike.txt"), "{}", text(&out));
+    assert!(
+        bike.exists(),
+        "remove forgets the document, never deletes the file"
+    );
+    let out = run(&["knowledge", "remove", &source]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not in the knowledge store"),
+        "{}",
+        text(&out)
+    );
+}

@@ -313,6 +313,10 @@ fn completion_json(id: &str, created: u64, model: &str, out: &TurnOutcome) -> Va
     if !out.session_id.is_empty() {
         v["session_id"] = json!(out.session_id);
     }
+    // An extension field: OpenAI clients ignore it, ours read the route and citations.
+    if let Some(route) = &out.route {
+        v["route"] = json!(route);
+    }
     v
 }
 

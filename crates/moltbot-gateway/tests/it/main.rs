@@ -4,4 +4,5 @@
 mod context;
 mod http;
 mod openai;
+mod routing;
 mod ws;

@@ -96,6 +96,7 @@ pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
 fn start_understanding(state: &AppState) {
     let ucfg = state.config().understanding.clone();
     let kcfg = state.config().knowledge.clone();
+    let rcfg = state.config().router.clone();
     if !ucfg.enabled && !kcfg.enabled {
         return;
     }
@@ -113,10 +114,26 @@ fn start_understanding(state: &AppState) {
             let _ = state.inner.understanding.set(u);
         }
         if kcfg.enabled {
-            let knowledge = crate::understanding::open_knowledge(&kcfg, encoder, &data_dir)?;
-            tracing::info!(chunks = knowledge.chunk_count(), "knowledge store ready");
-            let _ = state.inner.knowledge.set(std::sync::Arc::new(knowledge));
+            // A store that cannot open leaves routing on intents alone.
+            match crate::understanding::open_knowledge(&kcfg, encoder, &data_dir) {
+                Ok(knowledge) => {
+                    tracing::info!(chunks = knowledge.chunk_count(), "knowledge store ready");
+                    let _ = state.inner.knowledge.set(std::sync::Arc::new(knowledge));
+                }
+                Err(e) => tracing::error!(
+                    cause = format!("{e:#}"),
+                    "the knowledge store failed to open"
+                ),
+            }
         }
+        let router = moltbot_engine::DialogueRouter::new(
+            state.inner.understanding.get().cloned(),
+            state.inner.knowledge.get().cloned(),
+            rcfg,
+            ucfg.min_confidence,
+        );
+        state.engine().set_router(std::sync::Arc::new(router));
+        tracing::info!("turn router ready");
         Ok(())
     };
     let spawned = std::thread::Builder::new()

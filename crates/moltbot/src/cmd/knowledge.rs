@@ -190,7 +190,7 @@ fn search(
         }
     };
     if json_out {
-        println!("{hits}");
+        println!("{}", json!({ "hits": hits }));
         return Ok(ExitCode::SUCCESS);
     }
     let list = hits.as_array().cloned().unwrap_or_default();

@@ -1,0 +1,491 @@
+//! The decision layer. Every turn is understood first (DUE: intent, confidence, surprise)
+//! and then answered down one of three roads:
+//!
+//! - **template**: a confident intent with a reply template (greetings, the time, help…)
+//!   is answered at once, without the model;
+//! - **knowledge**: an intent that asks the documents, or any turn whose best passage is a
+//!   good match, is answered from retrieved passages (KRS) — by the model when it is ready,
+//!   extractively (quoted, cited sentences) when not — with the passages cited in the
+//!   reply's metadata;
+//! - **model**: everything else (high surprise, low confidence, no template, tools that are
+//!   not wired yet) goes to the model with the conversation.
+//!
+//! The decision, with the intent, confidence, surprise and citations, travels with the
+//! turn's outcome ([`RouteInfo`]) and is logged and counted in metrics.
+
+use moltbot_core::config::{Grounding, RouterConfig};
+use moltbot_knowledge::{Hit, Knowledge, SearchMode, SearchOptions};
+use moltbot_understand::{render_reply, Understanding};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The road a turn took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    Template,
+    Knowledge,
+    Model,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Template => "template",
+            Route::Knowledge => "knowledge",
+            Route::Model => "model",
+        }
+    }
+}
+
+/// A passage an answer was grounded in. `index` is the number the answer cites (`[1]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Citation {
+    pub index: usize,
+    pub source: String,
+    pub chunk_id: u64,
+    pub heading: String,
+    /// Byte offsets of the passage in the source's extracted text.
+    pub start: usize,
+    pub end: usize,
+    /// Cosine similarity to the turn, when the passage came from the vector ranking.
+    pub score: Option<f32>,
+}
+
+/// Why a turn went where it went, for the response metadata, logs and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteInfo {
+    pub route: Route,
+    /// A short machine-readable reason: `template`, `knowledge_intent`, `knowledge_hit`,
+    /// `out_of_domain`, `low_confidence`, `no_template`, `tool_not_available`,
+    /// `in_conversation`, `long_input`, `no_passages`, `understanding_unavailable`,
+    /// `router_disabled`.
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coarse: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub surprise: Option<f32>,
+    /// Who wrote a grounded answer: `model` or `extractive`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounding: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<Citation>,
+    /// Time spent understanding and retrieving, before any generation.
+    pub route_ms: f64,
+}
+
+impl RouteInfo {
+    /// The metadata of a turn that was not routed (router off or not loaded yet).
+    pub fn unrouted(reason: &'static str) -> Self {
+        Self {
+            route: Route::Model,
+            reason,
+            intent: None,
+            coarse: None,
+            confidence: None,
+            surprise: None,
+            grounding: None,
+            citations: Vec::new(),
+            route_ms: 0.0,
+        }
+    }
+}
+
+/// What the engine does with the turn.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Send this reply; no model.
+    Reply(String),
+    /// Answer from these passages (in citation order).
+    Ground(Vec<Hit>),
+    /// The model, with the conversation.
+    Model,
+}
+
+/// Understanding + retrieval + the routing rules. Cheap to share; every method blocks (a
+/// forward pass of the encoder), so the engine calls it from `spawn_blocking`.
+pub struct DialogueRouter {
+    understanding: Option<Arc<Understanding>>,
+    knowledge: Option<Arc<Knowledge>>,
+    cfg: RouterConfig,
+    min_confidence: f32,
+}
+
+impl std::fmt::Debug for DialogueRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DialogueRouter")
+            .field("understanding", &self.understanding.is_some())
+            .field("knowledge", &self.knowledge.is_some())
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
+
+impl DialogueRouter {
+    /// `min_confidence` is the intent confidence a template answer needs
+    /// (`understanding.min_confidence`); out-of-domain turns (surprise at or above the
+    /// model's threshold) never get one.
+    pub fn new(
+        understanding: Option<Arc<Understanding>>,
+        knowledge: Option<Arc<Knowledge>>,
+        cfg: RouterConfig,
+        min_confidence: f32,
+    ) -> Self {
+        Self {
+            understanding,
+            knowledge,
+            cfg,
+            min_confidence,
+        }
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    /// Decide how to answer `text`. `in_conversation`: the session already holds an
+    /// exchange, so replies that only fit a fresh one ("Got it." to a bare "yes") are not
+    /// given. Never fails: trouble in understanding or retrieval is logged and the turn
+    /// goes to the model.
+    pub fn decide(&self, text: &str, in_conversation: bool) -> (RouteInfo, Plan) {
+        let started = Instant::now();
+        let (mut info, plan) = self.decide_inner(text, in_conversation);
+        info.route_ms = started.elapsed().as_secs_f64() * 1e3;
+        (info, plan)
+    }
+
+    fn decide_inner(&self, text: &str, in_conversation: bool) -> (RouteInfo, Plan) {
+        if !self.cfg.enabled {
+            return (RouteInfo::unrouted("router_disabled"), Plan::Model);
+        }
+        let mut info = RouteInfo::unrouted("understanding_unavailable");
+        let mut knowledge_intent = false;
+        if let Some(u) = &self.understanding {
+            match u.understand(text) {
+                Ok(understood) => {
+                    let p = understood.prediction;
+                    info.intent = Some(p.fine.clone());
+                    info.coarse = Some(p.coarse.clone());
+                    info.confidence = Some(p.confidence);
+                    info.surprise = Some(p.surprise);
+                    let model = u.model();
+                    let spec = model.intent(&p.fine);
+                    let confident = !p.out_of_domain && p.confidence >= self.min_confidence;
+                    info.reason = if p.out_of_domain {
+                        "out_of_domain"
+                    } else if !confident {
+                        "low_confidence"
+                    } else {
+                        "no_template"
+                    };
+                    if let (true, Some(spec)) = (confident, spec) {
+                        if spec.knowledge {
+                            knowledge_intent = true;
+                        } else if spec.tool.is_some() || spec.skill.is_some() {
+                            // The tool registry arrives with the agent loop; until then the
+                            // model handles these turns.
+                            info.reason = "tool_not_available";
+                        } else if spec.contextual && in_conversation {
+                            info.reason = "in_conversation";
+                        } else if text.chars().count() > self.cfg.template_max_chars {
+                            info.reason = "long_input";
+                        } else if let Some(reply) = render_reply(spec, text, &jiff::Zoned::now()) {
+                            info.route = Route::Template;
+                            info.reason = "template";
+                            return (info, Plan::Reply(reply));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(cause = %e, "understanding failed; the turn goes to the model");
+                }
+            }
+        }
+        let Some(kb) = self.knowledge.as_ref().filter(|k| k.chunk_count() > 0) else {
+            if knowledge_intent {
+                info.reason = "no_passages";
+            }
+            return (info, Plan::Model);
+        };
+        let opts = SearchOptions {
+            sources: None,
+            mode: SearchMode::Hybrid,
+        };
+        let hits = match kb.search(text, self.cfg.passages, &opts) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(cause = %e, "knowledge search failed; the turn goes to the model");
+                return (info, Plan::Model);
+            }
+        };
+        let floor = if knowledge_intent {
+            self.cfg.knowledge_intent_min_score
+        } else {
+            self.cfg.good_hit_score
+        };
+        let best = hits
+            .iter()
+            .filter_map(|h| h.vector_score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if best < floor {
+            if knowledge_intent {
+                info.reason = "no_passages";
+            }
+            return (info, Plan::Model);
+        }
+        // Keep the passages that are close enough to the turn to help (the fused ranking
+        // may have lifted keyword-only matches); their order is the citation order.
+        let keep_floor = floor.min(best * 0.6);
+        let passages: Vec<Hit> = hits
+            .into_iter()
+            .filter(|h| {
+                h.vector_score.is_some_and(|s| s >= keep_floor) || h.keyword_rank == Some(1)
+            })
+            .collect();
+        info.route = Route::Knowledge;
+        info.reason = if knowledge_intent {
+            "knowledge_intent"
+        } else {
+            "knowledge_hit"
+        };
+        info.citations = passages
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Citation {
+                index: i + 1,
+                source: h.source.clone(),
+                chunk_id: h.chunk_id,
+                heading: h.heading.clone(),
+                start: h.start,
+                end: h.end,
+                score: h.vector_score,
+            })
+            .collect();
+        (info, Plan::Ground(passages))
+    }
+
+    /// Whether grounded answers should be written by the model, given whether it is ready.
+    pub fn ground_with_model(&self, model_ready: bool) -> bool {
+        match self.cfg.grounding {
+            Grounding::Auto => model_ready,
+            Grounding::Model => true,
+            Grounding::Extractive => false,
+        }
+    }
+}
+
+/// Most characters of one passage put in the model's prompt; the local model's context is
+/// small, and the best passages are short anyway.
+const PROMPT_PASSAGE_CHARS: usize = 1200;
+
+/// The system message that hands the passages to the model.
+pub fn grounding_prompt(passages: &[Hit]) -> String {
+    let mut s = String::from(
+        "Answer the user's last message using the numbered passages below, taken from \
+         their own documents. Cite the passages you use like [1] or [2]. If the passages \
+         do not contain the answer, say so in one sentence.\n",
+    );
+    for (i, h) in passages.iter().enumerate() {
+        s.push_str(&format!("\n[{}] {}", i + 1, label(h)));
+        s.push('\n');
+        s.push_str(&truncate_chars(&h.text, PROMPT_PASSAGE_CHARS));
+        s.push('\n');
+    }
+    s
+}
+
+/// An answer without the model: from each of the best passages, the sentences that share
+/// the most words with the question, quoted with their citation numbers and sources.
+pub fn extractive_answer(question: &str, passages: &[Hit]) -> String {
+    let zh = question
+        .chars()
+        .any(moltbot_understand::text::is_unspaced_script);
+    let terms = query_terms(question);
+    let mut out = String::from(if zh {
+        "根据你的文档：\n"
+    } else {
+        "From your documents:\n"
+    });
+    for (i, h) in passages.iter().take(3).enumerate() {
+        let excerpt = best_sentences(&h.text, &terms, 2);
+        out.push_str(&format!("\n[{}] {}", i + 1, excerpt));
+    }
+    out.push_str(if zh { "\n\n来源：" } else { "\n\nSources: " });
+    let sources: Vec<String> = passages
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, h)| format!("[{}] {}", i + 1, label(h)))
+        .collect();
+    out.push_str(&sources.join("; "));
+    out
+}
+
+fn label(h: &Hit) -> String {
+    if h.heading.is_empty() {
+        h.source.clone()
+    } else {
+        format!("{} › {}", h.source, h.heading)
+    }
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+        None => text.to_string(),
+    }
+}
+
+/// Lower-cased words of three or more letters, and single characters of unspaced scripts
+/// (Chinese, Japanese), which carry meaning on their own.
+fn query_terms(text: &str) -> Vec<String> {
+    let mut terms = Vec::new();
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if word
+            .chars()
+            .any(moltbot_understand::text::is_unspaced_script)
+        {
+            terms.extend(word.chars().map(|c| c.to_string()));
+        } else if word.chars().count() >= 3 {
+            terms.push(word.to_lowercase());
+        }
+    }
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+/// Up to `n` sentences of `text` that contain the most of `terms`, in their original
+/// order; the passage's opening when none matches.
+fn best_sentences(text: &str, terms: &[String], n: usize) -> String {
+    let sentences = split_sentences(text);
+    let mut scored: Vec<(usize, usize)> = sentences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let lower = s.to_lowercase();
+            (
+                terms.iter().filter(|t| lower.contains(t.as_str())).count(),
+                i,
+            )
+        })
+        .filter(|(score, _)| *score > 0)
+        .collect();
+    if scored.is_empty() {
+        return truncate_chars(text.trim(), 300);
+    }
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = scored.iter().take(n).map(|(_, i)| *i).collect();
+    chosen.sort_unstable();
+    let joined: Vec<&str> = chosen.iter().map(|i| sentences[*i].trim()).collect();
+    truncate_chars(&joined.join(" "), 600)
+}
+
+/// Sentences end at `.`, `!`, `?` followed by whitespace, at their CJK forms, or at line
+/// breaks (headings, list items).
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let end = match c {
+            '。' | '！' | '？' | '\n' => Some(i + c.len_utf8()),
+            '.' | '!' | '?' => match chars.peek() {
+                Some((_, next)) if next.is_whitespace() => Some(i + 1),
+                None => Some(i + 1),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(end) = end {
+            let s = &text[start..end];
+            if !s.trim().is_empty() {
+                out.push(s);
+            }
+            start = end;
+        }
+    }
+    if start < text.len() && !text[start..].trim().is_empty() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(source: &str, heading: &str, text: &str) -> Hit {
+        Hit {
+            chunk_id: 7,
+            source: source.into(),
+            heading: heading.into(),
+            text: text.into(),
+            start: 0,
+            end: text.len(),
+            score: 0.1,
+            vector_rank: Some(1),
+            vector_score: Some(0.7),
+            keyword_rank: None,
+        }
+    }
+
+    #[test]
+    fn extractive_answer_quotes_the_matching_sentences_and_cites_sources() {
+        let h = hit(
+            "handbook.md",
+            "Leave",
+            "Our office opens at nine. Employees get 30 days of paid vacation per year. \
+             Vacation requests go to your manager.",
+        );
+        let a = extractive_answer("How many vacation days do employees get?", &[h]);
+        assert!(
+            a.contains("[1] Employees get 30 days of paid vacation per year."),
+            "{a}"
+        );
+        assert!(!a.contains("office opens"), "{a}");
+        assert!(a.ends_with("Sources: [1] handbook.md › Leave"), "{a}");
+    }
+
+    #[test]
+    fn extractive_answer_in_chinese() {
+        let h = hit(
+            "手册.md",
+            "",
+            "公司每年提供三十天带薪休假。办公室九点开门。",
+        );
+        let a = extractive_answer("休假有多少天？", &[h]);
+        assert!(a.starts_with("根据你的文档"), "{a}");
+        assert!(a.contains("带薪休假"), "{a}");
+        assert!(a.contains("来源：[1] 手册.md"), "{a}");
+    }
+
+    #[test]
+    fn sentences_split_on_western_and_cjk_marks() {
+        let s = split_sentences("One. Two 3.5 ok! 三。四？\nFive");
+        assert_eq!(
+            s,
+            vec!["One.", " Two 3.5 ok!", " 三。", "四？", "\n", "Five"]
+                .into_iter()
+                .filter(|x| !x.trim().is_empty())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn grounding_prompt_numbers_and_bounds_passages() {
+        let long = "word ".repeat(1000);
+        let p = grounding_prompt(&[hit("a.md", "H", "short"), hit("b.txt", "", &long)]);
+        assert!(p.contains("[1] a.md › H\nshort"), "{p}");
+        assert!(p.contains("[2] b.txt\n"), "{p}");
+        assert!(p.len() < 2000, "{}", p.len());
+    }
+}

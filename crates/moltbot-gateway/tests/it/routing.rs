@@ -1,0 +1,331 @@
+//! The decision router end to end over `/api/v1/chat`, and the knowledge routes, with the
+//! real MiniLM encoder, the built-in intents pack, a real knowledge store on disk and the
+//! fake OpenAI server standing in for the model.
+
+use crate::context::{Options, TestContext};
+use moltbot_core::config::{Grounding, RouterConfig};
+use moltbot_core::Encoder;
+use moltbot_engine::DialogueRouter;
+use moltbot_knowledge::Knowledge;
+use moltbot_understand::{Dataset, IntentModel, MiniLm, ModelConfig, Precision, Understanding};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+fn encoder_dir() -> Option<PathBuf> {
+    match std::env::var_os("MOLTBOT_TEST_ENCODER").filter(|v| !v.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("MOLTBOT_TEST_ENCODER must name the encoder folder in CI")
+        }
+        None => {
+            eprintln!("MOLTBOT_TEST_ENCODER is not set; skipping a test that needs the encoder");
+            None
+        }
+    }
+}
+
+type Loaded = (Arc<dyn Encoder>, Arc<Understanding>);
+
+/// The encoder and the built-in intent model, made once per test binary.
+fn understanding() -> Option<Loaded> {
+    static CELL: OnceLock<Option<Loaded>> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let dir = encoder_dir()?;
+        let encoder: Arc<dyn Encoder> =
+            Arc::new(MiniLm::load(&dir, Precision::F32).expect("load the encoder"));
+        let data = Dataset::builtin().expect("built-in intents");
+        let (model, _) = IntentModel::train(&data, Some(&encoder), ModelConfig::default())
+            .expect("train the built-in pack");
+        let u = Arc::new(Understanding::new(Some(encoder.clone()), model, None));
+        Some((encoder, u))
+    })
+    .clone()
+}
+
+const HANDBOOK: &str = "# Employee handbook\n\n## Vacation\n\nEvery employee gets 31 days of paid \
+vacation per calendar year. Vacation requests are approved by your team lead in the HR portal.\n\n\
+## Expenses\n\nTravel expenses are reimbursed within 14 days after you upload the receipts.\n";
+
+struct Routed {
+    ctx: TestContext,
+    knowledge: Arc<Knowledge>,
+}
+
+async fn start(router: RouterConfig) -> Option<Routed> {
+    let (encoder, u) = understanding()?;
+    let ctx = TestContext::with(Options {
+        fake_reply: Some("From the passages: 31 days [1]."),
+        ..Options::default()
+    })
+    .await;
+    let dir = ctx.state.config().data.resolved_dir().join("knowledge");
+    let knowledge = Arc::new(Knowledge::open(&dir, encoder).expect("open the store"));
+    let _ = ctx.state.inner.understanding.set(u.clone());
+    let _ = ctx.state.inner.knowledge.set(knowledge.clone());
+    let router = DialogueRouter::new(Some(u), Some(knowledge.clone()), router, 0.6);
+    ctx.state.engine().set_router(Arc::new(router));
+    Some(Routed { ctx, knowledge })
+}
+
+async fn chat(ctx: &TestContext, session: &str, message: &str) -> Value {
+    let resp = ctx
+        .post("/api/v1/chat")
+        .json(&json!({"session_id": session, "message": message}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{message}");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn templates_answer_common_turns_without_the_model() {
+    let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    let out = chat(&ctx, "s-greet", "hello there!").await;
+    assert_eq!(out["route"]["route"], "template", "{out}");
+    assert_eq!(out["route"]["intent"], "greeting", "{out}");
+    assert_eq!(out["reply"], "Hello! How can I help you today?");
+    assert_eq!(out["model"], "moltbot-router");
+    assert!(out["route"]["confidence"].as_f64().unwrap() >= 0.6, "{out}");
+
+    let out = chat(&ctx, "s-greet", "现在几点了？").await;
+    assert_eq!(out["route"]["intent"], "ask_time", "{out}");
+    assert!(
+        out["reply"].as_str().unwrap().starts_with("现在是"),
+        "{out}"
+    );
+    assert_eq!(ctx.fake.requests(), 0, "no turn so far needed the model");
+
+    // Both sides of the template turns are in the session's history.
+    let s = ctx.get_json("/api/v1/sessions/s-greet").await;
+    let messages = s["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{s}");
+    assert_eq!(messages[1]["content"], "Hello! How can I help you today?");
+
+    let metrics = ctx.metrics().await;
+    assert!(
+        metrics.contains(r#"moltbot_route_total{route="template",reason="template"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn open_ended_and_follow_up_turns_go_to_the_model() {
+    let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    let out = chat(
+        &ctx,
+        "s-model",
+        "Write a short limerick about a cat who learns to play the cello",
+    )
+    .await;
+    assert_eq!(out["route"]["route"], "model", "{out}");
+    assert_eq!(out["reply"], "From the passages: 31 days [1].");
+    assert_eq!(ctx.fake.requests(), 1);
+    // "yes" after the model asked something belongs to the conversation, not to a canned
+    // "Got it.".
+    let out = chat(&ctx, "s-model", "yes").await;
+    assert_eq!(out["route"]["route"], "model", "{out}");
+    assert_eq!(out["route"]["reason"], "in_conversation", "{out}");
+    assert_eq!(ctx.fake.requests(), 2);
+    // A turn longer than the template limit goes to the model even if it opens with hello.
+    let long = format!(
+        "hello, {}",
+        "I need help planning a trip through Portugal. ".repeat(6)
+    );
+    let out = chat(&ctx, "s-long", &long).await;
+    assert_eq!(out["route"]["route"], "model", "{out}");
+}
+
+#[tokio::test]
+async fn document_questions_are_grounded_and_cited() {
+    let Some(Routed { ctx, knowledge }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    // Before any document: the model answers alone.
+    let out = chat(&ctx, "s-kb0", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["route"], "model", "{out}");
+
+    let resp = ctx
+        .post("/api/v1/knowledge/ingest")
+        .json(&json!({"source": "handbook.md", "text": HANDBOOK}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ingested: Value = resp.json().await.unwrap();
+    assert!(ingested["chunks"].as_u64().unwrap() >= 1, "{ingested}");
+    assert!(knowledge.chunk_count() >= 1);
+
+    let before = ctx.fake.requests();
+    let out = chat(&ctx, "s-kb", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["route"], "knowledge", "{out}");
+    assert_eq!(out["route"]["grounding"], "model", "{out}");
+    let citations = out["route"]["citations"].as_array().unwrap();
+    assert_eq!(citations[0]["index"], 1);
+    assert_eq!(citations[0]["source"], "handbook.md", "{out}");
+    assert!(
+        citations[0]["heading"]
+            .as_str()
+            .unwrap()
+            .contains("Vacation"),
+        "{out}"
+    );
+    assert!(citations[0]["chunk_id"].is_u64());
+    assert_eq!(ctx.fake.requests(), before + 1);
+    // The model saw the passage, numbered, in its system message.
+    let sent = ctx.fake.last_request().unwrap().json();
+    let system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are a test assistant."), "{system}");
+    assert!(system.contains("[1] handbook.md"), "{system}");
+    assert!(system.contains("31 days of paid vacation"), "{system}");
+    // The passages are not stored as part of the conversation.
+    let s = ctx.get_json("/api/v1/sessions/s-kb").await;
+    assert_eq!(s["messages"].as_array().unwrap().len(), 2, "{s}");
+    assert!(!s.to_string().contains("HR portal"), "{s}");
+
+    // An intent that asks the documents searches them even when phrased loosely.
+    let out = chat(
+        &ctx,
+        "s-kb2",
+        "what do my documents say about expense reimbursement",
+    )
+    .await;
+    assert_eq!(out["route"]["route"], "knowledge", "{out}");
+    assert_eq!(out["route"]["reason"], "knowledge_intent", "{out}");
+    assert!(
+        out["route"]["citations"].to_string().contains("Expenses"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn extractive_answers_need_no_model() {
+    let cfg = RouterConfig {
+        grounding: Grounding::Extractive,
+        ..RouterConfig::default()
+    };
+    let Some(Routed { ctx, knowledge }) = start(cfg).await else {
+        return;
+    };
+    knowledge.add_text("handbook.md", HANDBOOK).unwrap();
+    let out = chat(&ctx, "s-ex", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["route"], "knowledge", "{out}");
+    assert_eq!(out["route"]["grounding"], "extractive", "{out}");
+    let reply = out["reply"].as_str().unwrap();
+    assert!(reply.starts_with("From your documents:"), "{reply}");
+    assert!(reply.contains("31 days of paid vacation"), "{reply}");
+    assert!(reply.contains("Sources: [1] handbook.md"), "{reply}");
+    assert_eq!(ctx.fake.requests(), 0);
+}
+
+#[tokio::test]
+async fn knowledge_routes_search_list_remove_and_reject_bad_input() {
+    let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    let ingest = |source: &'static str, text: &'static str| {
+        ctx.post("/api/v1/knowledge/ingest")
+            .json(&json!({"source": source, "text": text}))
+            .send()
+    };
+    assert_eq!(ingest("handbook.md", HANDBOOK).await.unwrap().status(), 200);
+    assert_eq!(
+        ingest(
+            "router.txt",
+            "The router admin password is printed under the device."
+        )
+        .await
+        .unwrap()
+        .status(),
+        200
+    );
+    let found: Value = ctx
+        .post("/api/v1/knowledge/search")
+        .json(&json!({"query": "where is the router password", "k": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["hits"][0]["source"], "router.txt", "{found}");
+    assert!(
+        found["hits"][0]["vector_score"].as_f64().unwrap() > 0.3,
+        "{found}"
+    );
+    // Filtered to one source.
+    let found: Value = ctx
+        .post("/api/v1/knowledge/search")
+        .json(&json!({"query": "password", "sources": ["handbook.md"], "mode": "keyword"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        found["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["source"] == "handbook.md"),
+        "{found}"
+    );
+    let list = ctx.get_json("/api/v1/knowledge").await;
+    assert_eq!(list["sources"].as_array().unwrap().len(), 2, "{list}");
+
+    let resp = ctx
+        .post("/api/v1/knowledge/remove")
+        .json(&json!({"source": "router.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = ctx
+        .post("/api/v1/knowledge/remove")
+        .json(&json!({"source": "router.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let list = ctx.get_json("/api/v1/knowledge").await;
+    assert_eq!(list["sources"].as_array().unwrap().len(), 1, "{list}");
+
+    for (path, body, needle) in [
+        (
+            "/api/v1/knowledge/search",
+            json!({"query": "  "}),
+            "`query`",
+        ),
+        (
+            "/api/v1/knowledge/search",
+            json!({"query": "x", "k": 0}),
+            "k",
+        ),
+        (
+            "/api/v1/knowledge/search",
+            json!({"query": "x", "mode": "fuzzy"}),
+            "`mode`",
+        ),
+        (
+            "/api/v1/knowledge/ingest",
+            json!({"source": "", "text": "x"}),
+            "`source`",
+        ),
+        (
+            "/api/v1/knowledge/search",
+            json!({"query": "x", "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let resp = ctx.post(path).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err.to_string().contains(needle), "{body} → {err}");
+    }
+}
