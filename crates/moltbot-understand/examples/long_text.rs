@@ -13,24 +13,8 @@ use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
 const WINDOW: usize = 64;
-const FILLER: &[&str] = &[
-    "I have been meaning to write for a while now.",
-    "Last week was busy with family visiting and the kids' school play.",
-    "The weather here has been grey and rainy for days.",
-    "We finally finished painting the spare room, which took forever.",
-    "My sister says hello and hopes you are doing well.",
-    "I read a long article about the history of the railways on the train this morning.",
-    "Work has been fine, nothing special, mostly meetings and emails.",
-    "The garden needs attention but I keep putting it off.",
-    "We watched an old film on Saturday and fell asleep halfway through.",
-    "There is a new bakery on the corner that everyone is talking about.",
-    "My neighbour's dog barked all night again, so I am a little tired.",
-    "I started learning to play the guitar, slowly but surely.",
-    "The traffic on the bridge was terrible because of the roadworks.",
-    "We are thinking about going to the mountains in the spring.",
-    "Anyway, enough about me and my week.",
-    "I also cleaned out the garage and found boxes of old letters.",
-];
+/// Neutral sentences, one per line; shared with `moltbot-bench workload --kind long`.
+const FILLER_TEXT: &str = include_str!("../../../bench/intents/filler.txt");
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,11 +30,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let enc = MiniLm::load(Path::new(encoder), precision)?;
     let map = rest.first().map(PathBuf::from);
     let data = Dataset::load(&[PathBuf::from(test)], map.as_deref())?;
+    let filler: Vec<&str> = FILLER_TEXT
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut trunc, mut whole, mut gated, mut n) = (0, 0, 0, 0);
     for e in data.examples.iter().step_by(5) {
         let mut sentences: Vec<String> = (0..rng.random_range(12..18))
-            .map(|_| FILLER[rng.random_range(0..FILLER.len())].to_string())
+            .map(|_| filler[rng.random_range(0..filler.len())].to_string())
             .collect();
         // After the first window (filler sentences are ~10 words).
         let at = rng.random_range(8..sentences.len());

@@ -358,6 +358,43 @@ impl IntentModel {
         Ok(self.describe(&pooled, &feats[lead]))
     }
 
+    /// Classify many texts at once: the short ones share one batched encoder call (the
+    /// encoder sorts them by length into sub-batches), long ones go through
+    /// [`IntentModel::predict_long`]. Results are in input order.
+    pub fn predict_batch(
+        &self,
+        texts: &[&str],
+        encoder: Option<&dyn Encoder>,
+        window_words: usize,
+    ) -> Result<Vec<Prediction>, ModelError> {
+        let window_words = window_words.max(1);
+        let is_long = |t: &str| sentence_windows(t, window_words).len() > 1;
+        let short: Vec<&str> = texts.iter().copied().filter(|t| !is_long(t)).collect();
+        let embeddings = match (&self.encoder, encoder) {
+            (Some(_), Some(enc)) if !short.is_empty() => {
+                // Checks the encoder's dimension before the batch.
+                self.embed_one("", Some(enc))?;
+                embed_all(enc, &short)?
+            }
+            _ => {
+                self.embed_one("", encoder)?;
+                Vec::new()
+            }
+        };
+        let mut next_short = 0;
+        texts
+            .iter()
+            .map(|t| {
+                if is_long(t) {
+                    return self.predict_long(t, encoder, window_words);
+                }
+                let e = embeddings.get(next_short).map(Vec::as_slice);
+                next_short += 1;
+                Ok(self.score(&self.features(t, e)))
+            })
+            .collect()
+    }
+
     fn embed_one(
         &self,
         text: &str,

@@ -77,6 +77,22 @@ impl Understanding {
         })
     }
 
+    /// Classify many turns in one call (batched through the encoder). Blocking. The
+    /// latency of each result is the batch's time divided by its size.
+    pub fn understand_batch(&self, texts: &[&str]) -> Result<Vec<Understood>, ModelError> {
+        let start = Instant::now();
+        let model = self.model();
+        let predictions = model.predict_batch(texts, self.encoder.as_deref(), LONG_TEXT_WORDS)?;
+        let each = start.elapsed().as_secs_f64() * 1e3 / texts.len().max(1) as f64;
+        Ok(predictions
+            .into_iter()
+            .map(|prediction| Understood {
+                prediction,
+                latency_ms: each,
+            })
+            .collect())
+    }
+
     /// Train a new model from `data` and swap it in; the old one keeps serving until then.
     /// Saved to the configured path first, so a restart loads what is serving.
     pub fn retrain(&self, data: &Dataset, config: ModelConfig) -> Result<TrainReport, ModelError> {

@@ -24,31 +24,77 @@ fn understanding(state: &AppState) -> Result<Arc<Understanding>, ApiError> {
     })
 }
 
+/// Most texts in one batch request.
+pub const MAX_BATCH: usize = 256;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnderstandBody {
-    pub text: String,
+    /// One turn…
+    #[serde(default)]
+    pub text: Option<String>,
+    /// …or many, classified together (batched through the encoder).
+    #[serde(default)]
+    pub texts: Option<Vec<String>>,
 }
 
-/// `POST /api/v1/understand {text}` → `{coarse, fine, confidence, surprise, latency_ms, …}`.
+/// `POST /api/v1/understand {text}` → `{coarse, fine, confidence, surprise, latency_ms, …}`;
+/// `{texts: [...]}` → `{results: [...], latency_ms}` in input order.
 pub async fn understand(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<UnderstandBody>,
-) -> Result<Json<Understood>, ApiError> {
-    if body.text.trim().is_empty() {
-        return Err(ApiError::BadRequest("`text` must not be empty".into()));
+) -> Result<Json<Value>, ApiError> {
+    let (texts, single) = match (body.text, body.texts) {
+        (Some(t), None) => (vec![t], true),
+        (None, Some(ts)) => (ts, false),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of `text` (a string) or `texts` (a list of strings)".into(),
+            ))
+        }
+    };
+    if !single && (texts.is_empty() || texts.len() > MAX_BATCH) {
+        return Err(ApiError::BadRequest(format!(
+            "`texts` must hold between 1 and {MAX_BATCH} strings, got {}",
+            texts.len()
+        )));
     }
-    state
-        .engine()
-        .validate_message("text", &body.text)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for (i, t) in texts.iter().enumerate() {
+        let field = if single {
+            "text".to_string()
+        } else {
+            format!("texts[{i}]")
+        };
+        if t.trim().is_empty() {
+            return Err(ApiError::BadRequest(format!("`{field}` must not be empty")));
+        }
+        state
+            .engine()
+            .validate_message(&field, t)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
     let u = understanding(&state)?;
-    let understood = tokio::task::spawn_blocking(move || u.understand(&body.text))
-        .await
-        .map_err(|e| ApiError::Internal(format!("understanding task failed: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    metrics::histogram!("moltbot_understand_latency_seconds").record(understood.latency_ms / 1e3);
-    Ok(Json(understood))
+    let start = std::time::Instant::now();
+    let mut results = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        if refs.len() == 1 {
+            u.understand(refs[0]).map(|r| vec![r])
+        } else {
+            u.understand_batch(&refs)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("understanding task failed: {e}")))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let elapsed = start.elapsed().as_secs_f64();
+    metrics::histogram!("moltbot_understand_latency_seconds").record(elapsed);
+    if single {
+        let one: Understood = results.pop().expect("one result per text");
+        return Ok(Json(json!(one)));
+    }
+    Ok(Json(
+        json!({ "results": results, "latency_ms": elapsed * 1e3 }),
+    ))
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -132,6 +132,11 @@ async fn open_ended_and_follow_up_turns_go_to_the_model() {
     assert_eq!(out["route"]["route"], "model", "{out}");
     assert_eq!(out["route"]["reason"], "in_conversation", "{out}");
     assert_eq!(ctx.fake.requests(), 2);
+    // Telling the assistant about yourself is memory, not "who are you".
+    for (session, text) in [("s-ada", "My name is Ada."), ("s-ada", "What is my name?")] {
+        let out = chat(&ctx, session, text).await;
+        assert_eq!(out["route"]["route"], "model", "{text}: {out}");
+    }
     // A turn longer than the template limit goes to the model even if it opens with hello.
     let long = format!(
         "hello, {}",
@@ -328,4 +333,108 @@ async fn knowledge_routes_search_list_remove_and_reject_bad_input() {
         let err: Value = resp.json().await.unwrap();
         assert!(err.to_string().contains(needle), "{body} → {err}");
     }
+}
+
+#[tokio::test]
+async fn understand_classifies_a_batch_in_order_and_checks_its_bounds() {
+    let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    let texts = [
+        "hello there",
+        "what's the date today",
+        "thanks a lot",
+        "现在几点了",
+    ];
+    let resp = ctx
+        .post("/api/v1/understand")
+        .json(&json!({ "texts": texts }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let fines: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["fine"].as_str().unwrap())
+        .collect();
+    assert_eq!(fines, ["greeting", "ask_date", "thanks", "ask_time"], "{v}");
+    // The batch agrees with one-by-one classification.
+    for (t, fine) in texts.iter().zip(&fines) {
+        let one: Value = ctx
+            .post("/api/v1/understand")
+            .json(&json!({ "text": t }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one["fine"], *fine, "{t}");
+    }
+    let many = vec!["hi"; 257];
+    for (body, needle) in [
+        (json!({"texts": many}), "between 1 and 256 strings, got 257"),
+        (json!({"texts": []}), "got 0"),
+        (
+            json!({"text": "hi", "texts": ["hi"]}),
+            "exactly one of `text`",
+        ),
+        (
+            json!({"texts": ["hi", " "]}),
+            "`texts[1]` must not be empty",
+        ),
+    ] {
+        let resp = ctx
+            .post("/api/v1/understand")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+}
+
+/// Requests meant for the model, none of which a canned template may answer. (Held out:
+/// nothing like them is in the built-in pack.)
+const OPEN_ENDED: &[&str] = &[
+    "What is the capital of France?",
+    "Count to three.",
+    "Explain how a transistor works in simple terms",
+    "Translate 'good morning' into Spanish",
+    "Can you help me write an email to my landlord about the broken heater?",
+    "Summarize the plot of Hamlet in two sentences",
+    "What's 17 times 23?",
+    "Give me three ideas for a birthday party",
+    "Why is the sky blue?",
+    "Write a python function that reverses a string",
+    "How do I make a sourdough starter?",
+    "Tell me a joke about penguins",
+    "What are the pros and cons of electric cars?",
+    "Recommend a good science fiction book",
+    "How long does it take to boil an egg?",
+    "请帮我写一首关于秋天的诗",
+    "解释一下什么是机器学习",
+    "北京到上海有多远？",
+    "What should I cook for dinner tonight with chicken and rice?",
+    "Is it safe to run a marathon with a cold?",
+];
+
+#[tokio::test]
+async fn open_ended_requests_never_get_a_canned_reply() {
+    let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
+        return;
+    };
+    let mut canned = Vec::new();
+    for (i, text) in OPEN_ENDED.iter().enumerate() {
+        let out = chat(&ctx, &format!("s-open-{i}"), text).await;
+        if out["route"]["route"] == "template" {
+            canned.push(format!("{text} → {}", out["route"]));
+        }
+    }
+    assert!(canned.is_empty(), "answered by a template: {canned:#?}");
 }

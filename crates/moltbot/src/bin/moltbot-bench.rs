@@ -4,6 +4,11 @@
 //!   turns, over `/api/v1/chat` (http), `/v1/chat/completions` (openai) or the OpenClaw
 //!   WebSocket (`chat.send` until the `final` event). Prints turns/s and p50/p95/p99.
 //!   Pointing `--mode openai` at the mock model itself measures the harness ceiling.
+//! - `workload`: the four dialogue workloads of DESIGN.md on the understand + route path,
+//!   with labelled turns so accuracy is measured beside QPS and latency: `short` (one turn
+//!   per `/api/v1/understand` call), `long` (each turn buried in 150–250 words of neutral
+//!   filler), `multi` (sessions of many turns over `/api/v1/chat`, intent read from the
+//!   route metadata), `batch` (`{texts: [...]}` calls).
 //! - `startup`: spawn a gateway command, poll `/health` every millisecond until it answers
 //!   200, report the elapsed time and the process's RSS after it settles, then stop it.
 
@@ -46,6 +51,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Labelled dialogue workloads on the understand + route path.
+    Workload {
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Labelled turns, `text<TAB>label` (a `coarse/fine` label is compared on `fine`).
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value = "http://127.0.0.1:18789")]
+        url: String,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Turns in all (a batch request carries `--batch` of them).
+        #[arg(long, default_value_t = 2000)]
+        turns: usize,
+        /// Turns per request for `batch`.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Turns per session for `multi`.
+        #[arg(long, default_value_t = 12)]
+        session_turns: usize,
+        #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure start-up to a healthy `/health` and idle RSS of a gateway command.
     Startup {
         #[arg(long, default_value = "http://127.0.0.1:18789")]
@@ -59,6 +89,14 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Kind {
+    Short,
+    Long,
+    Multi,
+    Batch,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -89,6 +127,28 @@ fn main() -> anyhow::Result<()> {
             json,
             command,
         } => rt.block_on(startup(url, runs, json, command)),
+        Cmd::Workload {
+            kind,
+            data,
+            url,
+            clients,
+            turns,
+            batch,
+            session_turns,
+            token,
+            json,
+        } => {
+            let spec = WorkloadSpec {
+                kind,
+                url: url.trim_end_matches('/').to_string(),
+                clients: clients.max(1),
+                turns,
+                batch: batch.max(1),
+                session_turns: session_turns.max(1),
+                token,
+            };
+            rt.block_on(workload(spec, &data, json))
+        }
     }
 }
 
@@ -338,6 +398,214 @@ async fn startup(
             times[0],
             times[times.len() - 1],
             med(&rss)
+        );
+    }
+    Ok(())
+}
+
+/// Neutral sentences for the `long` workload (shared with the `long_text` example).
+const FILLER_TEXT: &str = include_str!("../../../../bench/intents/filler.txt");
+
+struct WorkloadSpec {
+    kind: Kind,
+    url: String,
+    clients: usize,
+    turns: usize,
+    batch: usize,
+    session_turns: usize,
+    token: Option<String>,
+}
+
+/// SplitMix64, enough to pick turns and filler reproducibly without another dependency.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// `(text, fine label)` pairs from a `text<TAB>label` file (header optional).
+fn labelled(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let rows: Vec<(String, String)> = raw
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(t, l)| {
+            let header = *t == "text" && *l == "label";
+            !header && !t.trim().is_empty()
+        })
+        .map(|(t, l)| {
+            let fine = l.rsplit('/').next().unwrap_or(l).trim().to_string();
+            (t.trim().to_string(), fine)
+        })
+        .collect();
+    anyhow::ensure!(
+        !rows.is_empty(),
+        "{} holds no text<TAB>label rows",
+        path.display()
+    );
+    Ok(rows)
+}
+
+/// The turn's text buried after the first ~64 words of 12–17 filler sentences.
+fn bury(text: &str, seed: u64) -> String {
+    let filler: Vec<&str> = FILLER_TEXT
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let n = 12 + (mix(seed) % 6) as usize;
+    let mut sentences: Vec<String> = (0..n)
+        .map(|i| {
+            filler[(mix(seed ^ (i as u64 + 1) << 8) % filler.len() as u64) as usize].to_string()
+        })
+        .collect();
+    let at = 8 + (mix(seed ^ 0xabc) % (n as u64 - 8)) as usize;
+    let mut t = text.trim().to_string();
+    if !t.ends_with(['.', '?', '!']) {
+        t.push('.');
+    }
+    sentences.insert(at, t);
+    sentences.join(" ")
+}
+
+async fn post(
+    http: &reqwest::Client,
+    spec: &WorkloadSpec,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let mut req = http.post(format!("{}{path}", spec.url)).json(&body);
+    if let Some(tok) = &spec.token {
+        req = req.bearer_auth(tok);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// One request of the workload: the turns it carries (index into the data) and how many of
+/// them were classified right.
+async fn workload_request(
+    http: &reqwest::Client,
+    spec: &WorkloadSpec,
+    data: &[(String, String)],
+    picks: &[usize],
+    session: &str,
+    seed: u64,
+) -> anyhow::Result<usize> {
+    let right = |v: &Value, i: usize| usize::from(v.as_str() == Some(data[i].1.as_str()));
+    match spec.kind {
+        Kind::Short | Kind::Long => {
+            let i = picks[0];
+            let text = if spec.kind == Kind::Long {
+                bury(&data[i].0, seed)
+            } else {
+                data[i].0.clone()
+            };
+            let v = post(http, spec, "/api/v1/understand", json!({ "text": text })).await?;
+            Ok(right(&v["fine"], i))
+        }
+        Kind::Batch => {
+            let texts: Vec<&str> = picks.iter().map(|i| data[*i].0.as_str()).collect();
+            let v = post(http, spec, "/api/v1/understand", json!({ "texts": texts })).await?;
+            let results = v["results"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(
+                results.len() == picks.len(),
+                "batch answered {} of {}",
+                results.len(),
+                picks.len()
+            );
+            Ok(picks
+                .iter()
+                .zip(&results)
+                .map(|(i, r)| right(&r["fine"], *i))
+                .sum())
+        }
+        Kind::Multi => {
+            let i = picks[0];
+            let v = post(
+                http,
+                spec,
+                "/api/v1/chat",
+                json!({ "session_id": session, "message": data[i].0 }),
+            )
+            .await?;
+            Ok(right(&v["route"]["intent"], i))
+        }
+    }
+}
+
+async fn workload(spec: WorkloadSpec, data: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
+    let data = std::sync::Arc::new(labelled(data)?);
+    let spec = std::sync::Arc::new(spec);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.clients)
+        .tcp_nodelay(true)
+        .build()?;
+    let per_request = if spec.kind == Kind::Batch {
+        spec.batch
+    } else {
+        1
+    };
+    let requests = spec.turns.div_ceil(per_request).max(spec.clients);
+    let per_client = requests.div_ceil(spec.clients);
+    let run_id = std::process::id();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..spec.clients {
+        let (http, spec, data) = (http.clone(), spec.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+            let (mut turns, mut right) = (0usize, 0usize);
+            for r in 0..per_client {
+                let seed = ((c as u64) << 32) | r as u64;
+                let picks: Vec<usize> = (0..per_request)
+                    .map(|k| (mix(seed ^ ((k as u64) << 48)) % data.len() as u64) as usize)
+                    .collect();
+                let session = format!("wl-{run_id}-{c}-{}", r / spec.session_turns);
+                let t0 = Instant::now();
+                right += workload_request(&http, &spec, &data, &picks, &session, seed).await?;
+                hist.record(t0.elapsed().as_micros().max(1) as u64)?;
+                turns += picks.len();
+            }
+            anyhow::Ok((hist, turns, right))
+        }));
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut turns, mut right) = (0usize, 0usize);
+    for t in tasks {
+        let (h, n, ok) = t.await??;
+        all.add(&h)?;
+        turns += n;
+        right += ok;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    let kind = format!("{:?}", spec.kind).to_lowercase();
+    let report = json!({
+        "workload": kind, "clients": spec.clients, "turns": turns,
+        "requests": all.len(), "turns_per_request": per_request, "seconds": wall,
+        "qps": turns as f64 / wall, "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99),
+        "accuracy": right as f64 / turns.max(1) as f64,
+    });
+    if as_json {
+        println!("{report}");
+    } else {
+        println!(
+            "{kind}: {} clients, {turns} turns in {} requests: {:.0} turns/s  p50 {:.1} ms  p95 {:.1} ms  accuracy {:.4}",
+            spec.clients,
+            all.len(),
+            turns as f64 / wall,
+            ms(0.5),
+            ms(0.95),
+            right as f64 / turns.max(1) as f64
         );
     }
     Ok(())
