@@ -4,7 +4,7 @@
 //! - truncation: only the first `WINDOW` words, as an encoder with a fixed window sees it;
 //! - whole: the whole text at once (sparse features see everything, the encoder averages
 //!   its windows);
-//! - gated: `predict_long`, windows weighted by their own confidence.
+//! - gated: `predict_long`, sentence units weighted by their own confidence and surprise.
 //!
 //! `cargo run --release -p moltbot-understand --example long_text -- MODEL ENCODER_DIR TEST_TSV [MAP]`
 

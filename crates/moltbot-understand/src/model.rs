@@ -284,21 +284,22 @@ impl IntentModel {
         Ok(self.score(&self.features(text, embedding.as_deref())))
     }
 
-    /// Classify a text of any length. Short texts go through [`IntentModel::predict`]. A
-    /// long one is cut into windows of whole sentences (at most `window_words` words each);
-    /// every window is classified and the windows' distributions are pooled with attention
-    /// weights from their own confidence (`softmax(confidence / 0.1)`), so the window that
-    /// carries the request dominates and filler around it fades out.
+    /// Classify a text of any length. Texts of one window (`window_words` words) go through
+    /// [`IntentModel::predict`]. A longer one is cut into sentence units
+    /// ([`sentence_units`]); every unit is classified and their distributions are pooled
+    /// with attention weights from each unit's own confidence and surprise
+    /// (`softmax((confidence − 2·surprise) / 0.1)`), so the sentence that carries the
+    /// request dominates and filler around it fades out.
     pub fn predict_long(
         &self,
         text: &str,
         encoder: Option<&dyn Encoder>,
         window_words: usize,
     ) -> Result<Prediction, ModelError> {
-        let windows = sentence_windows(text, window_words.max(1));
-        if windows.len() <= 1 {
+        if sentence_windows(text, window_words.max(1)).len() <= 1 {
             return self.predict(text, encoder);
         }
+        let windows = sentence_units(text, window_words.max(1));
         let embeddings = match (&self.encoder, encoder) {
             (Some(_), Some(enc)) => {
                 let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
@@ -326,7 +327,12 @@ impl IntentModel {
             .collect();
         let mut gate: Vec<f32> = probs
             .iter()
-            .map(|p| p.iter().copied().fold(0.0, f32::max) / GATE_TEMPERATURE)
+            .zip(scored.iter().zip(&feats))
+            .map(|(p, (s, f))| {
+                let surprise = self.describe(s, f).surprise;
+                (p.iter().copied().fold(0.0, f32::max) - GATE_SURPRISE_WEIGHT * surprise)
+                    / GATE_TEMPERATURE
+            })
             .collect();
         softmax_in_place(&mut gate);
         let classes = self.fine_labels.len();
@@ -615,9 +621,14 @@ fn fit_heads(
 
 /// Temperature of the confidence gate over windows of a long text.
 const GATE_TEMPERATURE: f32 = 0.1;
+/// How much a unit's calibrated surprise lowers its gate. Filler that happens to resemble
+/// an intent ("the weather has been rainy") is confident but atypical of real requests;
+/// on CLINC150 turns buried in filler this took gated accuracy from 52% to 79% (sentence
+/// units; `examples/long_text.rs`).
+const GATE_SURPRISE_WEIGHT: f32 = 2.0;
 
-/// Pack whole sentences into windows of at most `max_words` words (a longer sentence is cut).
-pub fn sentence_windows(text: &str, max_words: usize) -> Vec<String> {
+/// Sentences, each with its closing mark; the last may have none.
+fn split_sentences(text: &str) -> Vec<String> {
     let mut sentences = Vec::new();
     let mut current = String::new();
     for c in text.chars() {
@@ -627,6 +638,37 @@ pub fn sentence_windows(text: &str, max_words: usize) -> Vec<String> {
         }
     }
     sentences.push(current);
+    sentences
+}
+
+/// The units a long text is classified in: one sentence each (a request is usually one
+/// sentence, and windows of several sentences blur it with its neighbours: 38% against 79%
+/// in the measurement above). Fragments of fewer than three words join the next sentence;
+/// sentences longer than `max_words` are cut by words.
+pub fn sentence_units(text: &str, max_words: usize) -> Vec<String> {
+    let mut units = Vec::new();
+    let mut carry = String::new();
+    for sentence in split_sentences(text) {
+        carry.push_str(&sentence);
+        if carry.split_whitespace().count() >= 3 || carry.chars().count() >= 6 {
+            units.push(std::mem::take(&mut carry));
+        }
+    }
+    if !carry.trim().is_empty() {
+        match units.last_mut() {
+            Some(last) => last.push_str(&carry),
+            None => units.push(carry),
+        }
+    }
+    units
+        .into_iter()
+        .flat_map(|u| sentence_windows(&u, max_words))
+        .collect()
+}
+
+/// Pack whole sentences into windows of at most `max_words` words (a longer sentence is cut).
+pub fn sentence_windows(text: &str, max_words: usize) -> Vec<String> {
+    let sentences = split_sentences(text);
     // Unspaced scripts count one word per character.
     let words_in = |s: &str| {
         let runs = crate::text::runs(&crate::text::normalize(s));
@@ -799,4 +841,28 @@ fn split_holdout(y: &[u32], share: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
         fit.extend_from_slice(&rows[n_held..]);
     }
     (fit, held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_units_keep_sentences_apart_and_join_fragments() {
+        let units = sentence_units(
+            "Hi. Ok so. The weather was grey all week. Can you book a table for two? 明天会下雨吗？",
+            64,
+        );
+        assert_eq!(
+            units,
+            [
+                "Hi. Ok so.",
+                " The weather was grey all week.",
+                " Can you book a table for two?",
+                " 明天会下雨吗？"
+            ]
+        );
+        let long = "word ".repeat(150);
+        assert_eq!(sentence_units(&long, 64).len(), 3);
+    }
 }
