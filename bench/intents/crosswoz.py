@@ -1,7 +1,7 @@
 """Build a small Chinese intent dev set from CrossWOZ user turns (the convlab package).
 
 convlab ships CrossWOZ's user-side NLG templates: user utterances keyed by their dialogue
-acts. We keep utterances with exactly one act, label them `domain/act-slot` (coarse = the
+acts. We keep utterances with exactly one act, label them `domain/domain-act-slot` (coarse = the
 domain, fine = the act and slot), keep intents with at least 30 utterances (at most 80
 each), and split 70/30 into train/test TSVs with a fixed seed.
 
@@ -38,7 +38,8 @@ for acts, utts in sorted(data.items()):
     rng.shuffle(utts)
     utts = utts[:80]
     # General acts (greet, thank, bye) are "General+thank+none".
-    label = f"General/{domain}" if kind == "General" else f"{domain}/{kind}-{slot}"
+    # A fine intent belongs to one group, so the domain is part of the fine label too.
+    label = f"General/{domain}" if kind == "General" else f"{domain}/{domain}-{kind}-{slot}"
     cut = int(len(utts) * 0.7)
     rows["train"] += [(u, label) for u in utts[:cut]]
     rows["test"] += [(u, label) for u in utts[cut:]]

@@ -28,7 +28,10 @@ run() { # name dataset train-args...
   start=$(date +%s.%N)
   train=$("$BIN" intents train "$(split "$ds" train)" --out "$model" --json "$@" 2>/dev/null)
   end=$(date +%s.%N)
-  eval=$("$BIN" intents eval "$(split "$ds" test)" --model "$model" --json "${MAP[@]}" 2>/dev/null)
+  # The test split is embedded with the same encoder precision the model was trained with.
+  local prec=()
+  [[ " $* " == *" int8 "* ]] && prec=(--precision int8)
+  eval=$("$BIN" intents eval "$(split "$ds" test)" --model "$model" --json "${MAP[@]}" "${prec[@]}" 2>/dev/null)
   python3 - "$name" "$ds" "$train" "$eval" "$start" "$end" <<'PY' | tee -a "$RESULTS"
 import json, sys
 name, ds, train, ev, start, end = sys.argv[1:]

