@@ -1,6 +1,8 @@
 //! [`Engine`]: runs turns.
 
-use crate::router::{extractive_answer, grounding_prompt, DialogueRouter, Plan, RouteInfo};
+use crate::router::{
+    extractive_answer, grounding_prompt, sources_footer, DialogueRouter, Plan, RouteInfo,
+};
 use crate::sessions::SessionMap;
 use crate::{EngineError, ModelSlot, ModelState};
 use futures::StreamExt;
@@ -338,6 +340,7 @@ impl Engine {
         let in_conversation = past.iter().rev().skip(1).any(|m| m.role == Role::Assistant);
         let (mut route, plan) = self.route(&req.message, in_conversation).await;
         let mut system = self.inner.opts.system_prompt.clone();
+        let mut footer = None;
         let writer = match plan {
             Plan::Reply(text) => Writer::Direct(text),
             Plan::Model => Writer::Model,
@@ -348,6 +351,7 @@ impl Engine {
                     route.grounding = Some("model");
                     system.push_str("\n\n");
                     system.push_str(&grounding_prompt(&passages));
+                    footer = Some(sources_footer(&req.message, &passages));
                     Writer::Model
                 } else {
                     route.grounding = Some("extractive");
@@ -368,7 +372,17 @@ impl Engine {
         let answer = async {
             match writer {
                 Writer::Direct(text) => self.direct(text, events, watch).await,
-                Writer::Model => self.generate(request, events, cancel, Some(watch)).await,
+                Writer::Model => {
+                    let footer_events = footer.as_ref().and(events.clone());
+                    let (id, mut gathered) =
+                        self.generate(request, events, cancel, Some(watch)).await?;
+                    if let Some(footer) = footer {
+                        // Streamed like the rest of the reply, after it.
+                        self.direct(footer.clone(), footer_events, watch).await?;
+                        gathered.text.push_str(&footer);
+                    }
+                    Ok((id, gathered))
+                }
             }
         };
         let (stored, generated) = tokio::join!(persist_user, answer);

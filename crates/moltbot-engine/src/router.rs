@@ -315,15 +315,29 @@ pub fn extractive_answer(question: &str, passages: &[Hit]) -> String {
         let excerpt = best_sentences(&h.text, &terms, 2);
         out.push_str(&format!("\n[{}] {}", i + 1, excerpt));
     }
-    out.push_str(if zh { "\n\n来源：" } else { "\n\nSources: " });
-    let sources: Vec<String> = passages
+    out.push_str(&sources_footer(
+        question,
+        &passages[..passages.len().min(3)],
+    ));
+    out
+}
+
+/// The line added under a grounded answer written by the model, so the reply itself names
+/// its sources (small local models rarely cite on their own).
+pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
+    let zh = question
+        .chars()
+        .any(moltbot_understand::text::is_unspaced_script);
+    let list: Vec<String> = passages
         .iter()
-        .take(3)
         .enumerate()
         .map(|(i, h)| format!("[{}] {}", i + 1, label(h)))
         .collect();
-    out.push_str(&sources.join("; "));
-    out
+    format!(
+        "\n\n{}{}",
+        if zh { "来源：" } else { "Sources: " },
+        list.join("; ")
+    )
 }
 
 fn label(h: &Hit) -> String {

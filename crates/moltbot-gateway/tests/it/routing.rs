@@ -182,6 +182,13 @@ async fn document_questions_are_grounded_and_cited() {
     );
     assert!(citations[0]["chunk_id"].is_u64());
     assert_eq!(ctx.fake.requests(), before + 1);
+    // The reply names its sources under the model's text.
+    let reply = out["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with("From the passages: 31 days [1]."),
+        "{reply}"
+    );
+    assert!(reply.contains("\n\nSources: [1] handbook.md › "), "{reply}");
     // The model saw the passage, numbered, in its system message.
     let sent = ctx.fake.last_request().unwrap().json();
     let system = sent["messages"][0]["content"].as_str().unwrap();
