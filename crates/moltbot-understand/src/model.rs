@@ -200,6 +200,15 @@ impl IntentModel {
         let dim = embeddings.first().map_or(0, Vec::len);
         let centroids = class_centroids(embeddings, &y_fine, fine_labels.len(), dim);
         let groups = assign_groups(data, &fine_labels, &centroids, dim);
+        // Groups learned from the same embeddings carry nothing the fine head does not
+        // already see, and conditioning on them cost BANKING77 about 0.2 points (93.25 →
+        // 93.57 / 93.38 / 93.28 over three seeds without); given groups help (CLINC150's
+        // domains: 97.87 → 98.09). So only given groups shape the fine scores.
+        let mut config = config;
+        if groups.iter().all(|g| g.starts_with(LEARNED_GROUP_PREFIX)) {
+            config.coarse_feature_weight = 0.0;
+            config.coarse_score_weight = 0.0;
+        }
         let mut coarse_labels: Vec<String> = groups.clone();
         coarse_labels.sort();
         coarse_labels.dedup();
