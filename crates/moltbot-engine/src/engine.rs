@@ -1,7 +1,8 @@
 //! [`Engine`]: runs turns.
 
 use crate::router::{
-    extractive_answer, grounding_prompt, sources_footer, DialogueRouter, Plan, RouteInfo,
+    extractive_answer, grounding_prompt, is_supported, sources_footer, DialogueRouter, Plan,
+    RouteInfo,
 };
 use crate::sessions::SessionMap;
 use crate::{EngineError, ModelSlot, ModelState};
@@ -340,7 +341,9 @@ impl Engine {
         let in_conversation = past.iter().rev().skip(1).any(|m| m.role == Role::Assistant);
         let (mut route, plan) = self.route(&req.message, in_conversation).await;
         let mut system = self.inner.opts.system_prompt.clone();
-        let mut footer = None;
+        // For a grounded answer by the model: the passages, to check the reply against and
+        // to name under it.
+        let mut grounded: Option<Vec<moltbot_knowledge::Hit>> = None;
         let writer = match plan {
             Plan::Reply(text) => Writer::Direct(text),
             Plan::Model => Writer::Model,
@@ -351,7 +354,7 @@ impl Engine {
                     route.grounding = Some("model");
                     system.push_str("\n\n");
                     system.push_str(&grounding_prompt(&passages));
-                    footer = Some(sources_footer(&req.message, &passages));
+                    grounded = Some(passages);
                     Writer::Model
                 } else {
                     route.grounding = Some("extractive");
@@ -371,17 +374,30 @@ impl Engine {
         self.publish(|| watch.event(SessionEventKind::User(req.message.clone())));
         let answer = async {
             match writer {
-                Writer::Direct(text) => self.direct(text, events, watch).await,
+                Writer::Direct(text) => self
+                    .direct(text, events, watch)
+                    .await
+                    .map(|(id, g)| (id, g, None)),
                 Writer::Model => {
-                    let footer_events = footer.as_ref().and(events.clone());
+                    let footer_events = grounded.as_ref().and(events.clone());
                     let (id, mut gathered) =
                         self.generate(request, events, cancel, Some(watch)).await?;
-                    if let Some(footer) = footer {
+                    let mut checked = None;
+                    if let Some(passages) = &grounded {
+                        // A reply that does not draw on the passages is followed by the
+                        // passages themselves, quoted, so the user still gets the facts.
+                        let supported = is_supported(&gathered.text, passages);
+                        let footer = if supported {
+                            sources_footer(&req.message, passages)
+                        } else {
+                            format!("\n\n{}", extractive_answer(&req.message, passages))
+                        };
                         // Streamed like the rest of the reply, after it.
                         self.direct(footer.clone(), footer_events, watch).await?;
                         gathered.text.push_str(&footer);
+                        checked = Some(supported);
                     }
-                    Ok((id, gathered))
+                    Ok((id, gathered, checked))
                 }
             }
         };
@@ -393,7 +409,12 @@ impl Engine {
             return Err(e.into());
         }
         let (model_id, completion) = match generated {
-            Ok(g) => g,
+            Ok((id, g, checked)) => {
+                if checked == Some(false) {
+                    route.grounding = Some("model_then_quotes");
+                }
+                (id, g)
+            }
             Err(e) => {
                 self.publish(|| watch.event(SessionEventKind::Failed(e.to_string())));
                 return Err(e);

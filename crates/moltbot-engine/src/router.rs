@@ -70,7 +70,8 @@ pub struct RouteInfo {
     pub confidence: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub surprise: Option<f32>,
-    /// Who wrote a grounded answer: `model` or `extractive`.
+    /// Who wrote a grounded answer: `model`, `extractive`, or `model_then_quotes` (the
+    /// model's reply did not draw on the passages, so they were quoted after it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grounding: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -340,6 +341,34 @@ pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
     )
 }
 
+/// Whether a reply written from `passages` actually draws on them: at least a third of its
+/// content words (four letters or more, numbers, CJK characters) occur in the passages as
+/// whole words. A small model that ignores the passages ("The answer is 3.") fails this.
+pub fn is_supported(reply: &str, passages: &[Hit]) -> bool {
+    let words = |text: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for w in text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            if w.chars().any(moltbot_understand::text::is_unspaced_script) {
+                out.extend(w.chars().map(|c| c.to_string()));
+            } else if w.chars().count() >= 4 || w.chars().all(|c| c.is_ascii_digit()) {
+                out.push(w.to_lowercase());
+            }
+        }
+        out
+    };
+    let known: std::collections::HashSet<String> =
+        passages.iter().flat_map(|h| words(&h.text)).collect();
+    let terms = words(reply);
+    if terms.is_empty() {
+        return false;
+    }
+    let hits = terms.iter().filter(|t| known.contains(*t)).count();
+    hits * 3 >= terms.len()
+}
+
 fn label(h: &Hit) -> String {
     if h.heading.is_empty() {
         h.source.clone()
@@ -480,6 +509,24 @@ mod tests {
         assert!(a.starts_with("根据你的文档"), "{a}");
         assert!(a.contains("带薪休假"), "{a}");
         assert!(a.contains("来源：[1] 手册.md"), "{a}");
+    }
+
+    #[test]
+    fn support_check_catches_replies_that_ignore_the_passages() {
+        let h = [hit(
+            "handbook.md",
+            "",
+            "Every employee gets 31 days of paid vacation per calendar year.",
+        )];
+        assert!(is_supported(
+            "Employees get 31 days of paid vacation [1].",
+            &h
+        ));
+        assert!(!is_supported("The answer is 3.", &h));
+        assert!(!is_supported("", &h));
+        let zh = [hit("手册.md", "", "公司每年提供三十天带薪休假。")];
+        assert!(is_supported("每年有三十天带薪休假。", &zh));
+        assert!(!is_supported("我不知道。", &zh));
     }
 
     #[test]

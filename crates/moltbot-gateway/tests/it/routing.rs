@@ -53,9 +53,13 @@ struct Routed {
 }
 
 async fn start(router: RouterConfig) -> Option<Routed> {
+    start_with(router, "From the passages: 31 days [1].").await
+}
+
+async fn start_with(router: RouterConfig, model_reply: &'static str) -> Option<Routed> {
     let (encoder, u) = understanding()?;
     let ctx = TestContext::with(Options {
-        fake_reply: Some("From the passages: 31 days [1]."),
+        fake_reply: Some(model_reply),
         ..Options::default()
     })
     .await;
@@ -213,6 +217,25 @@ async fn document_questions_are_grounded_and_cited() {
         out["route"]["citations"].to_string().contains("Expenses"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn a_model_reply_that_ignores_the_passages_is_followed_by_them() {
+    let Some(Routed { ctx, knowledge }) =
+        start_with(RouterConfig::default(), "The answer is 3.").await
+    else {
+        return;
+    };
+    knowledge.add_text("handbook.md", HANDBOOK).unwrap();
+    let out = chat(&ctx, "s-weak", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["grounding"], "model_then_quotes", "{out}");
+    let reply = out["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with("The answer is 3.\n\nFrom your documents:"),
+        "{reply}"
+    );
+    assert!(reply.contains("31 days of paid vacation"), "{reply}");
+    assert!(reply.contains("Sources: [1] handbook.md"), "{reply}");
 }
 
 #[tokio::test]
