@@ -259,9 +259,12 @@ pub async fn chat_completions(
         }
         match result.await {
             Ok(Ok(out)) => {
-                yield Ok(Event::default().data(
-                    chunk(json!({}), json!(out.finish_reason.as_str())).to_string(),
-                ));
+                let mut last = chunk(json!({}), json!(out.finish_reason.as_str()));
+                // The same extension field as the plain response, on the finishing chunk.
+                if let Some(route) = &out.route {
+                    last["route"] = json!(route);
+                }
+                yield Ok(Event::default().data(last.to_string()));
                 if include_usage {
                     yield Ok(Event::default().data(json!({
                         "id": id, "object": "chat.completion.chunk", "created": created,
