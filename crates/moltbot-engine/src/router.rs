@@ -312,14 +312,23 @@ pub fn extractive_answer(question: &str, passages: &[Hit]) -> String {
     } else {
         "From your documents:\n"
     });
-    for (i, h) in passages.iter().take(3).enumerate() {
+    // The best passage, and the next ones only while they are nearly as close to the
+    // question (a quote from a neighbouring section distracts more than it helps).
+    let top = passages.first().and_then(|h| h.vector_score);
+    let quoted: Vec<Hit> = passages
+        .iter()
+        .take(3)
+        .enumerate()
+        .take_while(|(i, h)| {
+            *i == 0 || matches!((top, h.vector_score), (Some(t), Some(s)) if s >= 0.85 * t)
+        })
+        .map(|(_, h)| h.clone())
+        .collect();
+    for (i, h) in quoted.iter().enumerate() {
         let excerpt = best_sentences(&h.text, &terms, 2);
         out.push_str(&format!("\n[{}] {}", i + 1, excerpt));
     }
-    out.push_str(&sources_footer(
-        question,
-        &passages[..passages.len().min(3)],
-    ));
+    out.push_str(&sources_footer(question, &quoted));
     out
 }
 
@@ -496,6 +505,19 @@ mod tests {
         );
         assert!(!a.contains("office opens"), "{a}");
         assert!(a.ends_with("Sources: [1] handbook.md › Leave"), "{a}");
+    }
+
+    #[test]
+    fn extractive_answer_quotes_only_passages_nearly_as_close_as_the_best() {
+        let mut best = hit("a.md", "", "Employees get 30 days of paid vacation.");
+        best.vector_score = Some(0.8);
+        let mut near = hit("b.md", "", "Vacation days roll over for one year.");
+        near.vector_score = Some(0.75);
+        let mut far = hit("c.md", "", "Expenses are paid within 14 days.");
+        far.vector_score = Some(0.5);
+        let a = extractive_answer("vacation days?", &[best, near, far]);
+        assert!(a.contains("[2] Vacation days roll over"), "{a}");
+        assert!(!a.contains("Expenses") && !a.contains("c.md"), "{a}");
     }
 
     #[test]
