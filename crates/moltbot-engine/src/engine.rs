@@ -8,6 +8,7 @@ use crate::sessions::SessionMap;
 use crate::{EngineError, ModelSlot, ModelState};
 use futures::StreamExt;
 use moltbot_core::{ChatChunk, ChatMessage, ChatRequest, FinishReason, ModelError, Role, Usage};
+use moltbot_knowledge::Hit;
 use moltbot_store::{NewMessage, Store, StoredMessage};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -121,9 +122,11 @@ pub struct TurnOutcome {
 
 /// Who writes a turn's reply.
 enum Writer {
-    /// Already written (a template or an extractive answer).
+    /// Already written (a template, or passages quoted extractively).
     Direct(String),
-    Model,
+    /// The model, with this request; for a grounded answer, the passages to check its
+    /// reply against and to name under it.
+    Model(ChatRequest, Option<Vec<Hit>>),
 }
 
 /// The id recorded as the "model" of replies written without one.
@@ -215,8 +218,10 @@ impl Engine {
             );
         };
         let text = text.to_string();
+        let model_ready = matches!(self.inner.model.state(), ModelState::Ready(_));
         let decided =
-            tokio::task::spawn_blocking(move || router.decide(&text, in_conversation)).await;
+            tokio::task::spawn_blocking(move || router.decide(&text, in_conversation, model_ready))
+                .await;
         let (info, plan) = decided.unwrap_or_else(|e| {
             tracing::error!(cause = %e, "the router failed; the turn goes to the model");
             (
@@ -240,26 +245,14 @@ impl Engine {
         (info, plan)
     }
 
-    /// Deliver a reply written without the model as if it had been streamed.
-    async fn direct(
-        &self,
-        text: String,
-        events: Option<mpsc::Sender<TurnEvent>>,
-        watch: Watch<'_>,
-    ) -> Result<(String, Gathered), EngineError> {
-        self.publish(|| watch.event(SessionEventKind::Delta(text.clone())));
+    /// Deliver text written without the model as if it had been streamed. A caller that
+    /// went away still gets the turn stored, as with the model.
+    async fn direct(&self, text: &str, events: Option<mpsc::Sender<TurnEvent>>, watch: Watch<'_>) {
+        self.publish(|| watch.event(SessionEventKind::Delta(text.to_string())));
         if let Some(tx) = events {
-            // A caller that went away still gets the turn stored, as with the model.
-            let _ =
-                tokio::time::timeout(STALLED_READER, tx.send(TurnEvent::Delta(text.clone()))).await;
+            let delta = TurnEvent::Delta(text.to_string());
+            let _ = tokio::time::timeout(STALLED_READER, tx.send(delta)).await;
         }
-        Ok((
-            ROUTER_MODEL_ID.to_string(),
-            Gathered {
-                text,
-                ..Gathered::default()
-            },
-        ))
     }
 
     /// Watch every session's turns as they happen.
@@ -340,66 +333,50 @@ impl Engine {
         // The message just pushed does not count: is there an earlier exchange?
         let in_conversation = past.iter().rev().skip(1).any(|m| m.role == Role::Assistant);
         let (mut route, plan) = self.route(&req.message, in_conversation).await;
-        let mut system = self.inner.opts.system_prompt.clone();
-        // For a grounded answer by the model: the passages, to check the reply against and
-        // to name under it.
-        let mut grounded: Option<Vec<moltbot_knowledge::Hit>> = None;
-        let writer = match plan {
-            Plan::Reply(text) => Writer::Direct(text),
-            Plan::Model => Writer::Model,
-            Plan::Ground(passages) => {
-                let ready = matches!(self.inner.model.state(), ModelState::Ready(_));
-                let with_model = self.router().is_some_and(|r| r.ground_with_model(ready));
-                if with_model {
-                    route.grounding = Some("model");
-                    system.push_str("\n\n");
-                    system.push_str(&grounding_prompt(&passages));
-                    grounded = Some(passages);
-                    Writer::Model
-                } else {
-                    route.grounding = Some("extractive");
-                    Writer::Direct(extractive_answer(&req.message, &passages))
-                }
-            }
-        };
-        let mut messages = Vec::with_capacity(past.len() + 1);
-        messages.push(ChatMessage::new(Role::System, system));
-        messages.extend(past.iter().cloned());
-        let request = self.request(messages, &req.overrides);
         let watch = Watch {
             session_id: &req.session_id,
             run_id: &run_id,
             channel: req.channel,
         };
+        let writer = match plan {
+            Plan::Reply(text) => Writer::Direct(text),
+            Plan::Model => Writer::Model(self.session_request(past, None, &req.overrides), None),
+            Plan::Ground(passages) => Writer::Model(
+                self.session_request(past, Some(&passages), &req.overrides),
+                Some(passages),
+            ),
+        };
         self.publish(|| watch.event(SessionEventKind::User(req.message.clone())));
         let answer = async {
-            match writer {
-                Writer::Direct(text) => self
-                    .direct(text, events, watch)
-                    .await
-                    .map(|(id, g)| (id, g, None)),
-                Writer::Model => {
-                    let footer_events = grounded.as_ref().and(events.clone());
-                    let (id, mut gathered) =
-                        self.generate(request, events, cancel, Some(watch)).await?;
-                    let mut checked = None;
-                    if let Some(passages) = &grounded {
-                        // A reply that does not draw on the passages is followed by the
-                        // passages themselves, quoted, so the user still gets the facts.
-                        let supported = is_supported(&gathered.text, passages);
-                        let footer = if supported {
-                            sources_footer(&req.message, passages)
-                        } else {
-                            format!("\n\n{}", extractive_answer(&req.message, passages))
-                        };
-                        // Streamed like the rest of the reply, after it.
-                        self.direct(footer.clone(), footer_events, watch).await?;
-                        gathered.text.push_str(&footer);
-                        checked = Some(supported);
-                    }
-                    Ok((id, gathered, checked))
+            let (request, grounded) = match writer {
+                Writer::Direct(text) => {
+                    self.direct(&text, events, watch).await;
+                    let gathered = Gathered {
+                        text,
+                        ..Gathered::default()
+                    };
+                    return Ok::<_, EngineError>((ROUTER_MODEL_ID.to_string(), gathered, None));
                 }
+                Writer::Model(request, grounded) => (request, grounded),
+            };
+            let footer_events = grounded.as_ref().and(events.clone());
+            let (id, mut gathered) = self.generate(request, events, cancel, Some(watch)).await?;
+            let mut checked = None;
+            if let Some(passages) = &grounded {
+                // A reply that does not draw on the passages is followed by the passages
+                // themselves, quoted, so the user still gets the facts.
+                let supported = is_supported(&gathered.text, passages);
+                let footer = if supported {
+                    sources_footer(&req.message, passages)
+                } else {
+                    format!("\n\n{}", extractive_answer(&req.message, passages))
+                };
+                // Streamed like the rest of the reply, after it.
+                self.direct(&footer, footer_events, watch).await;
+                gathered.text.push_str(&footer);
+                checked = Some(supported);
             }
+            Ok((id, gathered, checked))
         };
         let (stored, generated) = tokio::join!(persist_user, answer);
         if let Err(e) = stored {
@@ -491,6 +468,25 @@ impl Engine {
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             route: None,
         })
+    }
+
+    /// The model's request for a session turn: the system prompt (with the passages of a
+    /// grounded answer appended) and the session's history.
+    fn session_request(
+        &self,
+        past: &VecDeque<ChatMessage>,
+        passages: Option<&[Hit]>,
+        o: &Overrides,
+    ) -> ChatRequest {
+        let mut system = self.inner.opts.system_prompt.clone();
+        if let Some(passages) = passages {
+            system.push_str("\n\n");
+            system.push_str(&grounding_prompt(passages));
+        }
+        let mut messages = Vec::with_capacity(past.len() + 1);
+        messages.push(ChatMessage::new(Role::System, system));
+        messages.extend(past.iter().cloned());
+        self.request(messages, o)
     }
 
     fn request(&self, messages: Vec<ChatMessage>, o: &Overrides) -> ChatRequest {

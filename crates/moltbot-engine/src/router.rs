@@ -100,9 +100,9 @@ impl RouteInfo {
 /// What the engine does with the turn.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    /// Send this reply; no model.
+    /// Send this reply; no model (a template, or passages quoted extractively).
     Reply(String),
-    /// Answer from these passages (in citation order).
+    /// The model answers from these passages (in citation order).
     Ground(Vec<Hit>),
     /// The model, with the conversation.
     Model,
@@ -151,16 +151,27 @@ impl DialogueRouter {
 
     /// Decide how to answer `text`. `in_conversation`: the session already holds an
     /// exchange, so replies that only fit a fresh one ("Got it." to a bare "yes") are not
-    /// given. Never fails: trouble in understanding or retrieval is logged and the turn
-    /// goes to the model.
-    pub fn decide(&self, text: &str, in_conversation: bool) -> (RouteInfo, Plan) {
+    /// given. `model_ready`: whether the model could write a grounded answer now (with
+    /// `grounding = "auto"`, passages are quoted when it cannot). Never fails: trouble in
+    /// understanding or retrieval is logged and the turn goes to the model.
+    pub fn decide(
+        &self,
+        text: &str,
+        in_conversation: bool,
+        model_ready: bool,
+    ) -> (RouteInfo, Plan) {
         let started = Instant::now();
-        let (mut info, plan) = self.decide_inner(text, in_conversation);
+        let (mut info, plan) = self.decide_inner(text, in_conversation, model_ready);
         info.route_ms = started.elapsed().as_secs_f64() * 1e3;
         (info, plan)
     }
 
-    fn decide_inner(&self, text: &str, in_conversation: bool) -> (RouteInfo, Plan) {
+    fn decide_inner(
+        &self,
+        text: &str,
+        in_conversation: bool,
+        model_ready: bool,
+    ) -> (RouteInfo, Plan) {
         if !self.cfg.enabled {
             return (RouteInfo::unrouted("router_disabled"), Plan::Model);
         }
@@ -267,15 +278,17 @@ impl DialogueRouter {
                 score: h.vector_score,
             })
             .collect();
-        (info, Plan::Ground(passages))
-    }
-
-    /// Whether grounded answers should be written by the model, given whether it is ready.
-    pub fn ground_with_model(&self, model_ready: bool) -> bool {
-        match self.cfg.grounding {
+        let with_model = match self.cfg.grounding {
             Grounding::Auto => model_ready,
             Grounding::Model => true,
             Grounding::Extractive => false,
+        };
+        if with_model {
+            info.grounding = Some("model");
+            (info, Plan::Ground(passages))
+        } else {
+            info.grounding = Some("extractive");
+            (info, Plan::Reply(extractive_answer(text, &passages)))
         }
     }
 }
@@ -303,11 +316,10 @@ pub fn grounding_prompt(passages: &[Hit]) -> String {
 /// An answer without the model: from each of the best passages, the sentences that share
 /// the most words with the question, quoted with their citation numbers and sources.
 pub fn extractive_answer(question: &str, passages: &[Hit]) -> String {
-    let zh = question
-        .chars()
-        .any(moltbot_understand::text::is_unspaced_script);
-    let terms = query_terms(question);
-    let mut out = String::from(if zh {
+    let mut terms = content_words(question, 3, false);
+    terms.sort();
+    terms.dedup();
+    let mut out = String::from(if in_cjk(question) {
         "根据你的文档：\n"
     } else {
         "From your documents:\n"
@@ -335,9 +347,6 @@ pub fn extractive_answer(question: &str, passages: &[Hit]) -> String {
 /// The line added under a grounded answer written by the model, so the reply itself names
 /// its sources (small local models rarely cite on their own).
 pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
-    let zh = question
-        .chars()
-        .any(moltbot_understand::text::is_unspaced_script);
     let list: Vec<String> = passages
         .iter()
         .enumerate()
@@ -345,7 +354,11 @@ pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
         .collect();
     format!(
         "\n\n{}{}",
-        if zh { "来源：" } else { "Sources: " },
+        if in_cjk(question) {
+            "来源："
+        } else {
+            "Sources: "
+        },
         list.join("; ")
     )
 }
@@ -354,23 +367,11 @@ pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
 /// content words (four letters or more, numbers, CJK characters) occur in the passages as
 /// whole words. A small model that ignores the passages ("The answer is 3.") fails this.
 pub fn is_supported(reply: &str, passages: &[Hit]) -> bool {
-    let words = |text: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        for w in text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            if w.chars().any(moltbot_understand::text::is_unspaced_script) {
-                out.extend(w.chars().map(|c| c.to_string()));
-            } else if w.chars().count() >= 4 || w.chars().all(|c| c.is_ascii_digit()) {
-                out.push(w.to_lowercase());
-            }
-        }
-        out
-    };
-    let known: std::collections::HashSet<String> =
-        passages.iter().flat_map(|h| words(&h.text)).collect();
-    let terms = words(reply);
+    let known: std::collections::HashSet<String> = passages
+        .iter()
+        .flat_map(|h| content_words(&h.text, 4, true))
+        .collect();
+    let terms = content_words(reply, 4, true);
     if terms.is_empty() {
         return false;
     }
@@ -393,10 +394,17 @@ fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// Lower-cased words of three or more letters, and single characters of unspaced scripts
-/// (Chinese, Japanese), which carry meaning on their own.
-fn query_terms(text: &str) -> Vec<String> {
-    let mut terms = Vec::new();
+/// Whether `text` is written in an unspaced script (Chinese, Japanese): replies to it
+/// get their fixed words in Chinese.
+fn in_cjk(text: &str) -> bool {
+    text.chars()
+        .any(moltbot_understand::text::is_unspaced_script)
+}
+
+/// Lower-cased words of at least `min_chars` characters (and numbers of any length when
+/// `numbers`), and single characters of unspaced scripts, which carry meaning on their own.
+fn content_words(text: &str, min_chars: usize, numbers: bool) -> Vec<String> {
+    let mut out = Vec::new();
     for word in text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -405,14 +413,14 @@ fn query_terms(text: &str) -> Vec<String> {
             .chars()
             .any(moltbot_understand::text::is_unspaced_script)
         {
-            terms.extend(word.chars().map(|c| c.to_string()));
-        } else if word.chars().count() >= 3 {
-            terms.push(word.to_lowercase());
+            out.extend(word.chars().map(|c| c.to_string()));
+        } else if word.chars().count() >= min_chars
+            || (numbers && word.chars().all(|c| c.is_ascii_digit()))
+        {
+            out.push(word.to_lowercase());
         }
     }
-    terms.sort();
-    terms.dedup();
-    terms
+    out
 }
 
 /// Up to `n` sentences of `text` that contain the most of `terms`, in their original

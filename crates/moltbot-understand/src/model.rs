@@ -309,16 +309,12 @@ impl IntentModel {
             return self.predict(text, encoder);
         }
         let windows = sentence_units(text, window_words.max(1));
-        let embeddings = match (&self.encoder, encoder) {
-            (Some(_), Some(enc)) => {
+        let embeddings = match self.usable_encoder(encoder)? {
+            Some(enc) => {
                 let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
                 embed_all(enc, &refs)?
             }
-            _ => {
-                // Checks the encoder like a short text would (and errors the same way).
-                self.embed_one("", encoder)?;
-                Vec::new()
-            }
+            None => Vec::new(),
         };
         let feats: Vec<Features> = windows
             .iter()
@@ -338,9 +334,13 @@ impl IntentModel {
             .iter()
             .zip(scored.iter().zip(&feats))
             .map(|(p, (s, f))| {
-                let surprise = self.describe(s, f).surprise;
-                (p.iter().copied().fold(0.0, f32::max) - GATE_SURPRISE_WEIGHT * surprise)
-                    / GATE_TEMPERATURE
+                let (best, confidence) = p
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
+                let surprise = self.calibrate(self.raw_surprise(s, f, best));
+                (confidence - GATE_SURPRISE_WEIGHT * surprise) / GATE_TEMPERATURE
             })
             .collect();
         softmax_in_place(&mut gate);
@@ -383,24 +383,26 @@ impl IntentModel {
         window_words: usize,
     ) -> Result<Vec<Prediction>, ModelError> {
         let window_words = window_words.max(1);
-        let is_long = |t: &str| sentence_windows(t, window_words).len() > 1;
-        let short: Vec<&str> = texts.iter().copied().filter(|t| !is_long(t)).collect();
-        let embeddings = match (&self.encoder, encoder) {
-            (Some(_), Some(enc)) if !short.is_empty() => {
-                // Checks the encoder's dimension before the batch.
-                self.embed_one("", Some(enc))?;
-                embed_all(enc, &short)?
-            }
-            _ => {
-                self.embed_one("", encoder)?;
-                Vec::new()
-            }
+        let long: Vec<bool> = texts
+            .iter()
+            .map(|t| sentence_windows(t, window_words).len() > 1)
+            .collect();
+        let short: Vec<&str> = texts
+            .iter()
+            .zip(&long)
+            .filter(|(_, is_long)| !**is_long)
+            .map(|(t, _)| *t)
+            .collect();
+        let embeddings = match self.usable_encoder(encoder)? {
+            Some(enc) if !short.is_empty() => embed_all(enc, &short)?,
+            _ => Vec::new(),
         };
         let mut next_short = 0;
         texts
             .iter()
-            .map(|t| {
-                if is_long(t) {
+            .zip(&long)
+            .map(|(t, is_long)| {
+                if *is_long {
                     return self.predict_long(t, encoder, window_words);
                 }
                 let e = embeddings.get(next_short).map(Vec::as_slice);
@@ -410,11 +412,12 @@ impl IntentModel {
             .collect()
     }
 
-    fn embed_one(
+    /// The encoder to embed with: `None` when the model uses none, an error when it needs
+    /// one and `encoder` is missing or of another dimension.
+    fn usable_encoder<'e>(
         &self,
-        text: &str,
-        encoder: Option<&dyn Encoder>,
-    ) -> Result<Option<Vec<f32>>, ModelError> {
+        encoder: Option<&'e dyn Encoder>,
+    ) -> Result<Option<&'e dyn Encoder>, ModelError> {
         match (&self.encoder, encoder) {
             (None, _) => Ok(None),
             (Some((name, dim)), Some(enc)) => {
@@ -424,12 +427,23 @@ impl IntentModel {
                         got: format!("`{}` gives {} dimensions, not {dim}", enc.name(), enc.dim()),
                     });
                 }
-                Ok(enc.encode(&[text])?.pop())
+                Ok(Some(enc))
             }
             (Some((name, _)), None) => Err(ModelError::EncoderMismatch {
                 expected: name.clone(),
                 got: "no encoder is loaded".into(),
             }),
+        }
+    }
+
+    fn embed_one(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
+        match self.usable_encoder(encoder)? {
+            Some(enc) => Ok(enc.encode(&[text])?.pop()),
+            None => Ok(None),
         }
     }
 
