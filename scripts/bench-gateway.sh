@@ -14,25 +14,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
 cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
 BIN=$CARGO_TARGET_DIR/release/moltbot
 BENCH=$CARGO_TARGET_DIR/release/moltbot-bench
-WORK=$(mktemp -d)
 MOCK_PORT=18991
 GW_PORT=18992
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-"$BIN" mock-llm --listen 127.0.0.1:$MOCK_PORT 2>/dev/null &
-pids+=($!)
-sleep 0.3
-
-export MOLTBOT_CONFIG=$WORK/none.toml
-: >"$MOLTBOT_CONFIG"
-export MOLTBOT_DATA__DIR=$WORK/data
-export MOLTBOT_MODEL__PROVIDERS='["openai"]'
-export MOLTBOT_MODEL__OPENAI__BASE_URL=http://127.0.0.1:$MOCK_PORT/v1
-export MOLTBOT_MODEL__OPENAI__MODEL=mock
-export MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024
-export MOLTBOT_LOG__LEVEL=warn
+source scripts/bench-mock-env.sh
 
 echo "## harness ceiling: load generator -> mock model directly"
 "$BENCH" load --url http://127.0.0.1:$MOCK_PORT --mode openai --clients 1 --turns "$TURNS"

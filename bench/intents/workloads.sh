@@ -31,25 +31,11 @@ export MOLTBOT_UNDERSTANDING__ENCODER=$KIND
 [ -f "$MODEL" ] || MOLTBOT_UNDERSTANDING__ENCODER_PATH=$ENCODER "$BIN" intents train "$TRAIN" \
   --coarse-map bench/intents/clinc150-domains.tsv --out "$MODEL" --encoder "$KIND" >&2
 
-WORK=$(mktemp -d)
 MOCK_PORT=18993
 GW_PORT=18994
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-"$BIN" mock-llm --listen 127.0.0.1:$MOCK_PORT 2>/dev/null &
-pids+=($!)
-export MOLTBOT_CONFIG=$WORK/none.toml
-: >"$MOLTBOT_CONFIG"
-export MOLTBOT_DATA__DIR=$WORK/data
-export MOLTBOT_MODEL__PROVIDERS='["openai"]'
-export MOLTBOT_MODEL__OPENAI__BASE_URL=http://127.0.0.1:$MOCK_PORT/v1
-export MOLTBOT_MODEL__OPENAI__MODEL=mock
-export MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024
-export MOLTBOT_GATEWAY__MAX_MESSAGE_CHARS=32000
+source scripts/bench-mock-env.sh
 export MOLTBOT_UNDERSTANDING__ENCODER_PATH=$ENCODER
 export MOLTBOT_UNDERSTANDING__MODEL_PATH=$MODEL
-export MOLTBOT_LOG__LEVEL=warn
 "$BIN" gateway --port $GW_PORT &
 pids+=($!)
 for _ in $(seq 1 600); do

@@ -135,6 +135,13 @@ impl TestContext {
         self.get(path).send().await.unwrap().json().await.unwrap()
     }
 
+    /// `POST path` with the token and a JSON body; asserts 200 and returns the answer.
+    pub async fn post_ok(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let resp = self.post(path).json(body).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "POST {path} {body}");
+        resp.json().await.unwrap()
+    }
+
     /// The Prometheus text of `/metrics` (which needs the token like the API).
     pub async fn metrics(&self) -> String {
         let resp = self.get("/metrics").send().await.unwrap();

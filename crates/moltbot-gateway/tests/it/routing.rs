@@ -73,14 +73,8 @@ async fn start_with(router: RouterConfig, model_reply: &'static str) -> Option<R
 }
 
 async fn chat(ctx: &TestContext, session: &str, message: &str) -> Value {
-    let resp = ctx
-        .post("/api/v1/chat")
-        .json(&json!({"session_id": session, "message": message}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{message}");
-    resp.json().await.unwrap()
+    let body = json!({"session_id": session, "message": message});
+    ctx.post_ok("/api/v1/chat", &body).await
 }
 
 #[tokio::test]
@@ -162,14 +156,12 @@ async fn document_questions_are_grounded_and_cited() {
     let out = chat(&ctx, "s-kb0", "How many vacation days do employees get?").await;
     assert_eq!(out["route"]["route"], "model", "{out}");
 
-    let resp = ctx
-        .post("/api/v1/knowledge/ingest")
-        .json(&json!({"source": "handbook.md", "text": HANDBOOK}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let ingested: Value = resp.json().await.unwrap();
+    let ingested = ctx
+        .post_ok(
+            "/api/v1/knowledge/ingest",
+            &json!({"source": "handbook.md", "text": HANDBOOK}),
+        )
+        .await;
     assert!(ingested["chunks"].as_u64().unwrap() >= 1, "{ingested}");
     assert!(knowledge.chunk_count() >= 1);
 
@@ -266,31 +258,22 @@ async fn knowledge_routes_search_list_remove_and_reject_bad_input() {
     let Some(Routed { ctx, .. }) = start(RouterConfig::default()).await else {
         return;
     };
-    let ingest = |source: &'static str, text: &'static str| {
-        ctx.post("/api/v1/knowledge/ingest")
-            .json(&json!({"source": source, "text": text}))
-            .send()
-    };
-    assert_eq!(ingest("handbook.md", HANDBOOK).await.unwrap().status(), 200);
-    assert_eq!(
-        ingest(
+    for (source, text) in [
+        ("handbook.md", HANDBOOK),
+        (
             "router.txt",
-            "The router admin password is printed under the device."
-        )
-        .await
-        .unwrap()
-        .status(),
-        200
-    );
+            "The router admin password is printed under the device.",
+        ),
+    ] {
+        let body = json!({"source": source, "text": text});
+        ctx.post_ok("/api/v1/knowledge/ingest", &body).await;
+    }
     let found: Value = ctx
-        .post("/api/v1/knowledge/search")
-        .json(&json!({"query": "where is the router password", "k": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_ok(
+            "/api/v1/knowledge/search",
+            &json!({"query": "where is the router password", "k": 2}),
+        )
+        .await;
     assert_eq!(found["hits"][0]["source"], "router.txt", "{found}");
     assert!(
         found["hits"][0]["vector_score"].as_f64().unwrap() > 0.3,
@@ -298,14 +281,11 @@ async fn knowledge_routes_search_list_remove_and_reject_bad_input() {
     );
     // Filtered to one source.
     let found: Value = ctx
-        .post("/api/v1/knowledge/search")
-        .json(&json!({"query": "password", "sources": ["handbook.md"], "mode": "keyword"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_ok(
+            "/api/v1/knowledge/search",
+            &json!({"query": "password", "sources": ["handbook.md"], "mode": "keyword"}),
+        )
+        .await;
     assert!(
         found["hits"]
             .as_array()
@@ -317,13 +297,8 @@ async fn knowledge_routes_search_list_remove_and_reject_bad_input() {
     let list = ctx.get_json("/api/v1/knowledge").await;
     assert_eq!(list["sources"].as_array().unwrap().len(), 2, "{list}");
 
-    let resp = ctx
-        .post("/api/v1/knowledge/remove")
-        .json(&json!({"source": "router.txt"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    ctx.post_ok("/api/v1/knowledge/remove", &json!({"source": "router.txt"}))
+        .await;
     let resp = ctx
         .post("/api/v1/knowledge/remove")
         .json(&json!({"source": "router.txt"}))
@@ -379,14 +354,9 @@ async fn understand_classifies_a_batch_in_order_and_checks_its_bounds() {
         "thanks a lot",
         "现在几点了",
     ];
-    let resp = ctx
-        .post("/api/v1/understand")
-        .json(&json!({ "texts": texts }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let v: Value = resp.json().await.unwrap();
+    let v = ctx
+        .post_ok("/api/v1/understand", &json!({ "texts": texts }))
+        .await;
     let fines: Vec<&str> = v["results"]
         .as_array()
         .unwrap()
@@ -397,14 +367,8 @@ async fn understand_classifies_a_batch_in_order_and_checks_its_bounds() {
     // The batch agrees with one-by-one classification.
     for (t, fine) in texts.iter().zip(&fines) {
         let one: Value = ctx
-            .post("/api/v1/understand")
-            .json(&json!({ "text": t }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .post_ok("/api/v1/understand", &json!({ "text": t }))
+            .await;
         assert_eq!(one["fine"], *fine, "{t}");
     }
     let many = vec!["hi"; 257];
@@ -478,15 +442,12 @@ async fn openai_session_turns_carry_the_route_plain_and_streamed() {
         return;
     };
     let plain: Value = ctx
-        .post("/v1/chat/completions")
-        .json(&json!({"model": "moltbot", "user": "oa-1",
-            "messages": [{"role": "user", "content": "hello there!"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .post_ok(
+            "/v1/chat/completions",
+            &json!({"model": "moltbot", "user": "oa-1",
+            "messages": [{"role": "user", "content": "hello there!"}]}),
+        )
+        .await;
     assert_eq!(plain["route"]["route"], "template", "{plain}");
     assert_eq!(
         plain["choices"][0]["message"]["content"],

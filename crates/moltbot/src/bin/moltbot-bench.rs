@@ -171,8 +171,21 @@ async fn one_turn_http(t: &Target, client_id: usize, n: usize) -> anyhow::Result
             json!({"model": "moltbot", "messages": [{"role": "user", "content": format!("hello {n}")}]}),
         ),
     };
-    let mut req = t.http.post(format!("{}{path}", t.url)).json(&body);
-    if let Some(tok) = &t.token {
+    post_json(&t.http, &t.url, t.token.as_deref(), path, &body).await?;
+    Ok(())
+}
+
+/// POST `body` to `base` + `path` (with the bearer token, if any); the response body, or an
+/// error naming the status when it is not a success.
+async fn post_json(
+    http: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<bytes::Bytes> {
+    let mut req = http.post(format!("{base}{path}")).json(body);
+    if let Some(tok) = token {
         req = req.bearer_auth(tok);
     }
     let resp = req.send().await?;
@@ -183,7 +196,7 @@ async fn one_turn_http(t: &Target, client_id: usize, n: usize) -> anyhow::Result
         "HTTP {status}: {}",
         String::from_utf8_lossy(&bytes)
     );
-    Ok(())
+    Ok(bytes)
 }
 
 type Ws =
@@ -475,18 +488,7 @@ async fn post(
     path: &str,
     body: Value,
 ) -> anyhow::Result<Value> {
-    let mut req = http.post(format!("{}{path}", spec.url)).json(&body);
-    if let Some(tok) = &spec.token {
-        req = req.bearer_auth(tok);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    anyhow::ensure!(
-        status.is_success(),
-        "HTTP {status}: {}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let bytes = post_json(http, &spec.url, spec.token.as_deref(), path, &body).await?;
     Ok(serde_json::from_slice(&bytes)?)
 }
 
