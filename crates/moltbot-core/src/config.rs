@@ -175,10 +175,22 @@ pub struct LocalModelConfig {
     pub threads: usize,
     /// Context window in tokens.
     pub context_size: u32,
-    /// Sequences decoded together.
+    /// Requests decoded together in one batch (continuous batching).
     pub parallel: usize,
     /// Requests that may wait for the model; more are refused at once (HTTP 503).
     pub queue: usize,
+    /// KV cache cells shared by all sequences (running requests, idle sessions kept warm,
+    /// cached prefixes). 0: twice `context_size`.
+    pub kv_cache_tokens: u32,
+    /// RAM for the KV state of conversations pushed out of the KV cache, so their next turn
+    /// is restored instead of re-read. 0 turns the session cache off.
+    pub session_cache_mb: u64,
+    /// Common prompt prefixes (system prompts, frequent openings) kept in the KV cache. 0
+    /// turns the prefix cache off.
+    pub prefix_cache_entries: usize,
+    /// Reuse KV state across requests at all (the previous turn, shared prefixes, RAM).
+    /// Off reads every prompt in full, as a baseline for benchmarks and for debugging.
+    pub reuse_kv: bool,
 }
 
 impl Default for LocalModelConfig {
@@ -189,6 +201,10 @@ impl Default for LocalModelConfig {
             context_size: 4096,
             parallel: 4,
             queue: 256,
+            kv_cache_tokens: 0,
+            session_cache_mb: 256,
+            prefix_cache_entries: 8,
+            reuse_kv: true,
         }
     }
 }
@@ -402,8 +418,28 @@ impl Config {
             "model.local.parallel",
             self.model.local.parallel as u64,
             1,
-            256,
+            64,
         )?;
+        in_range(
+            "model.local.prefix_cache_entries",
+            self.model.local.prefix_cache_entries as u64,
+            0,
+            64,
+        )?;
+        in_range(
+            "model.local.session_cache_mb",
+            self.model.local.session_cache_mb,
+            0,
+            1 << 20,
+        )?;
+        if self.model.local.kv_cache_tokens != 0 {
+            in_range(
+                "model.local.kv_cache_tokens",
+                u64::from(self.model.local.kv_cache_tokens),
+                u64::from(self.model.local.context_size),
+                16_777_216,
+            )?;
+        }
         in_range(
             "model.openai.timeout_secs",
             self.model.openai.timeout_secs,

@@ -69,6 +69,17 @@ pub struct ChatRequest {
     pub seed: Option<u64>,
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Sample only among the `k` most likely tokens (local model; remote providers that know
+    /// the field get it too).
+    #[serde(default)]
+    pub top_k: Option<u32>,
+    /// Divides the scores of recently generated tokens (1.0 is off; local model only).
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Beam search with this many beams (local model only). 1 turns it off; 0 lets the
+    /// model pick a width from the request's budget and its current load.
+    #[serde(default)]
+    pub beam_width: Option<u32>,
     /// Tool definitions in the OpenAI `tools` JSON format, passed through to providers that
     /// support them.
     #[serde(default)]

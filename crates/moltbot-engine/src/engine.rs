@@ -55,6 +55,9 @@ pub struct Overrides {
     pub top_p: Option<f32>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    pub top_k: Option<u32>,
+    pub repetition_penalty: Option<f32>,
+    pub beam_width: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -498,6 +501,9 @@ impl Engine {
             seed: o.seed,
             stop: o.stop.clone(),
             tools: Vec::new(),
+            top_k: o.top_k,
+            repetition_penalty: o.repetition_penalty,
+            beam_width: o.beam_width,
         }
     }
 

@@ -58,21 +58,26 @@ fn model_path() -> Option<PathBuf> {
 /// The model with a small context (quick to allocate, and easy to overflow on purpose), and
 /// this test's turn.
 async fn load(test: &str) -> Option<(Turn, LocalModel)> {
-    load_with(test, 1024, 4).await
+    load_with(test, |_| {}).await
 }
 
-async fn load_with(test: &str, context_size: u32, queue: usize) -> Option<(Turn, LocalModel)> {
+/// The model with the test's settings on top of a 1024-token context.
+async fn load_with(
+    test: &str,
+    adjust: impl FnOnce(&mut LocalModelConfig),
+) -> Option<(Turn, LocalModel)> {
     let Some(path) = model_path() else {
         eprintln!("skipping {test}: set MOLTBOT_TEST_MODEL or MOLTBOT_TEST_DATA_DIR to run it");
         return None;
     };
     let turn = ONE_AT_A_TIME.lock().await;
-    let cfg = LocalModelConfig {
+    let mut cfg = LocalModelConfig {
         path: Some(path.clone()),
-        context_size,
-        queue,
+        context_size: 1024,
+        queue: 4,
         ..LocalModelConfig::default()
     };
+    adjust(&mut cfg);
     let model = LocalModel::load(&path, &cfg, THREADS).expect("load the local model");
     Some((turn, model))
 }
@@ -271,8 +276,13 @@ async fn too_long_prompt_is_an_invalid_request() {
 
 #[tokio::test]
 async fn full_queue_is_refused_at_once() {
-    // One request may wait behind the running one.
-    let Some((_turn, model)) = load_with("full_queue_is_refused_at_once", 1024, 1).await else {
+    // One request runs and one may wait behind it.
+    let Some((_turn, model)) = load_with("full_queue_is_refused_at_once", |c| {
+        c.parallel = 1;
+        c.queue = 1;
+    })
+    .await
+    else {
         return;
     };
     let cancel = CancellationToken::new();
@@ -297,4 +307,233 @@ async fn full_queue_is_refused_at_once() {
     assert!(err.to_string().contains("busy"), "{err}");
     assert!(err.is_retryable());
     cancel.cancel();
+}
+
+/// A system prompt long enough (well over 64 tokens) for prefix sharing to matter.
+const SYSTEM: &str = "You are a helpful assistant for a small bakery. You answer questions about \
+    opening hours, bread, cakes and orders. Opening hours are 7 to 18 on weekdays and 8 to 13 \
+    on Saturdays; the bakery is closed on Sundays. Orders for cakes need two days' notice. \
+    Answer briefly, in one or two sentences, and never invent prices.";
+
+fn conversation(turns: &[(&str, &str)], question: &str, max_tokens: u32) -> ChatRequest {
+    let mut messages = vec![ChatMessage::new(Role::System, SYSTEM)];
+    for (user, assistant) in turns {
+        messages.push(ChatMessage::new(Role::User, *user));
+        messages.push(ChatMessage::new(Role::Assistant, *assistant));
+    }
+    messages.push(ChatMessage::new(Role::User, question));
+    ChatRequest {
+        messages,
+        max_tokens: Some(max_tokens),
+        temperature: Some(0.0),
+        ..ChatRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn the_next_turn_reads_only_what_is_new() {
+    let Some((_turn, model)) = load("the_next_turn_reads_only_what_is_new").await else {
+        return;
+    };
+    let q1 = "When are you open on Saturday?";
+    let (a1, items) = run(&model, conversation(&[], q1, 24)).await;
+    let (u1, _) = usage_and_finish(&items);
+    let before = model.stats();
+    assert_eq!(before.misses, 1, "{before:?}");
+
+    let q2 = "And can I order a cake for tomorrow?";
+    let (a2, items) = run(&model, conversation(&[(q1, &a1)], q2, 24)).await;
+    let (u2, _) = usage_and_finish(&items);
+    let after = model.stats();
+    eprintln!("turn 1: {u1:?} {a1:?}\nturn 2: {u2:?} {a2:?}\n{after:?}");
+    assert_eq!(after.slot_hits, 1, "{after:?}");
+    let reused = after.reused_tokens - before.reused_tokens;
+    // Everything of turn 1's prompt is reused (its answer too, mostly: the template closes
+    // it with a token the model did not generate).
+    assert!(
+        reused >= u64::from(u1.prompt_tokens),
+        "reused {reused} of {} prompt tokens; turn 1 had {}",
+        u2.prompt_tokens,
+        u1.prompt_tokens
+    );
+    assert!(!a2.trim().is_empty());
+}
+
+#[tokio::test]
+async fn reused_kv_gives_the_same_answer_as_reading_it_all() {
+    // The same prompt answered from a cold cache and from a warm one (its first turn in the
+    // slot) must agree: reuse is an optimisation, never a change in output.
+    let Some((_turn, model)) = load("reused_kv_gives_the_same_answer_as_reading_it_all").await
+    else {
+        return;
+    };
+    let q1 = "Do you sell rye bread?";
+    let q2 = "Is it fresh in the morning?";
+    let history = [(q1, "Yes, we bake rye bread every day.")];
+    let (cold, _) = run(&model, conversation(&history, q2, 24)).await;
+
+    let other = load_fresh_again(&model).await;
+    let (_, _) = run(&other, conversation(&[], q1, 8)).await;
+    let before = other.stats();
+    let (warm, _) = run(&other, conversation(&history, q2, 24)).await;
+    let after = other.stats();
+    assert!(after.reused_tokens > before.reused_tokens, "{after:?}");
+    // llama.cpp does not promise bit-identical logits for different batch shapes (a prefix
+    // read with its first turn versus with the whole prompt), so a near tie late in the
+    // answer may fall the other way; a wrong reuse (stale or misplaced cells) changes the
+    // answer from its first words.
+    let same = cold
+        .chars()
+        .zip(warm.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        same >= 32 || cold == warm,
+        "answers part after {same} characters:\ncold: {cold:?}\nwarm: {warm:?}"
+    );
+}
+
+/// A second instance of the same model file, for comparisons with a cold cache.
+async fn load_fresh_again(model: &LocalModel) -> LocalModel {
+    let path = model_path().expect("a model path, as the first load had one");
+    let cfg = LocalModelConfig {
+        path: Some(path.clone()),
+        context_size: model.context_size(),
+        ..LocalModelConfig::default()
+    };
+    LocalModel::load(&path, &cfg, THREADS).expect("load the local model again")
+}
+
+#[tokio::test]
+async fn conversations_share_the_system_prompt() {
+    let Some((_turn, model)) = load("conversations_share_the_system_prompt").await else {
+        return;
+    };
+    let (_, items) = run(&model, conversation(&[], "Are you open on Sunday?", 8)).await;
+    let (u1, _) = usage_and_finish(&items);
+    let before = model.stats();
+    let (_, items) = run(&model, conversation(&[], "Do you bake croissants?", 8)).await;
+    let (u2, _) = usage_and_finish(&items);
+    let after = model.stats();
+    eprintln!("{u1:?} {u2:?} {after:?}");
+    let reused = after.reused_tokens - before.reused_tokens;
+    // The system prompt (about 80 tokens) is not read again.
+    assert!(reused >= 64, "reused only {reused} tokens: {after:?}");
+    assert!(reused < u64::from(u2.prompt_tokens));
+}
+
+#[tokio::test]
+async fn a_pushed_out_conversation_is_restored_from_ram() {
+    // One slot: each new conversation pushes the last one out of the KV cache.
+    let Some((_turn, model)) = load_with("a_pushed_out_conversation_is_restored_from_ram", |c| {
+        c.parallel = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let qa = "What time do you open on weekdays?";
+    let (aa, items) = run(&model, conversation(&[], qa, 16)).await;
+    let (ua, _) = usage_and_finish(&items);
+    run(&model, conversation(&[], "Tell me about your cakes.", 16)).await;
+    let before = model.stats();
+    assert_eq!(
+        before.saved, 1,
+        "the first conversation went to RAM: {before:?}"
+    );
+
+    run(&model, conversation(&[(qa, &aa)], "And on Saturday?", 16)).await;
+    let after = model.stats();
+    assert_eq!(after.restored, 1, "{after:?}");
+    assert!(after.reused_tokens - before.reused_tokens >= u64::from(ua.prompt_tokens));
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_decoded_in_shared_batches() {
+    let Some((_turn, model)) = load("concurrent_requests_are_decoded_in_shared_batches").await
+    else {
+        return;
+    };
+    let questions = [
+        "Name a fruit.",
+        "Name a color.",
+        "Name an animal.",
+        "Name a country.",
+    ];
+    let before = model.stats();
+    let runs = questions.iter().map(|q| run(&model, ask(q, 16)));
+    let results = futures::future::join_all(runs).await;
+    let after = model.stats();
+    let mut generated = 0;
+    for (text, items) in &results {
+        let (usage, _) = usage_and_finish(items);
+        assert!(!text.trim().is_empty(), "{items:?}");
+        generated += u64::from(usage.completion_tokens);
+    }
+    let steps = after.steps - before.steps;
+    eprintln!("{generated} tokens in {steps} steps");
+    // One at a time would take a step per token (plus the prompts); together they share.
+    assert!(
+        steps * 2 <= generated + 4,
+        "{steps} batches for {generated} tokens: requests were not batched"
+    );
+}
+
+#[tokio::test]
+async fn beam_search_answers_deterministically() {
+    let Some((_turn, model)) = load("beam_search_answers_deterministically").await else {
+        return;
+    };
+    let mut req = ask("What is the capital of France?", 24);
+    req.beam_width = Some(3);
+    let (first, items) = run(&model, req.clone()).await;
+    let (usage, finish) = usage_and_finish(&items);
+    eprintln!("beam: {first:?} {usage:?} {finish:?}");
+    assert!(!first.trim().is_empty());
+    assert!(usage.completion_tokens > 0 && usage.completion_tokens <= 24);
+    let (second, _) = run(&model, req.clone()).await;
+    assert_eq!(first, second);
+    // Scratch sequences went back: the model still serves plain and beam requests.
+    req.beam_width = Some(0);
+    let (auto, items) = run(&model, req).await;
+    usage_and_finish(&items);
+    assert!(!auto.trim().is_empty());
+    let (plain, items) = run(&model, ask("Say hello.", 8)).await;
+    usage_and_finish(&items);
+    assert!(!plain.is_empty());
+}
+
+#[tokio::test]
+async fn a_full_kv_cache_fails_the_newest_request_clearly() {
+    // Two slots but cells for only one long conversation.
+    let Some((_turn, model)) = load_with("a_full_kv_cache_fails_the_newest_request_clearly", |c| {
+        c.parallel = 2;
+        c.kv_cache_tokens = 1024;
+        c.prefix_cache_entries = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let long = |topic: &str| {
+        let text = format!("Tell me about {topic}. ").repeat(120);
+        ask(&text, 64)
+    };
+    let (first, second) = tokio::join!(run(&model, long("bread")), run(&model, long("cheese")));
+    let outcomes = [&first.1, &second.1];
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter_map(|items| match items.last() {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "exactly one gives way: {failed:?}");
+    assert!(failed[0].contains("kv_cache_tokens"), "{}", failed[0]);
+    // The survivor finished normally, and the model serves the next request.
+    assert!(outcomes
+        .iter()
+        .any(|items| matches!(items.last(), Some(Ok(ChatChunk::Finish(_))))));
+    let (_, items) = run(&model, ask("Say hello.", 4)).await;
+    usage_and_finish(&items);
 }

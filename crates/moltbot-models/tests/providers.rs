@@ -123,6 +123,8 @@ async fn openai_sends_sampling_fields_tools_and_the_bearer_key() {
         seed: Some(7),
         stop: vec!["END".into()],
         tools: vec![tool.clone()],
+        top_k: Some(20),
+        ..ChatRequest::default()
     };
     let answer = collect(&openai(&fake), request, CancellationToken::new())
         .await
@@ -141,6 +143,11 @@ async fn openai_sends_sampling_fields_tools_and_the_bearer_key() {
     assert_eq!(body["max_tokens"], 50);
     assert_eq!(body["temperature"], 0.5);
     assert_eq!(body["top_p"], 0.25);
+    assert_eq!(body["top_k"], 20);
+    assert!(
+        body.get("repetition_penalty").is_none(),
+        "unset fields are not sent"
+    );
     assert_eq!(body["seed"], 7);
     assert_eq!(body["stop"], json!(["END"]));
     assert_eq!(body["tools"], json!([tool]));

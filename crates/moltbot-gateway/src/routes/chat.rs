@@ -26,7 +26,51 @@ pub struct ChatBody {
     pub stream: bool,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub top_k: Option<u32>,
+    pub repetition_penalty: Option<f32>,
+    pub beam_width: Option<u32>,
 }
+
+/// Decoding settings beyond OpenAI's (vLLM and llama.cpp's server take the same names);
+/// the embedded model uses them, remote providers ignore what they do not know.
+#[derive(Debug, Default, Deserialize)]
+pub struct Decoding {
+    pub top_k: Option<u32>,
+    pub repetition_penalty: Option<f32>,
+    pub beam_width: Option<u32>,
+}
+
+impl Decoding {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if let Some(k) = self.top_k {
+            if k > 1000 {
+                return Err(ApiError::BadRequest(format!(
+                    "`top_k` must be between 0 (off) and 1000, got {k}"
+                )));
+            }
+        }
+        if let Some(r) = self.repetition_penalty {
+            if !(r > 0.0 && r <= 2.0) {
+                return Err(ApiError::BadRequest(format!(
+                    "`repetition_penalty` must be greater than 0 and at most 2, got {r}"
+                )));
+            }
+        }
+        if let Some(w) = self.beam_width {
+            if w > MAX_BEAM_WIDTH {
+                return Err(ApiError::BadRequest(format!(
+                    "`beam_width` must be between 0 (automatic) and {MAX_BEAM_WIDTH}, got {w}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Widest beam search a request may ask for.
+pub const MAX_BEAM_WIDTH: u32 = 8;
 
 /// Session ids: 1–128 characters from `A-Za-z0-9_.:@-` (OpenClaw keys like
 /// `agent:main:main` fit).
@@ -96,7 +140,13 @@ pub async fn chat(
             )));
         }
     }
-    validate_sampling(body.max_tokens, body.temperature, None)?;
+    validate_sampling(body.max_tokens, body.temperature, body.top_p)?;
+    let decoding = Decoding {
+        top_k: body.top_k,
+        repetition_penalty: body.repetition_penalty,
+        beam_width: body.beam_width,
+    };
+    decoding.validate()?;
     state.engine().validate_message("message", &body.message)?;
     let permit = state.admit()?;
     let req = TurnRequest {
@@ -108,6 +158,11 @@ pub async fn chat(
         overrides: Overrides {
             max_tokens: body.max_tokens,
             temperature: body.temperature,
+            top_p: body.top_p,
+            seed: body.seed,
+            top_k: decoding.top_k,
+            repetition_penalty: decoding.repetition_penalty,
+            beam_width: decoding.beam_width,
             ..Overrides::default()
         },
     };

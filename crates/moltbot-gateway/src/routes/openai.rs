@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::routes::chat::{validate_sampling, validate_session_id};
+use crate::routes::chat::{validate_sampling, validate_session_id, Decoding};
 use crate::state::AppState;
 use crate::turns::{spawn_with, TurnStream};
 use axum::extract::{Path, State};
@@ -38,6 +38,8 @@ pub struct CompletionBody {
     pub stop: Option<Stop>,
     pub n: Option<u32>,
     pub user: Option<String>,
+    #[serde(flatten)]
+    pub decoding: Decoding,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +158,11 @@ pub async fn chat_completions(
     }
     let max_tokens = body.max_completion_tokens.or(body.max_tokens);
     validate_sampling(max_tokens, body.temperature, body.top_p)?;
+    body.decoding.validate()?;
     let overrides = Overrides {
+        top_k: body.decoding.top_k,
+        repetition_penalty: body.decoding.repetition_penalty,
+        beam_width: body.decoding.beam_width,
         max_tokens,
         temperature: body.temperature,
         top_p: body.top_p,

@@ -107,6 +107,8 @@ impl AnthropicProvider {
             stream: true,
             temperature: request.temperature.map(|t| t.clamp(0.0, MAX_TEMPERATURE)),
             top_p: request.top_p,
+            // Anthropic has no 0-means-off; leave it out then.
+            top_k: request.top_k.filter(|&k| k > 0),
             stop_sequences: &request.stop,
             tools: request.tools.iter().map(anthropic_tool).collect(),
         };
@@ -159,6 +161,8 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -91,6 +91,8 @@ impl OpenAiProvider {
             seed: request.seed,
             stop: &request.stop,
             tools: &request.tools,
+            top_k: request.top_k,
+            repetition_penalty: request.repetition_penalty,
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)
@@ -127,6 +129,12 @@ struct WireRequest<'a> {
     stop: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tools: &'a [serde_json::Value],
+    /// Not OpenAI's, but vLLM, llama.cpp's server and Ollama take them; sent only when the
+    /// caller set them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repetition_penalty: Option<f32>,
 }
 
 #[derive(Serialize)]
