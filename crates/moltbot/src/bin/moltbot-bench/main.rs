@@ -9,8 +9,13 @@
 //!   per `/api/v1/understand` call), `long` (each turn buried in 150–250 words of neutral
 //!   filler), `multi` (sessions of many turns over `/api/v1/chat`, intent read from the
 //!   route metadata), `batch` (`{texts: [...]}` calls).
+//! - `generate`: generation speed over the streamed OpenAI API (throughput at a concurrency,
+//!   time to first token under a long shared system prompt, latency late in a conversation),
+//!   against this gateway or llama.cpp's `llama-server` alike (`generate.rs`).
 //! - `startup`: spawn a gateway command, poll `/health` every millisecond until it answers
 //!   200, report the elapsed time and the process's RSS after it settles, then stop it.
+
+mod generate;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::{SinkExt, StreamExt};
@@ -76,6 +81,38 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generation speed over `/v1/chat/completions` (streamed), for this gateway or any
+    /// OpenAI-compatible server such as llama.cpp's `llama-server`.
+    Generate {
+        #[arg(long, value_enum)]
+        scenario: generate::Scenario,
+        /// Base URL, without `/v1`.
+        #[arg(long, default_value = "http://127.0.0.1:18789")]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Requests in all (`throughput`), or timed requests (`prefix`).
+        #[arg(long, default_value_t = 16)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: u32,
+        /// Turns per conversation (`multiturn`).
+        #[arg(long, default_value_t = 20)]
+        turns: usize,
+        /// The long system prompt of the `prefix` scenario.
+        #[arg(long)]
+        system_file: Option<std::path::PathBuf>,
+        /// Ask the server not to reuse cached prompt state (llama-server's `cache_prompt`).
+        #[arg(long)]
+        no_cache_prompt: bool,
+        /// Name of the server in the report.
+        #[arg(long, default_value = "moltbot")]
+        label: String,
+        #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure start-up to a healthy `/health` and idle RSS of a gateway command.
     Startup {
         #[arg(long, default_value = "http://127.0.0.1:18789")]
@@ -127,6 +164,34 @@ fn main() -> anyhow::Result<()> {
             json,
             command,
         } => rt.block_on(startup(url, runs, json, command)),
+        Cmd::Generate {
+            scenario,
+            url,
+            concurrency,
+            requests,
+            max_tokens,
+            turns,
+            system_file,
+            no_cache_prompt,
+            label,
+            token,
+            json,
+        } => {
+            let system = system_file.map(std::fs::read_to_string).transpose()?;
+            let spec = generate::GenerateSpec {
+                scenario,
+                url,
+                token,
+                concurrency,
+                requests,
+                max_tokens,
+                turns,
+                system,
+                cache_prompt: !no_cache_prompt,
+                label,
+            };
+            rt.block_on(generate::run(spec, json))
+        }
         Cmd::Workload {
             kind,
             data,
@@ -417,7 +482,7 @@ async fn startup(
 }
 
 /// Neutral sentences for the `long` workload (shared with the `long_text` example).
-const FILLER_TEXT: &str = include_str!("../../../../bench/intents/filler.txt");
+const FILLER_TEXT: &str = include_str!("../../../../../bench/intents/filler.txt");
 
 struct WorkloadSpec {
     kind: Kind,
