@@ -4,6 +4,9 @@
 #   - throughput at 1, 4 and 16 concurrent requests (64 tokens each, greedy),
 #   - time to first token under a ~1.4k-token system prompt, KV reuse on and off,
 #   - latency at turn 20 of a conversation sent in full each turn, KV reuse on and off.
+# The engine comparison runs with the response filter off (it holds back a short tail of
+# text, which shows in the time to first token; one extra run measures that cost) and the
+# intent model off (training the built-in intents at start competes with the first requests).
 # Usage: scripts/bench-serving.sh [GGUF]. Results: one JSON object per line on stdout and in
 # $RESULTS (default ~/.cache/moltbot/bench-serving/results-DATE.jsonl).
 set -euo pipefail
@@ -36,7 +39,7 @@ wait_ready() { # URL PATH
   return 1
 }
 
-start_moltbot() { # PORT REUSE
+start_moltbot() { # PORT REUSE [FILTER]
   local dir=$WORK/moltbot-$1
   mkdir -p "$dir"
   : >"$dir/none.toml"
@@ -44,7 +47,8 @@ start_moltbot() { # PORT REUSE
   MOLTBOT_MODEL__PROVIDERS='["local"]' MOLTBOT_MODEL__LOCAL__PATH="$MODEL" \
   MOLTBOT_MODEL__LOCAL__THREADS=$THREADS MOLTBOT_MODEL__LOCAL__PARALLEL=$SLOTS \
   MOLTBOT_MODEL__LOCAL__KV_CACHE_TOKENS=$CELLS MOLTBOT_MODEL__LOCAL__REUSE_KV=$2 \
-  MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024 \
+  MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024 MOLTBOT_UNDERSTANDING__ENABLED=false \
+  MOLTBOT_MODEL__FILTER__ENABLED=${3:-false} \
     "$BIN" gateway --port "$1" >"$dir/log" 2>&1 &
   pids+=($!)
   wait_ready "http://127.0.0.1:$1" /health
@@ -88,4 +92,12 @@ start_moltbot 18933 false
 off=http://127.0.0.1:18933
 gen --scenario prefix --url $off --label moltbot-no-reuse --system-file $SYSTEM --requests 8 --no-cache-prompt
 gen --scenario multiturn --url $off --label moltbot-no-reuse --turns 20 --max-tokens 32 --no-cache-prompt
+
+# What the response filter costs (default config: filter on).
+start_moltbot 18934 true true
+filtered=http://127.0.0.1:18934
+for c in 1 16; do
+  n=$((c * 4 > 8 ? c * 4 : 8))
+  gen --scenario throughput --url $filtered --label moltbot-filter --concurrency $c --requests $n --max-tokens 64
+done
 echo "results: $RESULTS" >&2

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 mod channels;
+mod filter;
 mod knowledge;
 mod router;
 mod understanding;
@@ -19,6 +20,7 @@ pub use channels::{
     ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
     SessionScope, SlackConfig, TelegramConfig, TelegramMode, WhatsAppConfig,
 };
+pub use filter::{FilterConfig, DEFAULT_FALLBACK_MESSAGE};
 pub use knowledge::KnowledgeConfig;
 pub use router::{Grounding, RouterConfig};
 pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
@@ -147,6 +149,8 @@ pub struct ModelConfig {
     pub local: LocalModelConfig,
     pub openai: OpenAiConfig,
     pub anthropic: AnthropicConfig,
+    /// Checks on every reply before it reaches the user.
+    pub filter: FilterConfig,
 }
 
 impl Default for ModelConfig {
@@ -162,6 +166,7 @@ impl Default for ModelConfig {
             local: LocalModelConfig::default(),
             openai: OpenAiConfig::default(),
             anthropic: AnthropicConfig::default(),
+            filter: FilterConfig::default(),
         }
     }
 }
@@ -473,6 +478,7 @@ impl Config {
                 self.gateway.tick_interval_ms
             ));
         }
+        self.model.filter.validate()?;
         self.channels.validate()?;
         self.understanding.validate()?;
         self.knowledge.validate()?;

@@ -1,10 +1,11 @@
 //! Build the serving model from the `[model]` config: one provider, or several behind
-//! failover in the configured order.
+//! failover in the configured order, with the response filter (`[model.filter]`) on top.
 
 use anyhow::Context;
 use moltbot_core::config::{ModelConfig, ProviderKind};
 use moltbot_core::envinfo::EnvSnapshot;
 use moltbot_core::ChatModel;
+use moltbot_models::filter::{FilteredModel, ResponseFilter};
 use moltbot_models::providers::{
     anthropic::AnthropicProvider, failover::Failover, openai::OpenAiProvider,
 };
@@ -78,12 +79,19 @@ fn build_local(
     )
 }
 
-/// Build the configured providers; more than one are wrapped in failover.
+/// Build the configured providers; more than one are wrapped in failover, and the whole
+/// chain in the response filter unless `model.filter.enabled = false`.
 pub fn build_model(
     cfg: &ModelConfig,
     data_dir: &Path,
     env: &EnvSnapshot,
 ) -> anyhow::Result<Arc<dyn ChatModel>> {
+    // Compiled first: a bad pattern should not wait for the model to load.
+    let filter = if cfg.filter.enabled {
+        Some(ResponseFilter::new(&cfg.filter)?)
+    } else {
+        None
+    };
     let mut models = Vec::with_capacity(cfg.providers.len());
     for kind in &cfg.providers {
         models.push(
@@ -91,8 +99,13 @@ pub fn build_model(
                 .with_context(|| format!("provider {:?}", kind.as_str()))?,
         );
     }
-    if models.len() == 1 {
-        return Ok(models.remove(0));
-    }
-    Ok(Arc::new(Failover::new(models)))
+    let chain: Arc<dyn ChatModel> = if models.len() == 1 {
+        models.remove(0)
+    } else {
+        Arc::new(Failover::new(models))
+    };
+    Ok(match filter {
+        Some(filter) => Arc::new(FilteredModel::new(chain, filter)),
+        None => chain,
+    })
 }
