@@ -64,8 +64,10 @@ check "curl /api/v1/chat non-empty reply" python3 -c 'import json,sys; r=json.lo
 
 # The conversation's second turn reuses the first turn's KV state in the local model: only
 # the new part of the prompt is read (the counters say so; BENCHMARKS.md has the timings).
-second=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"session_id":"e2e-curl","message":"And what is the capital of Germany?"}' "$URL/api/v1/chat")
+for q in "What is the capital of France?" "And what is the capital of Germany?"; do
+  second=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d "{\"session_id\":\"e2e-kv\",\"message\":\"$q\"}" "$URL/api/v1/chat")
+done
 echo "second turn: $second"
 metrics=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/metrics")
 check "the second turn reused the first turn's KV cells" bash -c 'grep -Eq "^moltbot_local_kv_cache_total\{[^}]*source=\"slot\"[^}]*\} [1-9]" <<<"$1" && grep -Eq "^moltbot_local_prompt_tokens_total\{phase=\"reused\"\} [1-9]" <<<"$1"' _ "$metrics"
