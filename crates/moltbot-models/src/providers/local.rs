@@ -64,6 +64,9 @@ const CHUNK_BUFFER: usize = 64;
 /// A prompt longer than this many bytes per context token cannot fit; refuse it before
 /// spending time tokenizing it.
 const MAX_PROMPT_BYTES_PER_TOKEN: usize = 64;
+/// Tokens of idle conversations kept in the KV cache when the RAM tier is on (see
+/// `KvBook::with_idle_budget`).
+const IDLE_BUDGET_TOKENS: usize = 1024;
 /// Scratch sequences for beam search, per slot.
 const BEAM_SCRATCH_PER_SLOT: usize = 3;
 
@@ -262,6 +265,13 @@ impl LocalModel {
                 .unwrap_or(usize::MAX),
             max_seq_tokens: context_size as usize,
             reuse_kv: cfg.reuse_kv,
+            // A few conversations stay warm in the cache; with the RAM tier on, the rest
+            // are restored from RAM at a few milliseconds each.
+            idle_budget: if cfg.session_cache_mb > 0 {
+                IDLE_BUDGET_TOKENS.min(kv_cells as usize / 4)
+            } else {
+                usize::MAX
+            },
         };
         std::thread::Builder::new()
             .name("llama-worker".to_string())

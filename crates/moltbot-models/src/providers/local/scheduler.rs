@@ -96,6 +96,8 @@ pub(super) struct WorkerSetup {
     /// Longest sequence (prompt and answer) a request may use.
     pub max_seq_tokens: usize,
     pub reuse_kv: bool,
+    /// Tokens idle conversations may keep in the KV cache (the rest wait in RAM).
+    pub idle_budget: usize,
 }
 
 /// The worker thread's body; returns when the `LocalModel` is dropped and the queue is empty.
@@ -113,6 +115,7 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         session_cache_bytes,
         max_seq_tokens,
         reuse_kv,
+        idle_budget,
     } = setup;
     let ctx = match backend().and_then(|b| {
         model.new_context(b, params).map_err(|e| {
@@ -130,7 +133,7 @@ pub(super) fn worker_main(setup: WorkerSetup) {
     };
     let n_batch = ctx.n_batch().max(1) as usize;
     let book = if reuse_kv {
-        KvBook::new(slots, prefixes, session_cache_bytes)
+        KvBook::new(slots, prefixes, session_cache_bytes).with_idle_budget(idle_budget)
     } else {
         KvBook::without_reuse(slots)
     };
@@ -731,6 +734,13 @@ impl Worker<'_> {
             self.finish_beam(&r, beam);
         }
         self.book.release(r.slot);
+        while let Some(Eviction::Slot { seq, save }) = self.book.idle_excess() {
+            if save {
+                self.save_to_ram(seq);
+            }
+            self.clear_seq(seq_id(seq));
+            self.book.clear_slot(seq);
+        }
         metrics::gauge!("moltbot_local_running").set(self.running.len() as f64);
         match end {
             End::Finished(reason) => {
