@@ -777,6 +777,14 @@ impl Worker<'_> {
     /// (for the next turn's reuse) and give the scratch sequences back.
     fn finish_beam(&mut self, r: &Running, beam: &Beam) {
         let slot = seq_id(r.slot);
+        if r.read < r.prompt.len() || beam.live.first().is_some_and(|h| h.tokens.is_empty()) {
+            // Ended before the search began (abandoned while reading the prompt): the book
+            // already knows what the slot holds, and no scratch sequence was written.
+            for &s in &beam.seqs[1..] {
+                self.scratch.push(s);
+            }
+            return;
+        }
         let best_live = beam.best().filter(|(_, ended)| !ended).map(|(h, _)| h);
         let kept = match best_live {
             Some(h) => {
