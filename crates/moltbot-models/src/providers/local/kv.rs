@@ -160,6 +160,11 @@ impl<S> KvBook<S> {
         }
     }
 
+    /// Whether KV state is reused across requests at all.
+    pub fn reuses(&self) -> bool {
+        self.reuse
+    }
+
     /// Keep at most `tokens` of idle conversations in the KV cache.
     pub fn with_idle_budget(mut self, tokens: usize) -> Self {
         self.idle_budget = tokens;

@@ -153,6 +153,7 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         max_seq_tokens,
         next_id: 0,
     };
+    worker.warm_up();
     if ready.send(Ok(worker.ctx.n_ctx())).is_err() {
         return; // the loader gave up waiting
     }
@@ -236,6 +237,34 @@ struct Worker<'m> {
 }
 
 impl Worker<'_> {
+    /// One tiny decode at load (as llama.cpp's own tools do): the first real request then
+    /// does not pay for the thread pool and buffers being set up. Failure only costs speed.
+    fn warm_up(&mut self) {
+        let vocab = self.model.vocab();
+        let n_vocab = self.model.n_vocab();
+        // Models without a BOS (or EOS) token report -1; llama.cpp refuses such tokens.
+        let tokens: Vec<LlamaToken> = [vocab.bos(), vocab.eos()]
+            .into_iter()
+            .filter(|t| (0..n_vocab).contains(&t.0))
+            .collect();
+        self.batch.clear();
+        for (pos, &token) in tokens.iter().enumerate() {
+            let last = pos + 1 == tokens.len();
+            let Ok(pos) = pos_i32(pos) else { return };
+            if self.batch.add(token, pos, &[0], last).is_err() {
+                return;
+            }
+        }
+        if tokens.is_empty() {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::debug!(cause = %e, "warm-up decode failed");
+        }
+        self.clear_seq(0);
+        self.batch.clear();
+    }
+
     /// Validate, tokenize and place a new job; failures are answered at once.
     fn admit(&mut self, job: Job, others: usize) {
         let sink = Sink {
@@ -734,6 +763,11 @@ impl Worker<'_> {
             self.finish_beam(&r, beam);
         }
         self.book.release(r.slot);
+        if !self.book.reuses() {
+            // Nothing will be reused: idle cells would only widen every decode's span.
+            self.clear_seq(seq_id(r.slot));
+            self.book.clear_slot(r.slot);
+        }
         while let Some(Eviction::Slot { seq, save }) = self.book.idle_excess() {
             if save {
                 self.save_to_ram(seq);
