@@ -6,7 +6,8 @@
 #   - latency at turn 20 of a conversation sent in full each turn, KV reuse on and off.
 # The engine comparison runs with the response filter off (it holds back a short tail of
 # text, which shows in the time to first token; one extra run measures that cost) and the
-# intent model off (training the built-in intents at start competes with the first requests).
+# intent model and knowledge store off (on a fresh data dir they fetch and unpack the encoder
+# and train the built-in intents at start, which competes with the first requests).
 # Usage: scripts/bench-serving.sh [GGUF]. Results: one JSON object per line on stdout and in
 # $RESULTS (default ~/.cache/moltbot/bench-serving/results-DATE.jsonl).
 set -euo pipefail
@@ -47,7 +48,7 @@ start_moltbot() { # PORT REUSE [FILTER]
   MOLTBOT_MODEL__PROVIDERS='["local"]' MOLTBOT_MODEL__LOCAL__PATH="$MODEL" \
   MOLTBOT_MODEL__LOCAL__THREADS=$THREADS MOLTBOT_MODEL__LOCAL__PARALLEL=$SLOTS \
   MOLTBOT_MODEL__LOCAL__KV_CACHE_TOKENS=$CELLS MOLTBOT_MODEL__LOCAL__REUSE_KV=$2 \
-  MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024 MOLTBOT_UNDERSTANDING__ENABLED=false \
+  MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024 MOLTBOT_UNDERSTANDING__ENABLED=false MOLTBOT_KNOWLEDGE__ENABLED=false \
   MOLTBOT_MODEL__FILTER__ENABLED=${3:-false} \
     "$BIN" gateway --port "$1" >"$dir/log" 2>&1 &
   pids+=($!)
