@@ -164,6 +164,8 @@ pub(crate) struct LeakScanner {
     /// Length of the longest end of the reply (folded characters, below one window) that
     /// occurs somewhere in the protected text: only that much could still become a leak.
     open: usize,
+    /// Scratch for the end being looked up (reused: this runs for every character).
+    tail: String,
 }
 
 impl LeakScanner {
@@ -174,6 +176,7 @@ impl LeakScanner {
             hash: 0,
             protected,
             open: 0,
+            tail: String::new(),
         }
     }
 
@@ -197,8 +200,9 @@ impl LeakScanner {
         // this one character; shrink it until it is found again.
         let mut m = (self.open + 1).min(k - 1).min(i + 1);
         while m > 0 {
-            let tail: String = chars[i + 1 - m..=i].iter().collect();
-            if self.protected.contains(&tail) {
+            self.tail.clear();
+            self.tail.extend(&chars[i + 1 - m..=i]);
+            if self.protected.contains(self.tail.as_str()) {
                 break;
             }
             m -= 1;

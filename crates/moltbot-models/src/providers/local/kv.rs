@@ -183,17 +183,36 @@ impl<S> KvBook<S> {
         if idle <= self.idle_budget {
             return None;
         }
-        let seq = self
-            .slots
+        self.lru_idle_slot().map(|seq| self.slot_eviction(seq))
+    }
+
+    /// The least recently used idle slot that holds tokens.
+    fn lru_idle_slot(&self) -> Option<usize> {
+        self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
             .min_by_key(|(_, s)| s.last_used)
-            .map(|(i, _)| i)?;
-        Some(Eviction::Slot {
+            .map(|(i, _)| i)
+    }
+
+    /// The least recently used pinned prefix (its index in `prefixes`).
+    fn lru_prefix(&self) -> Option<usize> {
+        self.prefixes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.last_used)))
+            .min_by_key(|&(_, t)| t)
+            .map(|(i, _)| i)
+    }
+
+    /// Moving idle slot `seq` out: saved to RAM first when that is worth it (long enough,
+    /// and the RAM tier is on); shorter ones are cheaper to read again than to keep.
+    fn slot_eviction(&self, seq: usize) -> Eviction {
+        Eviction::Slot {
             seq,
-            save: self.worth_saving(seq),
-        })
+            save: self.saved_budget > 0 && self.slots[seq].tokens.len() >= MIN_SAVE,
+        }
     }
 
     /// A book that never reuses anything: every prompt is read in full.
@@ -444,12 +463,7 @@ impl<S> KvBook<S> {
         let i = match self.prefixes.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                let (i, _) = self
-                    .prefixes
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.last_used)))
-                    .min_by_key(|&(_, t)| t)?;
+                let i = self.lru_prefix()?;
                 self.drop_prefix(i);
                 i
             }
@@ -519,34 +533,14 @@ impl<S> KvBook<S> {
         }
     }
 
-    /// Whether an idle slot's content is worth copying to RAM before it is dropped.
-    pub fn worth_saving(&self, slot: usize) -> bool {
-        self.saved_budget > 0 && self.slots[slot].tokens.len() >= MIN_SAVE
-    }
-
     /// The next thing to drop when the KV cache is full: the least recently used idle slot
-    /// with content, else the least recently used pinned prefix. The book forgets it; the
-    /// caller clears the sequence (saving an idle slot to RAM first when asked to).
+    /// with content, else the least recently used pinned prefix. The book forgets a prefix at
+    /// once; for a slot the caller saves it to RAM when asked to, then clears it.
     pub fn evict_one(&mut self) -> Option<Eviction> {
-        let idle = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
-            .min_by_key(|(_, s)| s.last_used)
-            .map(|(i, _)| i);
-        if let Some(seq) = idle {
-            return Some(Eviction::Slot {
-                seq,
-                save: self.worth_saving(seq),
-            });
+        if let Some(seq) = self.lru_idle_slot() {
+            return Some(self.slot_eviction(seq));
         }
-        let (i, _) = self
-            .prefixes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (i, p.last_used)))
-            .min_by_key(|&(_, t)| t)?;
+        let i = self.lru_prefix()?;
         self.drop_prefix(i);
         Some(Eviction::Prefix {
             seq: self.prefix_seq(i),
@@ -596,6 +590,14 @@ mod tests {
         book.extend_slot(plan.slot, &prompt[plan.keep..]);
     }
 
+    /// A whole request that reuses nothing worth checking: plan, apply, release.
+    fn past_turn(book: &mut KvBook<Vec<LlamaToken>>, prompt: &[LlamaToken]) {
+        let plan = book.plan(prompt).unwrap();
+        let slot = plan.slot;
+        apply(book, plan, prompt);
+        book.release(slot);
+    }
+
     #[test]
     fn next_turn_reuses_its_own_slot() {
         let mut book = KvBook::new(2, 2, 1 << 20);
@@ -617,9 +619,7 @@ mod tests {
     fn an_identical_prompt_still_reads_its_last_token() {
         let mut book = KvBook::new(1, 0, 0);
         let p = toks(0..50);
-        let plan = book.plan(&p).unwrap();
-        apply(&mut book, plan, &p);
-        book.release(0);
+        past_turn(&mut book, &p);
         let plan = book.plan(&p).unwrap();
         assert_eq!(plan.keep, 49);
     }
@@ -655,9 +655,7 @@ mod tests {
         let mut book = KvBook::new(1, 2, 1 << 20);
         let system = toks(0..40);
         let a1 = cat(&system, &toks(1000..1100));
-        let plan = book.plan(&a1).unwrap();
-        apply(&mut book, plan, &a1);
-        book.release(0);
+        past_turn(&mut book, &a1);
 
         // Another conversation takes the only slot: A is saved, the system prompt pinned.
         let b = cat(&system, &toks(2000..2100));
@@ -684,10 +682,7 @@ mod tests {
     fn ram_budget_drops_the_oldest_conversation() {
         let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(1, 0, 250);
         for k in 0..4 {
-            let p = toks(k * 1000..k * 1000 + 100);
-            let plan = book.plan(&p).unwrap();
-            apply(&mut book, plan, &p);
-            book.release(0);
+            past_turn(&mut book, &toks(k * 1000..k * 1000 + 100));
         }
         // Three conversations were pushed out; each is 100 "bytes" and the budget holds two.
         assert_eq!(book.saved_usage(), (2, 200));

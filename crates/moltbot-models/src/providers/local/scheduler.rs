@@ -396,17 +396,7 @@ impl Worker<'_> {
         let mut keep = plan.keep;
         match plan.source {
             Source::Nothing => self.clear_seq(seq),
-            Source::Own => {
-                if self
-                    .ctx
-                    .kv_cache_seq_rm(seq, Some(keep as u32), None)
-                    .is_err()
-                {
-                    // Some models cannot drop part of a sequence; read it all again.
-                    self.clear_seq(seq);
-                    keep = 0;
-                }
-            }
+            Source::Own => keep = self.truncate_seq(seq, keep),
             Source::Copy { from } => {
                 self.clear_seq(seq);
                 self.ctx
@@ -416,16 +406,7 @@ impl Worker<'_> {
             Source::Restore { state } => {
                 self.clear_seq(seq);
                 match self.ctx.state_seq_set(&state, seq) {
-                    Ok(()) => {
-                        if self
-                            .ctx
-                            .kv_cache_seq_rm(seq, Some(keep as u32), None)
-                            .is_err()
-                        {
-                            self.clear_seq(seq);
-                            keep = 0;
-                        }
-                    }
+                    Ok(()) => keep = self.truncate_seq(seq, keep),
                     Err(e) => {
                         // Not enough free cells, most likely: read the prompt instead.
                         tracing::debug!(cause = %e, "could not restore a saved conversation");
@@ -448,6 +429,18 @@ impl Worker<'_> {
             }
         }
         Ok(keep)
+    }
+
+    /// Keep the first `keep` cells of `seq`; returns what is kept. Some models cannot drop
+    /// part of a sequence: then it is cleared and read again from the start.
+    fn truncate_seq(&mut self, seq: i32, keep: usize) -> usize {
+        match self.ctx.kv_cache_seq_rm(seq, Some(keep as u32), None) {
+            Ok(()) => keep,
+            Err(_) => {
+                self.clear_seq(seq);
+                0
+            }
+        }
     }
 
     fn clear_seq(&mut self, seq: i32) {
@@ -476,19 +469,25 @@ impl Worker<'_> {
     /// Drop one idle thing from the KV cache; `false` when nothing idle is left.
     fn evict_one(&mut self) -> bool {
         match self.book.evict_one() {
-            Some(Eviction::Slot { seq, save }) => {
+            Some(eviction) => {
+                self.evict(eviction);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Carry out an eviction the book chose: an idle slot goes to RAM first when asked to.
+    fn evict(&mut self, eviction: Eviction) {
+        match eviction {
+            Eviction::Slot { seq, save } => {
                 if save {
                     self.save_to_ram(seq);
                 }
                 self.clear_seq(seq_id(seq));
                 self.book.clear_slot(seq);
-                true
             }
-            Some(Eviction::Prefix { seq }) => {
-                self.clear_seq(seq_id(seq));
-                true
-            }
-            None => false,
+            Eviction::Prefix { seq } => self.clear_seq(seq_id(seq)),
         }
     }
 
@@ -768,12 +767,8 @@ impl Worker<'_> {
             self.clear_seq(seq_id(r.slot));
             self.book.clear_slot(r.slot);
         }
-        while let Some(Eviction::Slot { seq, save }) = self.book.idle_excess() {
-            if save {
-                self.save_to_ram(seq);
-            }
-            self.clear_seq(seq_id(seq));
-            self.book.clear_slot(seq);
+        while let Some(eviction) = self.book.idle_excess() {
+            self.evict(eviction);
         }
         metrics::gauge!("moltbot_local_running").set(self.running.len() as f64);
         match end {
