@@ -280,16 +280,24 @@ async fn ws_connect(t: &Target) -> anyhow::Result<Ws> {
         "auth": {"token": t.token.clone().unwrap_or_default()}}});
     ws.send(Message::text(connect.to_string())).await?;
     loop {
+        let v = next_json(&mut ws, "in handshake").await?;
+        if v["type"] == "res" {
+            anyhow::ensure!(v["ok"] == true, "connect refused: {v}");
+            return Ok(ws);
+        }
+    }
+}
+
+/// The next JSON text frame (other frames are skipped); `when` names the moment in the error
+/// if the socket closes.
+async fn next_json(ws: &mut Ws, when: &str) -> anyhow::Result<Value> {
+    loop {
         let msg = ws
             .next()
             .await
-            .ok_or_else(|| anyhow::anyhow!("closed in handshake"))??;
+            .ok_or_else(|| anyhow::anyhow!("closed {when}"))??;
         if let Message::Text(txt) = msg {
-            let v: Value = serde_json::from_str(&txt)?;
-            if v["type"] == "res" {
-                anyhow::ensure!(v["ok"] == true, "connect refused: {v}");
-                return Ok(ws);
-            }
+            return Ok(serde_json::from_str(&txt)?);
         }
     }
 }
@@ -301,21 +309,15 @@ async fn one_turn_ws(ws: &mut Ws, client_id: usize, n: usize) -> anyhow::Result<
         "idempotencyKey": run}});
     ws.send(Message::text(req.to_string())).await?;
     loop {
-        let msg = ws
-            .next()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("closed mid-turn"))??;
-        if let Message::Text(txt) = msg {
-            let v: Value = serde_json::from_str(&txt)?;
-            if v["type"] == "res" && v["ok"] == false {
-                anyhow::bail!("chat.send failed: {v}");
-            }
-            if v["event"] == "chat" && v["payload"]["runId"] == run.as_str() {
-                match v["payload"]["state"].as_str() {
-                    Some("final") => return Ok(()),
-                    Some("error" | "aborted") => anyhow::bail!("run failed: {v}"),
-                    _ => {}
-                }
+        let v = next_json(ws, "mid-turn").await?;
+        if v["type"] == "res" && v["ok"] == false {
+            anyhow::bail!("chat.send failed: {v}");
+        }
+        if v["event"] == "chat" && v["payload"]["runId"] == run.as_str() {
+            match v["payload"]["state"].as_str() {
+                Some("final") => return Ok(()),
+                Some("error" | "aborted") => anyhow::bail!("run failed: {v}"),
+                _ => {}
             }
         }
     }
