@@ -9,6 +9,8 @@
 //!   [`InboundSink`] through which adapters hand messages to the turn pipeline.
 //! - [`encoder`]: the [`Encoder`] trait (sentence vectors) shared by understanding and
 //!   retrieval.
+//! - [`tool`]: the [`Tool`] trait each capability implements (spec, call with cancellation,
+//!   output cap) and the [`ToolCall`]s models propose.
 //! - [`envinfo`]: the environment snapshot (OS, CPUs, memory, disk, GPU) shown by
 //!   `/health` and `doctor` and used to pick thread counts.
 
@@ -18,6 +20,7 @@ pub mod encoder;
 pub mod envinfo;
 pub mod model;
 pub mod secret;
+pub mod tool;
 
 pub use channel::{Channel, ChannelError, ChannelState, Inbound, InboundSink, Outbound};
 pub use config::{Config, ConfigError};
@@ -27,3 +30,4 @@ pub use model::{
     ModelError, Role, ToolCallDelta, Usage,
 };
 pub use secret::Secret;
+pub use tool::{Attachment, Origin, Tool, ToolCall, ToolContext, ToolError, ToolOutput, ToolSpec};

@@ -47,6 +47,9 @@ pub struct ChatMessage {
     /// For `Role::Tool` messages: the id of the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For `Role::Assistant` messages: the tools the model asked to run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<crate::tool::ToolCall>,
 }
 
 impl ChatMessage {
@@ -55,6 +58,23 @@ impl ChatMessage {
             role,
             content: content.into(),
             tool_call_id: None,
+            tool_calls: Vec::new(),
+        }
+    }
+
+    /// The answer to tool call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
+    }
+
+    /// An assistant message asking for tool calls (with whatever text came with them).
+    pub fn tool_calls(text: impl Into<String>, calls: Vec<crate::tool::ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, text)
         }
     }
 }

@@ -61,6 +61,22 @@ pub struct InMessage {
     #[serde(default)]
     pub content: Option<Content>,
     pub tool_call_id: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Vec<InToolCall>,
+}
+
+/// An assistant message's earlier tool call, as clients send the history back.
+#[derive(Debug, Deserialize)]
+pub struct InToolCall {
+    pub id: String,
+    pub function: InFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InFunction {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
 }
 
 /// `content` is a string or a list of typed parts; we read the text parts.
@@ -120,6 +136,15 @@ fn convert_messages(body: &CompletionBody) -> Result<Vec<ChatMessage>, ApiError>
                 role,
                 content: m.content.as_ref().map(Content::text).unwrap_or_default(),
                 tool_call_id: m.tool_call_id.clone(),
+                tool_calls: m
+                    .tool_calls
+                    .iter()
+                    .map(|c| moltbot_core::ToolCall {
+                        id: c.id.clone(),
+                        name: c.function.name.clone(),
+                        arguments: c.function.arguments.clone(),
+                    })
+                    .collect(),
             })
         })
         .collect()

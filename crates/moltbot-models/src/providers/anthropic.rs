@@ -77,7 +77,24 @@ impl AnthropicProvider {
                     continue;
                 }
                 Role::User => ("user", Value::String(m.content.clone())),
-                Role::Assistant => ("assistant", Value::String(m.content.clone())),
+                Role::Assistant if m.tool_calls.is_empty() => {
+                    ("assistant", Value::String(m.content.clone()))
+                }
+                Role::Assistant => {
+                    // Tool calls are `tool_use` blocks after the text.
+                    let mut blocks = Vec::with_capacity(m.tool_calls.len() + 1);
+                    if !m.content.is_empty() {
+                        blocks.push(json!({"type": "text", "text": m.content}));
+                    }
+                    for call in &m.tool_calls {
+                        let input: Value =
+                            serde_json::from_str(&call.arguments).unwrap_or_else(|_| json!({}));
+                        blocks.push(json!({
+                            "type": "tool_use", "id": call.id, "name": call.name, "input": input,
+                        }));
+                    }
+                    ("assistant", Value::Array(blocks))
+                }
                 Role::Tool => {
                     let Some(id) = &m.tool_call_id else {
                         return Err(ModelError::InvalidRequest(

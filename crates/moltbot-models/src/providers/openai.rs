@@ -77,8 +77,22 @@ impl OpenAiProvider {
                 .iter()
                 .map(|m| WireMessage {
                     role: m.role.as_str(),
-                    content: &m.content,
+                    // An assistant turn that only calls tools has `content: null`.
+                    content: Some(m.content.as_str())
+                        .filter(|c| !c.is_empty() || m.tool_calls.is_empty()),
                     tool_call_id: m.tool_call_id.as_deref().filter(|_| m.role == Role::Tool),
+                    tool_calls: m
+                        .tool_calls
+                        .iter()
+                        .map(|c| OutCall {
+                            id: &c.id,
+                            kind: "function",
+                            function: OutFunction {
+                                name: &c.name,
+                                arguments: &c.arguments,
+                            },
+                        })
+                        .collect(),
                 })
                 .collect(),
             stream: true,
@@ -140,9 +154,25 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OutCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
