@@ -15,6 +15,7 @@ mod channels;
 mod filter;
 mod knowledge;
 mod router;
+mod tools;
 mod understanding;
 pub use channels::{
     ChannelsConfig, DiscordConfig, DmPolicy, GroupPolicy, OutboxConfig, PairingConfig,
@@ -23,6 +24,10 @@ pub use channels::{
 pub use filter::{FilterConfig, DEFAULT_FALLBACK_MESSAGE};
 pub use knowledge::KnowledgeConfig;
 pub use router::{Grounding, RouterConfig};
+pub use tools::{
+    AgentConfig, BrowserConfig, CronConfig, ExecConfig, ExecPolicy, MemoryConfig, MisfirePolicy,
+    SkillsConfig, ToolsConfig, WebFetchConfig,
+};
 pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
 
 /// The example config written by `moltbot config init`; a test checks that it parses and
@@ -40,6 +45,7 @@ pub struct Config {
     pub understanding: UnderstandingConfig,
     pub knowledge: KnowledgeConfig,
     pub router: RouterConfig,
+    pub tools: ToolsConfig,
     pub log: LogConfig,
 }
 
@@ -483,6 +489,7 @@ impl Config {
         self.understanding.validate()?;
         self.knowledge.validate()?;
         self.router.validate()?;
+        self.tools.validate()?;
         Ok(())
     }
 

@@ -3,9 +3,18 @@
 //! # Layout
 //! - [`registry`]: [`Registry`], the loaded tools (built-in and from skills) and the ones that
 //!   could not load with the reason; picks the few tools relevant to a turn (lean prompts).
-//! - [`capabilities`]: the listing served by `GET /api/v1/capabilities` and
-//!   `moltbot capabilities`.
+//! - [`ssrf`]: [`ssrf::HostPolicy`], the address guard of `web_fetch` and the browser.
+//! - [`web_fetch`]: GET a URL and return readable text.
+//! - [`browser`]: a managed headless Chromium over the DevTools protocol.
+//! - [`cron`]: scheduled jobs (cron expressions, intervals, one-shots), their scheduler loop
+//!   and the `cron` tool.
+//! - [`skills`]: skills scanned from a folder and hot-reloaded.
 
+pub mod browser;
+pub mod cron;
 pub mod registry;
+pub mod skills;
+pub mod ssrf;
+pub mod web_fetch;
 
-pub use registry::{Capability, CapabilityStatus, Registry};
+pub use registry::{Capability, CapabilityKind, CapabilityStatus, Registry};

@@ -1,0 +1,4 @@
+mod browser;
+mod cron;
+mod skills;
+mod web_fetch;
