@@ -577,6 +577,10 @@ impl ChannelHub {
                 user: Some(format!("{}:{}", msg.channel, msg.sender_id)),
                 message: text,
                 channel: ch.kind(),
+                origin: Some(moltbot_core::Origin {
+                    channel: ch.kind().to_string(),
+                    chat_id: msg.chat_id.clone(),
+                }),
                 overrides: Overrides::default(),
             },
             None,

@@ -526,7 +526,8 @@ fn home_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn expand_home(p: &Path) -> PathBuf {
+/// `~/x` → `<home>/x`; other paths unchanged.
+pub fn expand_home(p: &Path) -> PathBuf {
     match p.strip_prefix("~") {
         Ok(rest) => home_dir().join(rest),
         Err(_) => p.to_path_buf(),

@@ -27,7 +27,7 @@ pub use config::{Config, ConfigError};
 pub use encoder::{EncodeError, Encoder};
 pub use model::{
     ChatChunk, ChatMessage, ChatModel, ChatRequest, ChunkStream, Completion, FinishReason,
-    ModelError, Role, ToolCallDelta, Usage,
+    ModelError, Role, ToolCallDelta, ToolChoice, Usage,
 };
 pub use secret::Secret;
 pub use tool::{Attachment, Origin, Tool, ToolCall, ToolContext, ToolError, ToolOutput, ToolSpec};

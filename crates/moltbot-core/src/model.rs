@@ -104,6 +104,22 @@ pub struct ChatRequest {
     /// support them.
     #[serde(default)]
     pub tools: Vec<serde_json::Value>,
+    /// Whether the model must call a tool (only meaningful with `tools`).
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+}
+
+/// How a model is to use the offered tools.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    /// The model decides between answering and calling a tool.
+    #[default]
+    Auto,
+    /// The model must call one of the tools.
+    Required,
+    /// The model must call this tool.
+    Tool(String),
 }
 
 /// One piece of a tool call as providers stream it (OpenAI sends the name first, then the

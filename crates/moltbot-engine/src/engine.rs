@@ -1,5 +1,6 @@
 //! [`Engine`]: runs turns.
 
+use crate::agent::{ToolEvent, Toolbox, TurnTools};
 use crate::router::{
     extractive_answer, grounding_prompt, is_supported, sources_footer, DialogueRouter, Plan,
     RouteInfo,
@@ -7,7 +8,10 @@ use crate::router::{
 use crate::sessions::SessionMap;
 use crate::{EngineError, ModelSlot, ModelState};
 use futures::StreamExt;
-use moltbot_core::{ChatChunk, ChatMessage, ChatRequest, FinishReason, ModelError, Role, Usage};
+use moltbot_core::{
+    ChatChunk, ChatMessage, ChatRequest, FinishReason, ModelError, Origin, Role, ToolCallDelta,
+    ToolContext, Usage,
+};
 use moltbot_knowledge::Hit;
 use moltbot_store::{NewMessage, Store, StoredMessage};
 use serde::Serialize;
@@ -69,6 +73,8 @@ pub struct TurnRequest {
     pub message: String,
     /// Where the turn came from (`http`, `openai`, `ws`, …), kept with the session.
     pub channel: &'static str,
+    /// The chat a channel turn came from (reminders set in the turn are delivered there).
+    pub origin: Option<Origin>,
     pub overrides: Overrides,
 }
 
@@ -77,6 +83,8 @@ pub struct TurnRequest {
 pub enum TurnEvent {
     /// New reply text to append.
     Delta(String),
+    /// A tool call started or finished.
+    Tool(ToolEvent),
 }
 
 /// What happens in a session, for watchers other than the turn's own caller (an OpenClaw
@@ -95,6 +103,8 @@ pub enum SessionEventKind {
     User(String),
     /// New reply text.
     Delta(String),
+    /// A tool call started or finished.
+    Tool(ToolEvent),
     Final {
         reply: String,
         model: String,
@@ -104,7 +114,7 @@ pub enum SessionEventKind {
 }
 
 /// How long a turn waits for its caller to take the next piece of the reply.
-const STALLED_READER: Duration = Duration::from_secs(30);
+pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
 
 /// Events buffered per watcher; a watcher that falls further behind skips ahead.
 const EVENT_BUFFER: usize = 1024;
@@ -121,6 +131,9 @@ pub struct TurnOutcome {
     /// the model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteInfo>,
+    /// Tool calls made while answering (start and result of each), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolEvent>,
 }
 
 /// Who writes a turn's reply.
@@ -130,6 +143,8 @@ enum Writer {
     /// The model, with this request; for a grounded answer, the passages to check its
     /// reply against and to name under it.
     Model(ChatRequest, Option<Vec<Hit>>),
+    /// The model with tools (the agent loop).
+    Agent(ChatRequest, TurnTools),
 }
 
 /// The id recorded as the "model" of replies written without one.
@@ -149,6 +164,8 @@ struct Inner {
     /// Set once understanding and knowledge have loaded (in the background, after the
     /// gateway is up); until then every turn goes to the model.
     router: std::sync::RwLock<Option<Arc<DialogueRouter>>>,
+    /// Tools for the agent loop; without them every turn is plain generation.
+    toolbox: std::sync::RwLock<Option<Arc<Toolbox>>>,
 }
 
 /// Decrements the in-flight gauge when a turn ends, however it ends.
@@ -178,6 +195,7 @@ impl Engine {
                 sessions,
                 events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
                 router: std::sync::RwLock::new(None),
+                toolbox: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -201,6 +219,23 @@ impl Engine {
             .router
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(router);
+    }
+
+    /// Install (or replace) the tools; turns started afterwards may use them.
+    pub fn set_toolbox(&self, toolbox: Arc<Toolbox>) {
+        *self
+            .inner
+            .toolbox
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(toolbox);
+    }
+
+    pub fn toolbox(&self) -> Option<Arc<Toolbox>> {
+        self.inner
+            .toolbox
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn router(&self) -> Option<Arc<DialogueRouter>> {
@@ -250,7 +285,12 @@ impl Engine {
 
     /// Deliver text written without the model as if it had been streamed. A caller that
     /// went away still gets the turn stored, as with the model.
-    async fn direct(&self, text: &str, events: Option<mpsc::Sender<TurnEvent>>, watch: Watch<'_>) {
+    pub(crate) async fn direct(
+        &self,
+        text: &str,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        watch: Watch<'_>,
+    ) {
         self.publish(|| watch.event(SessionEventKind::Delta(text.to_string())));
         if let Some(tx) = events {
             let delta = TurnEvent::Delta(text.to_string());
@@ -263,7 +303,7 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
-    fn publish(&self, event: impl FnOnce() -> SessionEvent) {
+    pub(crate) fn publish(&self, event: impl FnOnce() -> SessionEvent) {
         // Skip building the event when nobody watches (the common case).
         if self.inner.events.receiver_count() > 0 {
             let _ = self.inner.events.send(event());
@@ -343,7 +383,13 @@ impl Engine {
         };
         let writer = match plan {
             Plan::Reply(text) => Writer::Direct(text),
-            Plan::Model => Writer::Model(self.session_request(past, None, &req.overrides), None),
+            Plan::Model => {
+                let request = self.session_request(past, None, &req.overrides);
+                match self.turn_tools(&req.message, route.tool.as_deref()) {
+                    Some(tools) => Writer::Agent(request, tools),
+                    None => Writer::Model(request, None),
+                }
+            }
             Plan::Ground(passages) => Writer::Model(
                 self.session_request(past, Some(&passages), &req.overrides),
                 Some(passages),
@@ -358,7 +404,25 @@ impl Engine {
                         text,
                         ..Gathered::default()
                     };
-                    return Ok::<_, EngineError>((ROUTER_MODEL_ID.to_string(), gathered, None));
+                    return Ok::<_, EngineError>((
+                        ROUTER_MODEL_ID.to_string(),
+                        gathered,
+                        None,
+                        Vec::new(),
+                    ));
+                }
+                Writer::Agent(request, tools) => {
+                    let ctx = ToolContext {
+                        session_id: req.session_id.clone(),
+                        user: req.user.clone(),
+                        origin: req.origin.clone(),
+                        cancel: cancel.clone(),
+                        timeout: Duration::from_secs(60),
+                    };
+                    let run = self
+                        .run_agent(request, tools, ctx, events, cancel, watch)
+                        .await?;
+                    return Ok((run.model_id, run.gathered, None, run.steps));
                 }
                 Writer::Model(request, grounded) => (request, grounded),
             };
@@ -379,7 +443,7 @@ impl Engine {
                 gathered.text.push_str(&footer);
                 checked = Some(supported);
             }
-            Ok((id, gathered, checked))
+            Ok((id, gathered, checked, Vec::new()))
         };
         let (stored, generated) = tokio::join!(persist_user, answer);
         if let Err(e) = stored {
@@ -388,12 +452,12 @@ impl Engine {
             self.publish(|| watch.event(SessionEventKind::Failed(e.to_string())));
             return Err(e.into());
         }
-        let (model_id, completion) = match generated {
-            Ok((id, g, checked)) => {
+        let (model_id, completion, tool_steps) = match generated {
+            Ok((id, g, checked, steps)) => {
                 if checked == Some(false) {
                     route.grounding = Some("model_then_quotes");
                 }
-                (id, g)
+                (id, g, steps)
             }
             Err(e) => {
                 self.publish(|| watch.event(SessionEventKind::Failed(e.to_string())));
@@ -440,6 +504,7 @@ impl Engine {
             finish_reason: completion.finish_reason,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             route: Some(route),
+            tools: tool_steps,
         })
     }
 
@@ -470,6 +535,7 @@ impl Engine {
             finish_reason: completion.finish_reason,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             route: None,
+            tools: Vec::new(),
         })
     }
 
@@ -501,13 +567,14 @@ impl Engine {
             seed: o.seed,
             stop: o.stop.clone(),
             tools: Vec::new(),
+            tool_choice: moltbot_core::ToolChoice::Auto,
             top_k: o.top_k,
             repetition_penalty: o.repetition_penalty,
             beam_width: o.beam_width,
         }
     }
 
-    async fn generate(
+    pub(crate) async fn generate(
         &self,
         request: ChatRequest,
         events: Option<mpsc::Sender<TurnEvent>>,
@@ -558,7 +625,7 @@ impl Engine {
                     }
                     ChatChunk::Usage(u) => out.usage = u,
                     ChatChunk::Finish(r) => out.finish_reason = r,
-                    ChatChunk::ToolCall(_) => {}
+                    ChatChunk::ToolCall(d) => merge_tool_call(&mut out.tool_calls, d),
                 }
             }
             Ok(())
@@ -585,6 +652,52 @@ impl Engine {
         Ok(self.inner.store.recent_messages(session_id, limit).await?)
     }
 
+    /// Append an assistant message to a session without a user turn (a scheduled job's
+    /// result); it waits for the session's running turn and keeps the hot cache in step.
+    pub async fn post(
+        &self,
+        session_id: &str,
+        channel: &'static str,
+        text: &str,
+    ) -> Result<(), EngineError> {
+        self.validate_message("text", text)?;
+        let slot = self.inner.sessions.slot(session_id);
+        let mut history = slot.history.lock().await;
+        self.inner
+            .store
+            .append(
+                session_id,
+                None,
+                channel,
+                vec![NewMessage::new(Role::Assistant, text.to_string())],
+            )
+            .await?;
+        if let Some(past) = history.as_mut() {
+            push_bounded(
+                past,
+                ChatMessage::new(Role::Assistant, text.to_string()),
+                self.inner.opts.max_turns * 2,
+            );
+            self.inner
+                .sessions
+                .account(&slot, crate::sessions::history_bytes(past));
+        }
+        let run_id = format!("post-{}", uuid::Uuid::new_v4());
+        let watch = Watch {
+            session_id,
+            run_id: &run_id,
+            channel,
+        };
+        self.publish(|| {
+            watch.event(SessionEventKind::Final {
+                reply: text.to_string(),
+                model: ROUTER_MODEL_ID.to_string(),
+                finish_reason: FinishReason::Stop,
+            })
+        });
+        Ok(())
+    }
+
     /// Delete a session's history.
     pub async fn reset_session(&self, session_id: &str) -> Result<bool, EngineError> {
         let slot = self.inner.sessions.slot(session_id);
@@ -597,14 +710,14 @@ impl Engine {
 
 /// Which session and run a generation belongs to, for [`SessionEvent`]s.
 #[derive(Clone, Copy)]
-struct Watch<'a> {
+pub(crate) struct Watch<'a> {
     session_id: &'a str,
     run_id: &'a str,
     channel: &'static str,
 }
 
 impl Watch<'_> {
-    fn event(&self, kind: SessionEventKind) -> SessionEvent {
+    pub(crate) fn event(&self, kind: SessionEventKind) -> SessionEvent {
         SessionEvent {
             session_id: self.session_id.to_string(),
             run_id: self.run_id.to_string(),
@@ -614,10 +727,28 @@ impl Watch<'_> {
     }
 }
 
-struct Gathered {
-    text: String,
-    usage: Usage,
-    finish_reason: FinishReason,
+pub(crate) struct Gathered {
+    pub text: String,
+    pub usage: Usage,
+    pub finish_reason: FinishReason,
+    /// Tool calls the model asked for, fragments joined.
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+/// Fold a streamed tool-call fragment into the calls gathered so far.
+fn merge_tool_call(calls: &mut Vec<ToolCallDelta>, d: ToolCallDelta) {
+    match calls.iter_mut().find(|c| c.index == d.index) {
+        Some(call) => {
+            if call.id.is_none() {
+                call.id = d.id;
+            }
+            if call.name.is_none() {
+                call.name = d.name;
+            }
+            call.arguments.push_str(&d.arguments);
+        }
+        None => calls.push(d),
+    }
 }
 
 impl Default for Gathered {
@@ -626,6 +757,7 @@ impl Default for Gathered {
             text: String::new(),
             usage: Usage::default(),
             finish_reason: FinishReason::Stop,
+            tool_calls: Vec::new(),
         }
     }
 }
@@ -739,6 +871,7 @@ mod tests {
             user: None,
             message: msg.into(),
             channel: "test",
+            origin: None,
             overrides: Overrides::default(),
         }
     }

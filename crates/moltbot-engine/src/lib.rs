@@ -8,16 +8,18 @@
 //! - [`slot`]: [`ModelSlot`], the model currently serving, which may still be loading.
 //! - [`router`]: [`DialogueRouter`], the decision layer: understanding (DUE) and retrieval
 //!   (KRS) pick a template reply, a grounded answer with citations, or the model.
+//! - [`agent`]: the agent loop: tool calls proposed by the model run through the
+//!   capability registry (`moltbot-tools`) until a final answer; [`ToolEvent`]s stream.
 //! - [`error`]: [`EngineError`], the failures of a turn.
-//!
-//! The agent loop (tools) comes with a later issue.
 
+pub mod agent;
 pub mod engine;
 pub mod error;
 pub mod router;
 pub mod sessions;
 pub mod slot;
 
+pub use agent::{AttachmentData, ToolEvent, ToolPhase, Toolbox};
 pub use engine::{
     Engine, EngineOptions, Overrides, SessionEvent, SessionEventKind, TurnEvent, TurnOutcome,
     TurnRequest, ROUTER_MODEL_ID,

@@ -58,7 +58,7 @@ pub struct Citation {
 pub struct RouteInfo {
     pub route: Route,
     /// A short machine-readable reason: `template`, `knowledge_intent`, `knowledge_hit`,
-    /// `out_of_domain`, `low_confidence`, `no_template`, `tool_not_available`,
+    /// `out_of_domain`, `low_confidence`, `no_template`, `tool_intent`,
     /// `in_conversation`, `long_input`, `no_passages`, `understanding_unavailable`,
     /// `router_disabled`.
     pub reason: &'static str,
@@ -76,6 +76,9 @@ pub struct RouteInfo {
     pub grounding: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub citations: Vec<Citation>,
+    /// The tool (or skill) the turn's intent names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
     /// Time spent understanding and retrieving, before any generation.
     pub route_ms: f64,
 }
@@ -92,6 +95,7 @@ impl RouteInfo {
             surprise: None,
             grounding: None,
             citations: Vec::new(),
+            tool: None,
             route_ms: 0.0,
         }
     }
@@ -199,9 +203,10 @@ impl DialogueRouter {
                         if spec.knowledge {
                             knowledge_intent = true;
                         } else if spec.tool.is_some() || spec.skill.is_some() {
-                            // The tool registry arrives with the agent loop; until then the
-                            // model handles these turns.
-                            info.reason = "tool_not_available";
+                            // The model answers with the intent's tool (or skill) offered
+                            // first, and made to call it when it is loaded.
+                            info.reason = "tool_intent";
+                            info.tool = spec.tool.clone().or_else(|| spec.skill.clone());
                         } else if spec.contextual && in_conversation {
                             info.reason = "in_conversation";
                         } else if text.chars().count() > self.cfg.template_max_chars {

@@ -54,7 +54,8 @@ use openai::openai_router;
 /// The text a fake answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `"echo: <last user message>"`.
+    /// `"echo: <last user message>"`; after a tool result, `"echo: <tool result>"` (so a
+    /// test sees what the tool produced reach the model).
     Echo,
     /// Always this text.
     Fixed(String),
@@ -68,6 +69,13 @@ pub struct FakeToolCall {
     pub arguments: String,
 }
 
+/// Ask for `call` when the last user message contains `when`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRule {
+    pub when: String,
+    pub call: FakeToolCall,
+}
+
 /// How a fake behaves. `Default` answers every request at once with an echo.
 #[derive(Debug, Clone)]
 pub struct FakeConfig {
@@ -75,6 +83,9 @@ pub struct FakeConfig {
     /// When set, the fake answers with this tool call — unless the conversation already ends
     /// with a tool result, in which case it answers with text, so an agent loop terminates.
     pub tool_call: Option<FakeToolCall>,
+    /// Calls chosen by the last user message: the first rule whose `when` text it contains
+    /// (case-insensitive) wins over `tool_call`. Only asked when the request offers tools.
+    pub tool_rules: Vec<ToolRule>,
     /// Wait before answering each request (before the response headers).
     pub delay: Duration,
     /// Wait before each server-sent event of a streamed answer.
@@ -99,6 +110,7 @@ impl Default for FakeConfig {
         Self {
             reply: Reply::Echo,
             tool_call: None,
+            tool_rules: Vec::new(),
             delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             fail_first: 0,
@@ -159,6 +171,23 @@ impl<W> FakeBuilder<W> {
         self.config.tool_call = Some(FakeToolCall {
             name: name.into(),
             arguments: arguments.into(),
+        });
+        self
+    }
+
+    /// When the last user message contains `when`, answer with a call to `name`.
+    pub fn tool_rule(
+        mut self,
+        when: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        self.config.tool_rules.push(ToolRule {
+            when: when.into(),
+            call: FakeToolCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
         });
         self
     }
@@ -289,6 +318,17 @@ impl<W> Fake<W> {
             .clone()
     }
 
+    /// The most recent generation requests, oldest first (at most 64).
+    pub fn recent_requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Streamed answers whose connection went away before the last event was sent: a client
     /// that cancels should make this count go up.
     pub fn aborted_streams(&self) -> u64 {
@@ -316,6 +356,9 @@ pub async fn serve_openai(listener: TcpListener, config: FakeConfig) -> std::io:
 pub async fn serve_anthropic(listener: TcpListener, config: FakeConfig) -> std::io::Result<()> {
     axum::serve(listener, anthropic_router(Arc::new(Shared::new(config)))).await
 }
+
+/// Requests kept for [`Fake::recent_requests`].
+const RECENT_REQUESTS: usize = 64;
 
 /// A request as the fake received it.
 #[derive(Debug, Clone)]
@@ -347,6 +390,8 @@ struct Shared {
     completed: AtomicU64,
     // A std mutex: it is held only to store or clone one value, never across an `.await`.
     last: Mutex<Option<RecordedRequest>>,
+    /// The most recent requests, oldest first (at most [`RECENT_REQUESTS`]).
+    recent: Mutex<std::collections::VecDeque<RecordedRequest>>,
 }
 
 impl Shared {
@@ -357,6 +402,7 @@ impl Shared {
             aborted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             last: Mutex::new(None),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -364,6 +410,13 @@ impl Shared {
     fn arrive(&self, headers: HeaderMap, body: Bytes) -> u64 {
         let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let recorded = RecordedRequest { headers, body };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() == RECENT_REQUESTS {
+                recent.pop_front();
+            }
+            recent.push_back(recorded.clone());
+        }
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(recorded);
         n
     }
@@ -405,11 +458,24 @@ impl Answer {
             .map(|m| text_of(&m["content"]))
             .unwrap_or_default();
         let after_tool_result = messages.last().is_some_and(is_tool_result);
-        let tool_call = config.tool_call.clone().filter(|_| !after_tool_result);
+        let offers_tools = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let lowered = last_user.to_lowercase();
+        let ruled = config
+            .tool_rules
+            .iter()
+            .find(|r| offers_tools && lowered.contains(&r.when.to_lowercase()))
+            .map(|r| r.call.clone());
+        let tool_call = ruled
+            .or_else(|| config.tool_call.clone())
+            .filter(|_| !after_tool_result);
 
-        let mut text = match &config.reply {
-            Reply::Echo => format!("echo: {last_user}"),
-            Reply::Fixed(t) => t.clone(),
+        let mut text = match (&config.reply, after_tool_result) {
+            (Reply::Echo, true) => {
+                let result = messages.last().map(tool_result_text).unwrap_or_default();
+                format!("echo: {result}")
+            }
+            (Reply::Echo, false) => format!("echo: {last_user}"),
+            (Reply::Fixed(t), _) => t.clone(),
         };
         // Fake "tokens" are words: predictable in tests and cheap to count.
         let mut truncated = false;
@@ -459,6 +525,18 @@ fn text_of(content: &Value) -> String {
             .join(" "),
         _ => String::new(),
     }
+}
+
+/// The text of a tool result message (OpenAI `tool` message or Anthropic block).
+fn tool_result_text(message: &Value) -> String {
+    if message["role"] == "tool" {
+        return text_of(&message["content"]);
+    }
+    message["content"]
+        .as_array()
+        .and_then(|blocks| blocks.iter().find(|b| b["type"] == "tool_result"))
+        .map(|b| text_of(&b["content"]))
+        .unwrap_or_default()
 }
 
 /// An OpenAI `tool` message or an Anthropic user turn carrying a `tool_result` block.

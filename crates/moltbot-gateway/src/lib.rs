@@ -11,10 +11,13 @@
 //! - [`metrics`]: the Prometheus recorder and the per-route HTTP middleware.
 //! - [`routes`]: `health` (probes, metrics), `chat` (`/api/v1/chat`, sessions), `openai`
 //!   (`/v1/*`), `channels` (channel status, sending, pairing), `ui` (the chat page).
+//! - [`capabilities`]: the tool registry, approvals and the cron scheduler as the gateway
+//!   runs them (`routes::capabilities` serves them).
 //! - [`ws`]: OpenClaw gateway protocol v4 over WebSocket.
 //! - [`turns`]: running a streamed turn in its own task.
 
 pub mod auth;
+pub mod capabilities;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -45,7 +48,7 @@ pub fn app(state: AppState) -> Router {
 /// check their platform's own signature or secret instead of our bearer token, and are
 /// served whatever the `Host` (platforms reach them through a public name).
 pub fn app_with(state: AppState, webhooks: Router) -> Router {
-    use routes::{channels, chat, health, knowledge, openai, understand};
+    use routes::{capabilities, channels, chat, health, knowledge, openai, understand};
     let limit = state.config().gateway.max_body_bytes;
     let open = Router::new()
         .route("/health", get(health::health))
@@ -80,6 +83,19 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
         .route("/api/v1/pairing/approve", post(channels::pairing_approve))
         .route("/api/v1/understand", post(understand::understand))
         .route("/api/v1/understand/reload", post(understand::reload))
+        .route("/api/v1/capabilities", get(capabilities::list))
+        .route("/api/v1/approvals", get(capabilities::approvals))
+        .route("/api/v1/approvals/{id}", post(capabilities::decide))
+        .route(
+            "/api/v1/cron",
+            get(capabilities::cron_list).post(capabilities::cron_add),
+        )
+        .route(
+            "/api/v1/cron/{id}",
+            axum::routing::delete(capabilities::cron_remove),
+        )
+        .route("/api/v1/cron/{id}/run", post(capabilities::cron_run))
+        .route("/api/v1/cron/{id}/runs", get(capabilities::cron_runs))
         .route("/api/v1/knowledge", get(knowledge::list))
         .route("/api/v1/knowledge/search", post(knowledge::search))
         .route("/api/v1/knowledge/ingest", post(knowledge::ingest))

@@ -38,6 +38,8 @@ pub struct StateInner {
     pub understanding: std::sync::OnceLock<std::sync::Arc<moltbot_understand::Understanding>>,
     /// The knowledge store, set once it is open.
     pub knowledge: std::sync::OnceLock<std::sync::Arc<moltbot_knowledge::Knowledge>>,
+    /// The tool registry, approvals and scheduled jobs, once started.
+    pub capabilities: std::sync::OnceLock<Arc<crate::capabilities::Capabilities>>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
                 channels,
                 understanding: std::sync::OnceLock::new(),
                 knowledge: std::sync::OnceLock::new(),
+                capabilities: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -7,6 +7,7 @@
 //! - `channels`: the messaging channels' durable state: inbox (received messages,
 //!   de-duplicated by platform id), outbox (replies until sent), pairing requests, approved
 //!   senders and adapter cursors ([`InboxRow`], [`OutboxRow`], [`PairingRequest`]…).
+//! - `cron`: scheduled jobs and their run history ([`CronJob`], [`CronRun`]); schema v3.
 //!
 //! Writes go to one writer thread that owns the write connection and commits in groups:
 //! it takes every write waiting in its queue, runs each inside its own savepoint (so one
@@ -16,9 +17,14 @@
 //! `spawn_blocking` (never across an `.await`); WAL lets it read while the writer commits.
 
 mod channels;
+mod cron;
 mod pairing;
 
 pub use channels::{InboxItem, InboxRow, NewOutbox, OutboxRow};
+pub use cron::{
+    CronJob, CronPayload, CronRun, CronRunStatus, CronTarget, CronTrigger, NewCronRun,
+    CRON_OUTPUT_MAX_CHARS,
+};
 pub use pairing::{AllowedSender, PairingRequest};
 
 use moltbot_core::Role;
@@ -158,7 +164,7 @@ fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Write
     }
 }
 
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -228,6 +234,7 @@ impl Store {
         writer
             .execute_batch(SCHEMA_V1)
             .and_then(|()| writer.execute_batch(channels::SCHEMA_V2))
+            .and_then(|()| writer.execute_batch(cron::SCHEMA_V3))
             .map_err(|e| open_err(e.to_string()))?;
         writer
             .pragma_update(None, "user_version", SCHEMA_VERSION)

@@ -8,10 +8,16 @@
 //! - [`browser`]: a managed headless Chromium over the DevTools protocol.
 //! - [`cron`]: scheduled jobs (cron expressions, intervals, one-shots), their scheduler loop
 //!   and the `cron` tool.
+//! - [`exec`]: shell commands in the workspace under the deny/allowlist/ask policy;
+//!   [`approvals`]: the owner's yes/no for `ask`.
+//! - [`memory`]: remember/recall facts per user in a knowledge index.
 //! - [`skills`]: skills scanned from a folder and hot-reloaded.
 
+pub mod approvals;
 pub mod browser;
 pub mod cron;
+pub mod exec;
+pub mod memory;
 pub mod registry;
 pub mod skills;
 pub mod ssrf;

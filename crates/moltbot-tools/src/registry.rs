@@ -99,7 +99,18 @@ impl Registry {
                 .into_iter()
                 .filter(|w| !STOP_WORDS.contains(&w.as_str()))
                 .collect(),
-            triggers: triggers.iter().map(|t| t.to_lowercase()).collect(),
+            // Single words are stemmed like the turn's words ("reminders" meets "reminder").
+            triggers: triggers
+                .iter()
+                .map(|t| {
+                    let t = t.to_lowercase();
+                    if t.contains(' ') {
+                        t
+                    } else {
+                        stem(&t)
+                    }
+                })
+                .collect(),
             source: source.to_string(),
             tool: tool.clone(),
         };
@@ -237,27 +248,31 @@ fn score(tool: &Loaded, lowered: &str, text_words: &HashSet<String>) -> f32 {
     s
 }
 
-/// Lower-cased words of at least three letters or digits (a light stem: a trailing `s` is
+/// Lower-cased words of at least two letters or digits (`ls`, `df`) (a light stem: a trailing `s` is
 /// dropped from words longer than four letters, so "reminders" meets "reminder").
 fn words(text: &str) -> HashSet<String> {
     text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 3)
-        .map(|w| {
-            let w = w.to_lowercase();
-            match w.strip_suffix('s') {
-                Some(stem) if stem.chars().count() >= 4 => stem.to_string(),
-                _ => w,
-            }
-        })
+        .filter(|w| w.chars().count() >= 2)
+        .map(|w| stem(&w.to_lowercase()))
         .collect()
+}
+
+/// Drop a plural `s` from words longer than four letters.
+fn stem(w: &str) -> String {
+    match w.strip_suffix('s') {
+        Some(stem) if stem.chars().count() >= 4 => stem.to_string(),
+        _ => w.to_string(),
+    }
 }
 
 /// Words too common to say a turn is about a tool.
 const STOP_WORDS: &[&str] = &[
-    "the", "and", "for", "with", "that", "this", "from", "you", "your", "are", "was", "what",
-    "can", "not", "but", "its", "into", "one", "all", "any", "has", "have", "will", "when", "use",
-    "how", "who", "which", "then", "than", "them", "they", "our", "out", "about", "give", "get",
-    "make", "new", "text", "return", "given", "other", "like", "also", "only",
+    "an", "in", "is", "it", "of", "on", "or", "to", "at", "as", "be", "by", "me", "my", "no", "so",
+    "up", "we", "if", "do", "e.g", "the", "and", "for", "with", "that", "this", "from", "you",
+    "your", "are", "was", "what", "can", "not", "but", "its", "into", "one", "all", "any", "has",
+    "have", "will", "when", "use", "how", "who", "which", "then", "than", "them", "they", "our",
+    "out", "about", "give", "get", "make", "new", "text", "return", "given", "other", "like",
+    "also", "only",
 ];
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl HostPolicy {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|h| *h == host)
+        self.hosts.contains(&host)
     }
 
     /// Check a URL before connecting: scheme http(s), then every address of its host.
@@ -126,12 +126,25 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
+    let o = ip.octets();
+    // Prefixes that carry an IPv4 address: judge by that address.
+    // 64:ff9b::/96 NAT64 (the translator would connect to the embedded address)
+    if s[..6] == [0x0064, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    // 2002::/16 6to4
+    if s[0] == 0x2002 {
+        return is_public_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
-        // fc00::/7 unique local, fe80::/10 link-local
+        // ::/96 IPv4-compatible (deprecated; `::` and `::1` are in it too)
+        || s[..6] == [0; 6]
+        // fc00::/7 unique local, fe80::/10 link-local, fec0::/10 site-local (deprecated)
         || (s[0] & 0xfe00) == 0xfc00
         || (s[0] & 0xffc0) == 0xfe80
+        || (s[0] & 0xffc0) == 0xfec0
         // 2001:db8::/32 documentation, 64:ff9b:1::/48 local NAT64
         || (s[0] == 0x2001 && s[1] == 0x0db8)
         || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 1))
@@ -139,6 +152,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 
 /// A word for why an address is refused, for error messages.
 fn class(ip: IpAddr) -> &'static str {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     match ip {
         IpAddr::V4(v4) if v4.is_loopback() => "loopback",
         IpAddr::V4(v4) if v4.is_private() => "private",
@@ -170,6 +187,10 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:c0a8:0101::1",
+            "fec0::1",
         ] {
             assert!(!is_public(bad.parse().unwrap()), "{bad} must not be public");
         }
@@ -178,6 +199,8 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:0808:0808::1",
         ] {
             assert!(is_public(good.parse().unwrap()), "{good} is public");
         }

@@ -3,7 +3,7 @@
 //! Exit codes: 0 success, 1 failure (doctor: a check failed), 2 bad usage (clap).
 
 use clap::{Args, Parser, Subcommand};
-use moltbot_core::config::{EncoderChoice, EncoderPrecision};
+use moltbot_core::config::{EncoderChoice, EncoderPrecision, MisfirePolicy};
 use moltbot_core::Secret;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -55,6 +55,11 @@ pub enum Command {
     Message {
         #[command(subcommand)]
         command: MessageCommand,
+    },
+    /// Scheduled jobs: reminders and recurring prompts, run by the gateway.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
     },
     /// Add documents to the knowledge store and search them.
     Knowledge {
@@ -164,6 +169,77 @@ pub enum KnowledgeCommand {
         #[command(flatten)]
         gateway: GatewayClientArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Add a job: one schedule (--cron, --every or --at), one payload (--message or
+    /// --prompt) and one target (--channel with --to, or --session). Prints the job id.
+    Add(CronAddArgs),
+    /// The jobs and their next runs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a job and its run history.
+    #[command(alias = "remove")]
+    Rm { id: String },
+    /// Run a job now, whatever its schedule (a running gateway starts it within a few
+    /// seconds).
+    Run { id: String },
+    /// A job's recent runs, newest first.
+    Runs {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a job.
+    Disable { id: String },
+    /// Resume a paused job from its next scheduled time.
+    Enable { id: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("schedule").required(true).args(["cron", "every", "at"])))]
+#[command(group(clap::ArgGroup::new("payload").required(true).args(["message", "prompt"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["channel", "session"])))]
+pub struct CronAddArgs {
+    /// A label for lists (default: the start of the message or prompt).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A 5-field cron pattern (minute hour day-of-month month day-of-week), e.g.
+    /// "0 9 * * 1-5".
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// An interval: 90s, 10m, 2h, 1d (10 s to 366 d).
+    #[arg(long)]
+    pub every: Option<String>,
+    /// Once, at a local time in --tz (2026-12-01T09:00) or an RFC 3339 time with offset.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// IANA time zone of --cron and --at (default: tools.cron.default_tz, else UTC).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// Text to deliver (a reminder).
+    #[arg(long)]
+    pub message: Option<String>,
+    /// A prompt to run through the assistant; its answer is delivered.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Deliver to a chat on this channel (telegram, whatsapp, discord, slack)...
+    #[arg(long, requires = "to")]
+    pub channel: Option<String>,
+    /// ...with this chat id (Telegram chat id, WhatsApp number, Discord/Slack channel id).
+    #[arg(long, requires = "channel")]
+    pub to: Option<String>,
+    /// Deliver into this stored session instead.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Runs missed while the gateway was down: run_once or skip (default: tools.cron.misfire).
+    #[arg(long, value_parser = parse_misfire)]
+    pub misfire: Option<MisfirePolicy>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +401,14 @@ pub enum MessageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_misfire(s: &str) -> Result<MisfirePolicy, String> {
+    match s {
+        "run_once" => Ok(MisfirePolicy::RunOnce),
+        "skip" => Ok(MisfirePolicy::Skip),
+        _ => Err(format!("expected `run_once` or `skip`, got `{s}`")),
+    }
 }
 
 fn parse_encoder(s: &str) -> Result<EncoderChoice, String> {

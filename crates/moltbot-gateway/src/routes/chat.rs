@@ -155,6 +155,7 @@ pub async fn chat(
         user: body.user,
         message: body.message,
         channel: "http",
+        origin: None,
         overrides: Overrides {
             max_tokens: body.max_tokens,
             temperature: body.temperature,
@@ -185,10 +186,14 @@ pub async fn chat(
     } = spawn_turn(&state, req, permit);
     let stream = async_stream::stream! {
         let _cancel_on_drop = guard;
-        while let Some(TurnEvent::Delta(text)) = events.recv().await {
-            yield Ok::<_, std::convert::Infallible>(
-                Event::default().event("delta").data(json!({"text": text}).to_string()),
-            );
+        while let Some(event) = events.recv().await {
+            let event = match event {
+                TurnEvent::Delta(text) => {
+                    Event::default().event("delta").data(json!({"text": text}).to_string())
+                }
+                TurnEvent::Tool(tool) => Event::default().event("tool").data(json!(tool).to_string()),
+            };
+            yield Ok::<_, std::convert::Infallible>(event);
         }
         let done = match result.await {
             Ok(Ok(out)) => Event::default().event("done").data(json!(out).to_string()),

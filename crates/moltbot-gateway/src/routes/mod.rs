@@ -1,5 +1,6 @@
 //! HTTP routes, one file per group.
 
+pub mod capabilities;
 pub mod channels;
 pub mod chat;
 pub mod health;

@@ -244,6 +244,7 @@ pub async fn chat_completions(
                             user: body.user,
                             message,
                             channel: "openai",
+                            origin: None,
                             overrides,
                         },
                         tx,
@@ -285,8 +286,12 @@ pub async fn chat_completions(
         yield Ok::<_, std::convert::Infallible>(Event::default().data(
             chunk(json!({"role": "assistant", "content": ""}), Value::Null).to_string(),
         ));
-        while let Some(TurnEvent::Delta(text)) = events.recv().await {
-            yield Ok(Event::default().data(chunk(json!({"content": text}), Value::Null).to_string()));
+        while let Some(event) = events.recv().await {
+            // Tools run on our side; an OpenAI client sees only their outcome in the text
+            // (sending them as `tool_calls` would ask the client to run them).
+            if let TurnEvent::Delta(text) = event {
+                yield Ok(Event::default().data(chunk(json!({"content": text}), Value::Null).to_string()));
+            }
         }
         match result.await {
             Ok(Ok(out)) => {

@@ -437,6 +437,7 @@ fn start_run(conn: &Arc<Conn>, req: &Req) -> Result<(), RpcError> {
         user: None,
         message: message.to_string(),
         channel: "ws",
+        origin: None,
         overrides: Overrides::default(),
     };
     let run = Run {
@@ -483,12 +484,20 @@ impl Run {
         let task = tokio::spawn(async move { engine.turn(turn, Some(tx), turn_cancel).await });
         let mut seq = 0u64;
         let mut so_far = String::new();
-        while let Some(TurnEvent::Delta(d)) = rx.recv().await {
-            so_far.push_str(&d);
+        while let Some(event) = rx.recv().await {
             seq += 1;
-            let mut ev = self.chat_event(seq, "delta", &so_far);
-            ev["deltaText"] = json!(d);
-            self.conn.event("chat", ev).await;
+            match event {
+                TurnEvent::Delta(d) => {
+                    so_far.push_str(&d);
+                    let mut ev = self.chat_event(seq, "delta", &so_far);
+                    ev["deltaText"] = json!(d);
+                    self.conn.event("chat", ev).await;
+                }
+                TurnEvent::Tool(tool) => {
+                    let ev = super::tool_payload(&self.run_id, &self.key, seq, &tool);
+                    self.conn.event("agent", ev).await;
+                }
+            }
         }
         let result: Result<TurnOutcome, EngineError> = match task.await {
             Ok(r) => r,

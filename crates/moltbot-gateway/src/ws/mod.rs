@@ -340,8 +340,13 @@ impl Relay {
         let entry = self.runs.entry(ev.run_id.clone()).or_default();
         entry.0 += 1;
         let seq = entry.0;
+        if let K::Tool(tool) = &ev.kind {
+            conn.event("agent", tool_payload(&ev.run_id, &ev.session_id, seq, tool))
+                .await;
+            return;
+        }
         let (state, text, extra) = match ev.kind {
-            K::User(_) => return,
+            K::User(_) | K::Tool(_) => return,
             K::Delta(d) => {
                 entry.1.push_str(&d);
                 ("delta", entry.1.clone(), json!({"deltaText": d}))
@@ -394,6 +399,40 @@ pub(crate) fn chat_payload(
             "content": [{"type": "text", "text": text}],
             "timestamp": now_ms(),
         },
+    })
+}
+
+/// An OpenClaw `agent` event on the `tool` stream: a tool call starting or its result.
+pub(crate) fn tool_payload(
+    run_id: &str,
+    session_key: &str,
+    seq: u64,
+    tool: &moltbot_engine::ToolEvent,
+) -> Value {
+    use moltbot_engine::ToolPhase;
+    let data = match &tool.phase {
+        ToolPhase::Start { arguments } => json!({
+            "phase": "start",
+            "name": tool.name,
+            "toolCallId": tool.call_id,
+            "args": serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!(arguments)),
+        }),
+        ToolPhase::Result { ok, output, .. } => json!({
+            "phase": "result",
+            "name": tool.name,
+            "toolCallId": tool.call_id,
+            "isError": !ok,
+            "result": output,
+        }),
+    };
+    json!({
+        "runId": run_id,
+        "sessionKey": session_key,
+        "agentId": methods::AGENT_ID,
+        "seq": seq,
+        "stream": "tool",
+        "ts": now_ms(),
+        "data": data,
     })
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use moltbot_core::config::AnthropicConfig;
 use moltbot_core::model::{
     ChatChunk, ChatModel, ChatRequest, ChunkStream, FinishReason, ModelError, Role, ToolCallDelta,
-    Usage,
+    ToolChoice, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,13 @@ impl AnthropicProvider {
             top_k: request.top_k.filter(|&k| k > 0),
             stop_sequences: &request.stop,
             tools: request.tools.iter().map(anthropic_tool).collect(),
+            tool_choice: (!request.tools.is_empty())
+                .then(|| match &request.tool_choice {
+                    ToolChoice::Auto => None,
+                    ToolChoice::Required => Some(json!({"type": "any"})),
+                    ToolChoice::Tool(name) => Some(json!({"type": "tool", "name": name})),
+                })
+                .flatten(),
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)
@@ -184,6 +191,8 @@ struct WireRequest<'a> {
     stop_sequences: &'a [String],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Serialize)]

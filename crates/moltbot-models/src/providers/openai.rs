@@ -14,7 +14,7 @@ use futures::StreamExt;
 use moltbot_core::config::OpenAiConfig;
 use moltbot_core::model::{
     ChatChunk, ChatModel, ChatRequest, ChunkStream, FinishReason, ModelError, Role, ToolCallDelta,
-    Usage,
+    ToolChoice, Usage,
 };
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
@@ -105,12 +105,27 @@ impl OpenAiProvider {
             seed: request.seed,
             stop: &request.stop,
             tools: &request.tools,
+            tool_choice: (!request.tools.is_empty())
+                .then(|| openai_tool_choice(&request.tool_choice))
+                .flatten(),
             top_k: request.top_k,
             repetition_penalty: request.repetition_penalty,
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)
             .map_err(|e| ModelError::InvalidRequest(format!("cannot encode the request: {e}")))
+    }
+}
+
+/// OpenAI's `tool_choice`; `auto` is the default and left out.
+fn openai_tool_choice(choice: &ToolChoice) -> Option<serde_json::Value> {
+    match choice {
+        ToolChoice::Auto => None,
+        ToolChoice::Required => Some(serde_json::Value::from("required")),
+        ToolChoice::Tool(name) => Some(serde_json::json!({
+            "type": "function",
+            "function": {"name": name},
+        })),
     }
 }
 
@@ -143,6 +158,8 @@ struct WireRequest<'a> {
     stop: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     tools: &'a [serde_json::Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
     /// Not OpenAI's, but vLLM, llama.cpp's server and Ollama take them; sent only when the
     /// caller set them.
     #[serde(skip_serializing_if = "Option::is_none")]

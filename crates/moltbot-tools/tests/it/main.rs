@@ -1,4 +1,5 @@
 mod browser;
 mod cron;
+mod exec;
 mod skills;
 mod web_fetch;

@@ -67,13 +67,23 @@ async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::
         user: None,
         message,
         channel: "cli",
+        origin: None,
         overrides: Overrides::default(),
     };
     let engine = engine.clone();
     let task =
         tokio::spawn(async move { engine.turn(req, Some(tx), CancellationToken::new()).await });
     let mut out = std::io::stdout();
-    while let Some(TurnEvent::Delta(d)) = rx.recv().await {
+    while let Some(event) = rx.recv().await {
+        let d = match event {
+            TurnEvent::Delta(d) => d,
+            TurnEvent::Tool(t) => {
+                if let moltbot_engine::ToolPhase::Start { arguments } = &t.phase {
+                    eprintln!("[tool {} {}]", t.name, arguments);
+                }
+                continue;
+            }
+        };
         write!(out, "{d}")?;
         out.flush()?;
     }

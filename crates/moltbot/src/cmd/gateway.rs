@@ -113,6 +113,14 @@ fn start_understanding(state: &AppState) {
             );
             let _ = state.inner.understanding.set(u);
         }
+        let mcfg = state.config().tools.memory.clone();
+        if let (true, Some(caps)) = (mcfg.enabled, state.inner.capabilities.get()) {
+            // Facts live in an index of their own, out of reach of document answers.
+            match moltbot_knowledge::Knowledge::open(data_dir.join("memory"), encoder.clone()) {
+                Ok(index) => caps.add_memory(std::sync::Arc::new(index), mcfg.recall_results),
+                Err(e) => tracing::error!(cause = %e, "the memory index failed to open"),
+            }
+        }
         if kcfg.enabled {
             // A store that cannot open leaves routing on intents alone.
             match crate::understanding::open_knowledge(&kcfg, encoder, &data_dir) {
@@ -160,7 +168,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stop_channels = CancellationToken::new();
     let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
+    let caps = moltbot_gateway::capabilities::Capabilities::build(&cfg, &engine);
+    caps.start_scheduler(engine.clone(), stop_channels.clone());
     let state = AppState::with_channels(engine, cfg, hub.clone());
+    let _ = state.inner.capabilities.set(caps.clone());
     start_understanding(&state);
     tracing::info!(
         "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
@@ -186,6 +197,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             );
         }
     }
+    caps.shutdown().await;
     served?;
     tracing::info!("gateway stopped");
     Ok(())

@@ -4,6 +4,7 @@ pub mod channels;
 pub mod chat;
 mod client;
 pub mod config;
+pub mod cron;
 pub mod doctor;
 pub mod gateway;
 pub mod intents;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pairing { command } => pairing::run(config_path.as_deref(), command),
         Command::Channels { command } => channels::run_status(config_path.as_deref(), command),
         Command::Message { command } => channels::run_message(config_path.as_deref(), command),
+        Command::Cron { command } => cron::run(config_path.as_deref(), command),
         Command::Knowledge { command } => knowledge::run(config_path.as_deref(), command),
         Command::Intents { command } => intents::run(config_path.as_deref(), command),
         Command::Config { command } => config::run(config_path.as_deref(), command),

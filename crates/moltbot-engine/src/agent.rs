@@ -1,0 +1,363 @@
+//! The agent loop: the model proposes tool calls, the tools run, their results go back to
+//! the model, until it answers or the step/time budget is spent.
+//!
+//! Only the tools relevant to the turn are offered (the registry's selection, plus the tool
+//! the turn's intent names); a turn offered no tools never enters this loop. Every call and
+//! result is streamed as a [`ToolEvent`]. Tool failures are told to the model (it can retry
+//! or explain), never to the user as a failed turn; only cancellation ends the turn early.
+
+use crate::engine::{Engine, Gathered, TurnEvent, Watch};
+use crate::{EngineError, SessionEventKind};
+use moltbot_core::config::AgentConfig;
+use moltbot_core::{
+    ChatMessage, ChatRequest, FinishReason, ModelError, Tool, ToolCall, ToolCallDelta, ToolChoice,
+    ToolContext, ToolError, Usage,
+};
+use moltbot_tools::Registry;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the engine needs to run tools: the registry and the loop's budget.
+pub struct Toolbox {
+    pub registry: Arc<Registry>,
+    pub cfg: AgentConfig,
+}
+
+/// The tools a turn is offered and whether the first step must call one.
+pub(crate) struct TurnTools {
+    pub tools: Vec<Arc<dyn Tool>>,
+    pub choice: ToolChoice,
+}
+
+/// Characters of a tool's output repeated in its [`ToolEvent`] (the model gets the whole
+/// output, up to the tool's cap).
+const EVENT_OUTPUT_CHARS: usize = 2_000;
+
+/// One step of tool use, streamed while a turn runs and kept in its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolEvent {
+    pub call_id: String,
+    pub name: String,
+    /// Model call (1-based) that asked for this tool.
+    pub step: u32,
+    #[serde(flatten)]
+    pub phase: ToolPhase,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum ToolPhase {
+    Start {
+        arguments: String,
+    },
+    Result {
+        ok: bool,
+        /// The output (cut to a preview) or the error message.
+        output: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_kind: Option<&'static str>,
+        ms: f64,
+        /// Files the tool produced (a screenshot), base64-encoded.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<AttachmentData>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttachmentData {
+    pub mime: String,
+    pub bytes: usize,
+    pub data_base64: String,
+}
+
+/// What an agent run produced besides the reply.
+pub(crate) struct AgentResult {
+    pub model_id: String,
+    pub gathered: Gathered,
+    pub steps: Vec<ToolEvent>,
+}
+
+impl Engine {
+    /// The tools to offer for a turn: the one the intent names first, then those whose
+    /// words match the message. Empty (no tools at all) for most turns.
+    pub(crate) fn turn_tools(&self, text: &str, intent_tool: Option<&str>) -> Option<TurnTools> {
+        let toolbox = self.toolbox()?;
+        if !toolbox.cfg.enabled {
+            return None;
+        }
+        let wanted: Vec<String> = intent_tool.map(str::to_string).into_iter().collect();
+        let tools = toolbox.registry.select(text, &wanted, None);
+        if tools.is_empty() {
+            return None;
+        }
+        // A confident intent that names a loaded tool makes the first step call it: small
+        // local models rarely decide to call a tool on their own.
+        let choice = match intent_tool {
+            Some(name) if tools.iter().any(|t| t.spec().name == name) => {
+                ToolChoice::Tool(name.to_string())
+            }
+            _ => ToolChoice::Auto,
+        };
+        Some(TurnTools { tools, choice })
+    }
+
+    /// Run the loop: model → tool calls → results → model … Text deltas and tool events go
+    /// to `events` and the session's watchers as they happen.
+    pub(crate) async fn run_agent(
+        &self,
+        mut request: ChatRequest,
+        turn_tools: TurnTools,
+        ctx: ToolContext,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        cancel: CancellationToken,
+        watch: Watch<'_>,
+    ) -> Result<AgentResult, EngineError> {
+        let cfg = self.toolbox().map(|t| t.cfg.clone()).unwrap_or_default();
+        let specs: Vec<serde_json::Value> = turn_tools
+            .tools
+            .iter()
+            .map(|t| t.spec().to_openai())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(cfg.turn_timeout_secs);
+        let mut out = Gathered::default();
+        let mut usage = Usage::default();
+        let mut steps = Vec::new();
+        let mut model_id = String::new();
+        for step in 1..=cfg.max_steps {
+            // The last step, or one past the time budget, must answer with what it has.
+            let offer = step < cfg.max_steps && Instant::now() < deadline;
+            request.tools = if offer { specs.clone() } else { Vec::new() };
+            request.tool_choice = if step == 1 {
+                turn_tools.choice.clone()
+            } else {
+                ToolChoice::Auto
+            };
+            if !out.text.is_empty() && !out.text.ends_with('\n') {
+                // Keep the text of separate steps apart, as it was streamed.
+                out.text.push_str("\n\n");
+                self.direct("\n\n", events.clone(), watch).await;
+            }
+            let (id, g) = self
+                .generate(request.clone(), events.clone(), cancel.clone(), Some(watch))
+                .await?;
+            model_id = id;
+            usage.prompt_tokens += g.usage.prompt_tokens;
+            usage.completion_tokens += g.usage.completion_tokens;
+            out.text.push_str(&g.text);
+            out.finish_reason = g.finish_reason;
+            if g.tool_calls.is_empty() || !offer {
+                break;
+            }
+            let calls = complete_calls(g.tool_calls, step);
+            request
+                .messages
+                .push(ChatMessage::tool_calls(g.text, calls.clone()));
+            for call in calls {
+                let result = self
+                    .call_tool(
+                        &turn_tools.tools,
+                        &call,
+                        step,
+                        &ctx,
+                        deadline,
+                        &events,
+                        watch,
+                        &cfg,
+                    )
+                    .await;
+                if cancel.is_cancelled() {
+                    return Err(ModelError::Cancelled.into());
+                }
+                request
+                    .messages
+                    .push(ChatMessage::tool_result(call.id.clone(), result.2));
+                steps.push(result.0);
+                steps.push(result.1);
+            }
+        }
+        if out.finish_reason == FinishReason::ToolCalls {
+            // Steps ran out while the model still wanted tools.
+            out.finish_reason = FinishReason::Length;
+        }
+        out.usage = usage;
+        Ok(AgentResult {
+            model_id,
+            gathered: out,
+            steps,
+        })
+    }
+
+    /// Run one call and report it; returns the start and result events and the text for
+    /// the model.
+    #[expect(clippy::too_many_arguments, reason = "one call site; the turn's parts")]
+    async fn call_tool(
+        &self,
+        tools: &[Arc<dyn Tool>],
+        call: &ToolCall,
+        step: u32,
+        ctx: &ToolContext,
+        deadline: Instant,
+        events: &Option<mpsc::Sender<TurnEvent>>,
+        watch: Watch<'_>,
+        cfg: &AgentConfig,
+    ) -> (ToolEvent, ToolEvent, String) {
+        let event = |phase| ToolEvent {
+            call_id: call.id.clone(),
+            name: call.name.clone(),
+            step,
+            phase,
+        };
+        let start = event(ToolPhase::Start {
+            arguments: call.arguments.clone(),
+        });
+        self.tool_event(start.clone(), events, watch).await;
+        let started = Instant::now();
+        let budget = Duration::from_secs(cfg.tool_timeout_secs)
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_secs(1));
+        let result = run_one(tools, call, ctx, budget).await;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        let name = if tools.iter().any(|t| t.spec().name == call.name) {
+            call.name.clone()
+        } else {
+            "unknown".to_string()
+        };
+        metrics::counter!("moltbot_tool_calls_total", "tool" => name.clone(), "result" => label)
+            .increment(1);
+        metrics::histogram!("moltbot_tool_call_duration", "tool" => name).record(ms);
+        let (for_model, phase) = match result {
+            Ok(output) => {
+                let attachments = output
+                    .attachments
+                    .iter()
+                    .map(|a| AttachmentData {
+                        mime: a.mime.clone(),
+                        bytes: a.data.len(),
+                        data_base64: base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            &a.data,
+                        ),
+                    })
+                    .collect();
+                let preview = preview(&output.text);
+                (
+                    output.text,
+                    ToolPhase::Result {
+                        ok: true,
+                        output: preview,
+                        error_kind: None,
+                        ms,
+                        attachments,
+                    },
+                )
+            }
+            Err(e) => {
+                tracing::info!(tool = %call.name, kind = e.kind(), cause = %e, "tool call failed");
+                let text = format!("error ({}): {e}", e.kind());
+                (
+                    text.clone(),
+                    ToolPhase::Result {
+                        ok: false,
+                        output: text,
+                        error_kind: Some(e.kind()),
+                        ms,
+                        attachments: Vec::new(),
+                    },
+                )
+            }
+        };
+        let done = event(phase);
+        self.tool_event(done.clone(), events, watch).await;
+        (start, done, for_model)
+    }
+
+    async fn tool_event(
+        &self,
+        event: ToolEvent,
+        events: &Option<mpsc::Sender<TurnEvent>>,
+        watch: Watch<'_>,
+    ) {
+        self.publish(|| watch.event(SessionEventKind::Tool(event.clone())));
+        if let Some(tx) = events {
+            let _ = tokio::time::timeout(
+                crate::engine::STALLED_READER,
+                tx.send(TurnEvent::Tool(event)),
+            )
+            .await;
+        }
+    }
+}
+
+/// Find the tool, parse the arguments and run the call within `budget`, stopping when the
+/// turn is cancelled. The output is capped at the tool's limit.
+async fn run_one(
+    tools: &[Arc<dyn Tool>],
+    call: &ToolCall,
+    ctx: &ToolContext,
+    budget: Duration,
+) -> Result<moltbot_core::ToolOutput, ToolError> {
+    let Some(tool) = tools.iter().find(|t| t.spec().name == call.name) else {
+        let offered: Vec<&str> = tools.iter().map(|t| t.spec().name.as_str()).collect();
+        return Err(ToolError::Unavailable(format!(
+            "no tool named `{}` in this turn; offered: {}",
+            call.name,
+            offered.join(", ")
+        )));
+    };
+    let arguments: serde_json::Value = if call.arguments.trim().is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::from_str(&call.arguments).map_err(|e| {
+            ToolError::InvalidArguments(format!("the arguments are not valid JSON ({e})"))
+        })?
+    };
+    if !arguments.is_object() {
+        return Err(ToolError::InvalidArguments(format!(
+            "the arguments must be a JSON object, got {arguments}"
+        )));
+    }
+    let cancel = ctx.cancel.child_token();
+    let _stop = cancel.clone().drop_guard();
+    let call_ctx = ToolContext {
+        cancel: cancel.clone(),
+        timeout: budget,
+        ..ctx.clone()
+    };
+    let output = tokio::select! {
+        r = tokio::time::timeout(budget, tool.call(arguments, &call_ctx)) => {
+            r.unwrap_or(Err(ToolError::Timeout(budget)))?
+        }
+        () = ctx.cancel.cancelled() => return Err(ToolError::Cancelled),
+    };
+    Ok(output.cap(tool.output_cap()).0)
+}
+
+/// Calls with their fragments joined; a call the provider sent without an id gets one.
+fn complete_calls(deltas: Vec<ToolCallDelta>, step: u32) -> Vec<ToolCall> {
+    deltas
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| ToolCall {
+            id: d.id.unwrap_or_else(|| format!("call_{step}_{i}")),
+            name: d.name.unwrap_or_default(),
+            arguments: d.arguments,
+        })
+        .collect()
+}
+
+fn preview(text: &str) -> String {
+    match text.char_indices().nth(EVENT_OUTPUT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
