@@ -13,6 +13,7 @@ use moltbot_core::{
     ChatMessage, ChatRequest, FinishReason, ModelError, Tool, ToolCall, ToolCallDelta, ToolChoice,
     ToolContext, ToolError, Usage,
 };
+use moltbot_tools::skills::{Skill, Skills};
 use moltbot_tools::Registry;
 use serde::Serialize;
 use std::sync::Arc;
@@ -24,12 +25,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Toolbox {
     pub registry: Arc<Registry>,
     pub cfg: AgentConfig,
+    /// Skills from the skills folder (hot-reloaded), when enabled.
+    pub skills: Option<Skills>,
 }
 
 /// The tools a turn is offered and whether the first step must call one.
 pub(crate) struct TurnTools {
     pub tools: Vec<Arc<dyn Tool>>,
     pub choice: ToolChoice,
+    /// The skill the turn matched: its instructions join the system prompt and it is
+    /// offered only the tools it declares.
+    pub skill: Option<Arc<Skill>>,
 }
 
 /// Characters of a tool's output repeated in its [`ToolEvent`] (the model gets the whole
@@ -88,9 +94,21 @@ impl Engine {
         if !toolbox.cfg.enabled {
             return None;
         }
+        let skill = toolbox
+            .skills
+            .as_ref()
+            .and_then(|s| s.select(text, intent_tool));
         let wanted: Vec<String> = intent_tool.map(str::to_string).into_iter().collect();
-        let tools = toolbox.registry.select(text, &wanted, None);
-        if tools.is_empty() {
+        let tools = match &skill {
+            // A skill uses the tools it declares, the relevant ones first.
+            Some(s) => {
+                let mut picked = toolbox.registry.select(text, &s.tools, Some(&s.tools));
+                picked.truncate(s.tools.len().max(1));
+                picked
+            }
+            None => toolbox.registry.select(text, &wanted, None),
+        };
+        if tools.is_empty() && skill.is_none() {
             return None;
         }
         // A confident intent that names a loaded tool makes the first step call it: small
@@ -101,7 +119,11 @@ impl Engine {
             }
             _ => ToolChoice::Auto,
         };
-        Some(TurnTools { tools, choice })
+        Some(TurnTools {
+            tools,
+            choice,
+            skill,
+        })
     }
 
     /// Run the loop: model → tool calls → results → model … Text deltas and tool events go
@@ -116,6 +138,17 @@ impl Engine {
         watch: Watch<'_>,
     ) -> Result<AgentResult, EngineError> {
         let cfg = self.toolbox().map(|t| t.cfg.clone()).unwrap_or_default();
+        if let Some(skill) = &turn_tools.skill {
+            if let Some(system) = request
+                .messages
+                .iter_mut()
+                .find(|m| m.role == moltbot_core::Role::System)
+            {
+                system.content.push_str("\n\n");
+                system.content.push_str(&skill.prompt());
+            }
+            tracing::info!(skill = %skill.name, "skill applied to the turn");
+        }
         let specs: Vec<serde_json::Value> = turn_tools
             .tools
             .iter()
@@ -140,9 +173,22 @@ impl Engine {
                 out.text.push_str("\n\n");
                 self.direct("\n\n", events.clone(), watch).await;
             }
-            let (id, g) = self
+            let generated = self
                 .generate(request.clone(), events.clone(), cancel.clone(), Some(watch))
-                .await?;
+                .await;
+            let (id, g) = match generated {
+                // A model made to call a tool that cannot write a valid call gets the
+                // step again with the choice left to it.
+                Err(EngineError::Model(ModelError::Protocol(why)))
+                    if request.tool_choice != ToolChoice::Auto =>
+                {
+                    tracing::info!(reason = %why, "forced tool call failed; asking again freely");
+                    request.tool_choice = ToolChoice::Auto;
+                    self.generate(request.clone(), events.clone(), cancel.clone(), Some(watch))
+                        .await?
+                }
+                other => other?,
+            };
             model_id = id;
             usage.prompt_tokens += g.usage.prompt_tokens;
             usage.completion_tokens += g.usage.completion_tokens;

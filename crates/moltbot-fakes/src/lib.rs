@@ -373,6 +373,11 @@ impl RecordedRequest {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Size of the body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// The body parsed as JSON (`Value::Null` if it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)

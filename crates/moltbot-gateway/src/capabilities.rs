@@ -12,6 +12,7 @@ use moltbot_tools::browser::BrowserTool;
 use moltbot_tools::cron::{CronHandle, CronTool, JobRunner, Scheduler};
 use moltbot_tools::exec::ExecTool;
 use moltbot_tools::memory::MemoryTool;
+use moltbot_tools::skills::Skills;
 use moltbot_tools::web_fetch::WebFetchTool;
 use moltbot_tools::{Capability, CapabilityKind, CapabilityStatus, Registry};
 use std::path::Path;
@@ -86,6 +87,9 @@ pub struct Capabilities {
     pub approvals: Approvals,
     pub cron: Option<CronHandle>,
     browser: Option<Arc<BrowserTool>>,
+    pub skills: Option<Skills>,
+    skills_dir: std::path::PathBuf,
+    watch_skills: bool,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -192,15 +196,33 @@ impl Capabilities {
             );
         }
 
+        let skills = tools.skills.enabled.then(|| {
+            let skills = Skills::new();
+            let dir = moltbot_tools::skills::resolve_dir(&tools.skills.dir, &data_dir);
+            match skills.load(&dir, &registry) {
+                Ok(report) => tracing::info!(
+                    loaded = report.loaded.len(),
+                    broken = report.errors.len(),
+                    dir = %dir.display(),
+                    "skills scanned"
+                ),
+                Err(e) => tracing::info!(cause = %e, "no skills loaded"),
+            }
+            skills
+        });
         engine.set_toolbox(Arc::new(Toolbox {
             registry: registry.clone(),
             cfg: tools.agent.clone(),
+            skills: skills.clone(),
         }));
         Arc::new(Capabilities {
             registry,
             approvals,
             cron,
             browser,
+            skills,
+            skills_dir: moltbot_tools::skills::resolve_dir(&tools.skills.dir, &data_dir),
+            watch_skills: tools.skills.watch,
         })
     }
 
@@ -223,6 +245,16 @@ impl Capabilities {
             registry: self.registry.clone(),
         });
         tokio::spawn(Scheduler::new(handle, runner).run(shutdown));
+    }
+
+    /// Watch the skills folder and apply changes until `shutdown` (needs a runtime).
+    pub fn watch_skills(&self, shutdown: CancellationToken) {
+        let Some(skills) = self.skills.clone().filter(|_| self.watch_skills) else {
+            return;
+        };
+        if let Err(e) = skills.watch(&self.skills_dir, self.registry.clone(), shutdown) {
+            tracing::info!(cause = %e, "not watching the skills folder");
+        }
     }
 
     /// Close the browser (kills Chromium).

@@ -537,3 +537,36 @@ async fn a_full_kv_cache_fails_the_newest_request_clearly() {
     let (_, items) = run(&model, ask("Say hello.", 4)).await;
     usage_and_finish(&items);
 }
+
+/// The embedded model calls a tool the caller names: the answer is started as a tool call
+/// and the model writes arguments the strict parser accepts.
+#[tokio::test]
+async fn writes_the_arguments_of_a_named_tool_call() {
+    let Some((_turn, model)) = load("writes_the_arguments_of_a_named_tool_call").await else {
+        return;
+    };
+    let mut req = ask("Please fetch https://example.org/news for me.", 48);
+    req.tools = vec![serde_json::json!({"type": "function", "function": {
+        "name": "web_fetch",
+        "description": "Fetch a web page and return its text.",
+        "parameters": {"type": "object", "properties": {"url": {"type": "string"}},
+                       "required": ["url"]}}})];
+    req.tool_choice = moltbot_core::ToolChoice::Tool("web_fetch".into());
+    let (text, items) = run(&model, req).await;
+    assert!(text.is_empty(), "no text beside the call: {text:?}");
+    let call = items
+        .iter()
+        .find_map(|i| match i {
+            Ok(ChatChunk::ToolCall(d)) => Some(d.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no tool call in {items:?}"));
+    assert_eq!(call.name.as_deref(), Some("web_fetch"));
+    let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
+    assert!(args.is_object(), "{args}");
+    eprintln!("local model tool call arguments: {args}");
+    assert!(matches!(
+        items.last(),
+        Some(Ok(ChatChunk::Finish(FinishReason::ToolCalls)))
+    ));
+}

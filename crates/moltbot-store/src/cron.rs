@@ -358,7 +358,7 @@ impl Store {
     pub async fn cron_list(&self) -> Result<Vec<CronJob>, StoreError> {
         self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM cron_jobs ORDER BY created_ms, id"
+                "SELECT {JOB_COLUMNS} FROM cron_jobs ORDER BY created_ms, rowid"
             ))?;
             let rows = stmt.query_map([], row_to_job)?.collect::<Result<_, _>>()?;
             Ok(rows)

@@ -396,3 +396,81 @@ fn knowledge_add_search_list_remove_without_a_gateway() {
         text(&out)
     );
 }
+
+#[test]
+fn cron_add_list_run_and_remove_without_a_gateway() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| moltbot(home.path()).args(args).output().unwrap();
+    let out = run(&[
+        "cron",
+        "add",
+        "--name",
+        "tea",
+        "--every",
+        "10m",
+        "--message",
+        "tea time",
+        "--channel",
+        "telegram",
+        "--to",
+        "42",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(id.len(), 8, "stdout is the job id: {id:?}");
+    assert!(text(&out).contains("every 10m"), "{}", text(&out));
+
+    let out = run(&["cron", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs[0]["id"], id.as_str());
+    assert_eq!(jobs[0]["payload"]["kind"], "message");
+    assert_eq!(jobs[0]["target"]["chat_id"], "42");
+    assert!(jobs[0]["next_run_ms"].as_i64().is_some(), "{jobs}");
+    let out = run(&["cron", "list"]);
+    assert!(text(&out).contains("\"tea\""), "{}", text(&out));
+
+    let out = run(&["cron", "run", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("within a few seconds"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["cron", "runs", &id, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+
+    // Bad values name the flag's field and value; two schedules are a usage error.
+    let out = run(&[
+        "cron",
+        "add",
+        "--every",
+        "5s",
+        "--message",
+        "x",
+        "--session",
+        "s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("got \"5s\""), "{}", text(&out));
+    let out = run(&[
+        "cron",
+        "add",
+        "--every",
+        "1h",
+        "--cron",
+        "0 9 * * *",
+        "--message",
+        "x",
+        "--session",
+        "s",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let out = run(&["cron", "rm", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["cron", "rm", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no job"), "{}", text(&out));
+}

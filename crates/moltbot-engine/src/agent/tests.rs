@@ -110,7 +110,11 @@ fn engine(model: Arc<Scripted>, cfg: AgentConfig) -> (Engine, tempfile::TempDir)
         "builtin",
         &["shout", "loud"],
     );
-    engine.set_toolbox(Arc::new(Toolbox { registry, cfg }));
+    engine.set_toolbox(Arc::new(Toolbox {
+        registry,
+        cfg,
+        skills: None,
+    }));
     (engine, dir)
 }
 

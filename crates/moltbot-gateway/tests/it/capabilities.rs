@@ -69,6 +69,12 @@ impl World {
                 .to_string(),
             )
             .tool_rule("which files", "exec", r#"{"command": "ls"}"#)
+            .tool_rule(
+                "inventory and fetch",
+                "web_fetch",
+                json!({"url": url}).to_string(),
+            )
+            .tool_rule("inventory", "exec", r#"{"command": "ls"}"#)
             .tool_rule("wipe", "exec", r#"{"command": "rm -rf notes"}"#)
             .start()
             .await;
@@ -89,6 +95,16 @@ impl World {
         cfg.channels.telegram.poll_timeout_secs = 1;
         cfg.channels.telegram.dm_policy = moltbot_core::config::DmPolicy::Open;
         std::fs::create_dir_all(dir.path().join("workspace/notes")).unwrap();
+        // A skill that may only list files (exec), triggered by "inventory".
+        let skill = dir.path().join("skills/inventory");
+        std::fs::create_dir_all(&skill).unwrap();
+        std::fs::write(
+            skill.join("SKILL.md"),
+            "---\nname: inventory\ndescription: Lists what is in the workspace.\n\
+             triggers: [inventory]\ntools: [exec]\n---\nALWAYS answer with a bullet list of \
+             file names.\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("workspace/report-2026.txt"), "q4").unwrap();
 
         let store = Store::open(&dir.path().join("moltbot.db")).unwrap();
@@ -97,7 +113,8 @@ impl World {
             store.clone(),
             ModelSlot::ready(Arc::new(provider)),
             EngineOptions {
-                system_prompt: "You are a test assistant.".into(),
+                // The shipped prompt, so the prompt-size test measures what users send.
+                system_prompt: cfg.model.system_prompt.clone(),
                 default_max_tokens: 32_768,
                 ..EngineOptions::default()
             },
@@ -297,4 +314,60 @@ async fn a_chat_runs_an_allowed_command_and_not_others() {
     let approvals = w.get("/api/v1/approvals").await;
     assert_eq!(approvals["approvals"], json!([]));
     let _ = &w.state;
+}
+
+/// Lean prompts: the bytes sent to the model for a greeting and for a tool turn (request
+/// bodies as the OpenAI provider sends them, with the shipped system prompt). Recorded in
+/// BENCHMARKS.md; rerun with `cargo test -p moltbot-gateway --test it prompt_bytes --
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_bytes_of_a_greeting_and_a_tool_turn() {
+    let w = World::start().await;
+    w.chat("lean", "hi").await;
+    let hi = w.model.last_request().unwrap().body_len();
+    w.chat("lean2", "which files are in my workspace?").await;
+    let recent = w.model.recent_requests();
+    let tool_first = recent[recent.len() - 2].body_len();
+    let tool_second = recent[recent.len() - 1].body_len();
+    println!("prompt bytes: greeting {hi}, tool turn step 1 {tool_first}, step 2 {tool_second}");
+    // Peers send 53–58 KB for "hi"; the budget here is 2 KB.
+    assert!(hi < 2048, "greeting sent {hi} bytes");
+    assert!(tool_first < 4096, "tool turn sent {tool_first} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skill_adds_its_instructions_and_only_its_tools() {
+    let w = World::start().await;
+    let caps = w.get("/api/v1/capabilities").await;
+    let skill = caps["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "skill")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(skill["name"], "inventory", "{caps}");
+    assert_eq!(skill["status"], "loaded", "{caps}");
+    assert_eq!(skill["tools"], json!(["exec"]));
+
+    let out = w.chat("sk", "make an inventory please").await;
+    assert!(
+        out["reply"].as_str().unwrap().contains("report-2026.txt"),
+        "{out}"
+    );
+    let first = &w.model.recent_requests()[0].json();
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("ALWAYS answer with a bullet list"),
+        "{system}"
+    );
+    assert_eq!(w.offered(0), ["exec"]);
+
+    // Asking the skill's turn for a tool it does not declare fails for the model, not
+    // the user.
+    let out = w.chat("sk2", "inventory and fetch the article").await;
+    assert_eq!(out["tools"][1]["error_kind"], "tool_unavailable", "{out}");
+    assert!(!w
+        .offered(w.model.recent_requests().len() - 2)
+        .contains(&"web_fetch".to_string()));
 }

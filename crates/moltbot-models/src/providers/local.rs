@@ -34,6 +34,7 @@ mod prompt;
 mod sampling;
 mod scheduler;
 mod text;
+mod tools;
 
 pub use sampling::{DEFAULT_MAX_TOKENS, MAX_BEAM_WIDTH};
 
@@ -349,10 +350,15 @@ impl ChatModel for LocalModel {
         &self.id
     }
 
-    fn stream(&self, request: ChatRequest, cancel: CancellationToken) -> ChunkStream {
+    fn stream(&self, mut request: ChatRequest, cancel: CancellationToken) -> ChunkStream {
         let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
+        let tool_mode = tools::prepare(&mut request);
         let job = Job {
             request,
+            prefill: tool_mode
+                .as_ref()
+                .map(|m| m.prefill.clone())
+                .unwrap_or_default(),
             cancel: cancel.clone(),
             out: tx,
         };
@@ -369,7 +375,11 @@ impl ChatModel for LocalModel {
             };
             return futures::stream::once(async move { Err(err) }).boxed();
         }
-        receive(rx, cancel).boxed()
+        let stream = receive(rx, cancel).boxed();
+        match tool_mode {
+            Some(mode) => tools::parse_stream(stream, mode),
+            None => stream,
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use url::Url;
 
@@ -128,7 +129,6 @@ enum Command {
         reply: oneshot::Sender<Result<ToolOutput, ToolError>>,
     },
     Pid(oneshot::Sender<Option<u32>>),
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// Handle to the browser of one profile. Cheap to clone; the browser closes when the last
@@ -139,6 +139,7 @@ pub struct Browser {
     policy: Arc<HostPolicy>,
     tx: mpsc::Sender<Command>,
     running: Arc<AtomicBool>,
+    stop: CancellationToken,
 }
 
 impl Browser {
@@ -150,8 +151,9 @@ impl Browser {
         let running = Arc::new(AtomicBool::new(false));
         let span = tracing::info_span!("browser", profile = %profile);
         let policy = options.policy.clone();
+        let stop = CancellationToken::new();
         let actor = Actor {
-            policy: options.policy.clone(),
+            stop: stop.clone(),
             options,
             running: None,
             running_flag: running.clone(),
@@ -165,6 +167,7 @@ impl Browser {
             policy,
             tx,
             running,
+            stop,
         }
     }
 
@@ -197,13 +200,12 @@ impl Browser {
         answer.await.ok().flatten()
     }
 
-    /// Close Chromium (politely, then by force) and stop the task. Later calls fail.
+    /// Stop the task: the call in progress is abandoned, Chromium is closed (politely, then
+    /// by force) and waited for. Later calls fail.
     pub async fn shutdown(&self) {
-        let (reply, answer) = oneshot::channel();
-        // Waits for a free slot: shutting down must not be refused as "busy".
-        if self.tx.send(Command::Shutdown(reply)).await.is_ok() {
-            let _ = answer.await;
-        }
+        self.stop.cancel();
+        // The task drops its receiver last, after Chromium has exited.
+        self.tx.closed().await;
     }
 
     fn send(&self, cmd: Command) -> Result<(), ToolError> {
@@ -240,23 +242,26 @@ struct Tab {
 }
 
 struct Actor {
+    stop: CancellationToken,
     options: BrowserOptions,
-    policy: Arc<HostPolicy>,
     running: Option<Running>,
     running_flag: Arc<AtomicBool>,
     /// Started with the first launch, kept across restarts.
     proxy: Option<EgressProxy>,
-    /// URLs of the tabs to reopen at the next start (after a crash or an idle close), and
-    /// which was active.
+    /// URLs of the tabs to reopen at the next start (after a crash or an idle close), the
+    /// active one last.
     restore: Vec<String>,
     last_used: Instant,
 }
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let stop = self.stop.clone();
         loop {
             let idle_at = self.last_used + self.options.idle_close;
             tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
                 cmd = rx.recv() => match cmd {
                     None => break,
                     Some(Command::Run { action, mut reply }) => {
@@ -264,6 +269,7 @@ impl Actor {
                             result = self.perform(&action) => Some(result),
                             // The caller gave up (cancelled or timed out): stop working for it.
                             _ = reply.closed() => None,
+                            _ = stop.cancelled() => None,
                         };
                         self.last_used = Instant::now();
                         match result {
@@ -275,11 +281,6 @@ impl Actor {
                     }
                     Some(Command::Pid(reply)) => {
                         let _ = reply.send(self.pid());
-                    }
-                    Some(Command::Shutdown(reply)) => {
-                        self.close(false).await;
-                        let _ = reply.send(());
-                        return;
                     }
                 },
                 _ = tokio::time::sleep_until(idle_at), if self.running.is_some() => {
@@ -293,6 +294,8 @@ impl Actor {
             }
         }
         self.close(false).await;
+        // Wakes `Browser::shutdown`.
+        drop(rx);
     }
 
     fn pid(&mut self) -> Option<u32> {
@@ -333,7 +336,7 @@ impl Actor {
     async fn launch(&mut self) -> Result<(), ToolError> {
         let exe = find_executable(&self.options.executable).map_err(ToolError::Unavailable)?;
         if self.proxy.is_none() {
-            let proxy = EgressProxy::start(self.policy.clone())
+            let proxy = EgressProxy::start(self.options.policy.clone())
                 .await
                 .map_err(|e| ToolError::Failed(format!("cannot start the browser's proxy: {e}")))?;
             self.proxy = Some(proxy);

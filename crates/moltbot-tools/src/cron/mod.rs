@@ -20,8 +20,8 @@ mod tool;
 
 pub use handle::{CronHandle, NewJob};
 pub use schedule::{
-    format_duration, format_local, parse_tz, CronExpr, Schedule, ScheduleError, MAX_EVERY,
-    MIN_EVERY,
+    format_duration, format_local, format_local_ms, parse_tz, CronExpr, Schedule, ScheduleError,
+    MAX_EVERY, MIN_EVERY,
 };
 pub use scheduler::{JobRunner, Scheduler, SchedulerOptions, REMINDER_PREFIX};
 pub use tool::CronTool;

@@ -328,6 +328,13 @@ pub fn format_local(t: DateTime<Utc>, tz: Tz) -> String {
         .to_string()
 }
 
+/// [`format_local`] of a time in milliseconds since the epoch (as the store keeps them).
+pub fn format_local_ms(ms: i64, tz: Tz) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| format_local(t, tz))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 /// `90s`, `10m`, `2h`, `1d`, `1h30m` (units s, m, h, d, w; at least one number+unit pair).
 fn parse_duration(text: &str) -> Option<Duration> {
     let s = text.trim().to_ascii_lowercase();

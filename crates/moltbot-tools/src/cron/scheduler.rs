@@ -137,25 +137,43 @@ impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tasks = JoinSet::new();
         let poll_ms = self.opts.poll.as_millis().max(1) as i64;
-        loop {
-            if let Err(e) = self.start_due(&mut tasks, &shutdown).await {
-                warn!(cause = %e, "cron: reading due jobs failed");
+        while !shutdown.is_cancelled() {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    warn!(cause = %e, "cron: a job task failed");
+                }
             }
-            let now_ms = self.shared.clock.now().timestamp_millis();
-            let wait_ms = match self.shared.store.cron_next_due().await {
-                Ok(Some(due)) => (due - now_ms).clamp(0, poll_ms),
-                Ok(None) => poll_ms,
+            let wait_ms = match self.start_due(&mut tasks, &shutdown).await {
+                // Every due job was moved on (or disabled), so a due time at or before now
+                // is a new one (time passed meanwhile): go round again at once.
+                Ok(()) => {
+                    let next = self.shared.store.cron_next_due().await;
+                    // Read after the await, next to the timer's start below: time may have
+                    // moved while the store answered.
+                    let now_ms = self.shared.clock.now().timestamp_millis();
+                    match next {
+                        Ok(Some(due)) => (due - now_ms).clamp(0, poll_ms),
+                        Ok(None) => poll_ms,
+                        Err(e) => {
+                            warn!(cause = %e, "cron: reading the next due time failed");
+                            poll_ms
+                        }
+                    }
+                }
+                // The store failed: wait a poll interval rather than spin on the same job.
                 Err(e) => {
-                    warn!(cause = %e, "cron: reading the next due time failed");
+                    warn!(cause = %e, "cron: starting due jobs failed");
                     poll_ms
                 }
             };
-            // A floor so a job the store failed to move cannot spin the loop.
-            let wait = Duration::from_millis(wait_ms.max(20) as u64);
+            if wait_ms == 0 {
+                continue;
+            }
+            let wake_at = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.handle.changed().notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
                         warn!(cause = %e, "cron: a job task failed");

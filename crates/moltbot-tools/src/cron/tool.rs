@@ -3,7 +3,7 @@
 //! and removes only their own jobs.
 
 use super::handle::shorten;
-use super::{format_local, parse_tz, CronError, CronHandle, NewJob, Schedule};
+use super::{format_local_ms, parse_tz, CronError, CronHandle, NewJob, Schedule};
 use futures::future::BoxFuture;
 use moltbot_core::tool::args;
 use moltbot_core::{Tool, ToolContext, ToolError, ToolOutput, ToolSpec};
@@ -176,8 +176,7 @@ fn next_run(job: &CronJob) -> String {
     let tz = parse_tz(&job.tz).unwrap_or(chrono_tz::UTC);
     job.next_run_ms
         .filter(|_| job.enabled)
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| format_local(t, tz))
+        .map(|ms| format_local_ms(ms, tz))
         .unwrap_or_else(|| "none".into())
 }
 

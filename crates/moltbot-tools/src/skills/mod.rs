@@ -16,8 +16,8 @@
 //!
 //! How the engine uses a skill: [`Skills::select`] for the turn, [`Skill::prompt`] into the
 //! system prompt, and only the skill's declared tools
-//! (`registry.select(text, &skill.tools, Some(&skill.tools))`): a skill may only use the
-//! tools it declares.
+//! (`registry.select(text, wanted, Some(&skill.tools))`): a skill may only use the tools it
+//! declares.
 
 mod set;
 mod skill;

@@ -579,7 +579,11 @@ async fn the_tool_adds_lists_and_removes_a_users_jobs() {
     .await
     .unwrap();
     assert!(out.contains("next run Mon 2026-11-30 08:00 EST"), "{out}");
-    let bobs = f.handle.list().await.unwrap().pop().unwrap();
+    let bobs = f.handle.list().await.unwrap();
+    let bobs = bobs
+        .iter()
+        .find(|j| j.owner.as_deref() == Some("http:bob"))
+        .unwrap();
     assert_eq!(
         bobs.target,
         CronTarget::Session {

@@ -8,7 +8,7 @@
 use crate::cli::{CronAddArgs, CronCommand};
 use moltbot_store::Store;
 use moltbot_tools::cron::{
-    format_local, parse_tz, CronHandle, CronJob, CronPayload, CronRun, CronTarget, NewJob,
+    format_local_ms, parse_tz, CronHandle, CronJob, CronPayload, CronRun, CronTarget, NewJob,
     Schedule, Tz,
 };
 use std::path::Path;
@@ -152,19 +152,13 @@ fn job_tz(job: &CronJob) -> Tz {
 
 fn next_run(job: &CronJob) -> String {
     match job.next_run_ms.filter(|_| job.enabled) {
-        Some(ms) => local_ms(ms, job_tz(job)),
+        Some(ms) => format_local_ms(ms, job_tz(job)),
         None if job.enabled => "none".into(),
         None => "paused".into(),
     }
 }
 
-fn local_ms(ms: i64, tz: Tz) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| format_local(t, tz))
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// `1a2b3c4d  next Mon 2026-01-05 09:00 CET  cron 0 9 * * 1-5 (Europe/Berlin)  → telegram:42  "standup"`
+/// `1a2b3c4d  next Mon 2026-01-05 09:00 CET  cron 0 9 * * 1-5 (Europe/Berlin)  message → telegram:42  "standup"`
 fn job_line(job: &CronJob) -> String {
     let tz = job_tz(job);
     let schedule = Schedule::from_stored(&job.schedule_kind, &job.schedule_expr, &job.tz)
@@ -175,13 +169,20 @@ fn job_line(job: &CronJob) -> String {
         CronTarget::Session { id } => format!("session {id}"),
     };
     let last = match (job.last_run_ms, job.last_status) {
-        (Some(ms), Some(status)) => format!("  last {} {}", local_ms(ms, tz), status.as_str()),
+        (Some(ms), Some(status)) => {
+            format!("  last {} {}", format_local_ms(ms, tz), status.as_str())
+        }
         _ => String::new(),
     };
+    let state = match (job.enabled, job.next_run_ms) {
+        (true, Some(ms)) => format!("next {}", format_local_ms(ms, tz)),
+        (false, None) if job.schedule_kind == "at" => "done".into(),
+        (false, _) => "paused".into(),
+        (true, None) => "not scheduled".into(),
+    };
     format!(
-        "{}  next {:<26}  {}  {} → {target}  \"{}\"{last}",
+        "{}  {state:<31}  {}  {} → {target}  \"{}\"{last}",
         job.id,
-        next_run(job),
         schedule,
         job.payload.kind(),
         job.name
@@ -199,7 +200,7 @@ fn run_line(r: &CronRun, tz: Tz) -> String {
     let output: String = output.chars().take(80).collect();
     format!(
         "{}  {:<7}  {:<9}  {secs:.1}s  {output}",
-        local_ms(r.started_ms, tz),
+        format_local_ms(r.started_ms, tz),
         r.status.as_str(),
         r.trigger.as_str(),
     )

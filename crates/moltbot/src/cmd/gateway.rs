@@ -116,7 +116,11 @@ fn start_understanding(state: &AppState) {
         let mcfg = state.config().tools.memory.clone();
         if let (true, Some(caps)) = (mcfg.enabled, state.inner.capabilities.get()) {
             // Facts live in an index of their own, out of reach of document answers.
-            match moltbot_knowledge::Knowledge::open(data_dir.join("memory"), encoder.clone()) {
+            let memory_encoder: std::sync::Arc<dyn moltbot_core::Encoder> = match &encoder {
+                Some(e) => e.clone(),
+                None => std::sync::Arc::new(moltbot_knowledge::HashingEncoder::default()),
+            };
+            match moltbot_knowledge::Knowledge::open(data_dir.join("memory"), memory_encoder) {
                 Ok(index) => caps.add_memory(std::sync::Arc::new(index), mcfg.recall_results),
                 Err(e) => tracing::error!(cause = %e, "the memory index failed to open"),
             }
@@ -170,6 +174,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
     let caps = moltbot_gateway::capabilities::Capabilities::build(&cfg, &engine);
     caps.start_scheduler(engine.clone(), stop_channels.clone());
+    caps.watch_skills(stop_channels.clone());
     let state = AppState::with_channels(engine, cfg, hub.clone());
     let _ = state.inner.capabilities.set(caps.clone());
     start_understanding(&state);

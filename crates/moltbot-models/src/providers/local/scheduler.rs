@@ -39,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 pub(super) struct Job {
     pub request: ChatRequest,
+    /// Text the answer starts with, written for the model (a tool call's opening).
+    pub prefill: String,
     pub cancel: CancellationToken,
     pub out: mpsc::Sender<Result<ChatChunk, ModelError>>,
 }
@@ -274,7 +276,7 @@ impl Worker<'_> {
         if sink.abandoned() {
             return; // gave up while queued
         }
-        match self.prepare(&job.request) {
+        match self.prepare(&job.request, &job.prefill) {
             Ok((sampling, prompt)) => self.start(sink, sampling, prompt, others),
             Err(e) => {
                 let _ = sink.send(Err(e));
@@ -282,7 +284,11 @@ impl Worker<'_> {
         }
     }
 
-    fn prepare(&self, request: &ChatRequest) -> Result<(Sampling, Vec<LlamaToken>), ModelError> {
+    fn prepare(
+        &self,
+        request: &ChatRequest,
+        prefill: &str,
+    ) -> Result<(Sampling, Vec<LlamaToken>), ModelError> {
         let sampling = Sampling::from_request(request)?;
         if request.messages.is_empty() {
             return Err(ModelError::InvalidRequest(
@@ -290,7 +296,8 @@ impl Worker<'_> {
             ));
         }
         let n_ctx = self.max_seq_tokens;
-        let prompt = self.format.render(self.model, &request.messages);
+        let mut prompt = self.format.render(self.model, &request.messages);
+        prompt.push_str(prefill);
         if prompt.len() > n_ctx * MAX_PROMPT_BYTES_PER_TOKEN {
             return Err(ModelError::InvalidRequest(format!(
                 "the prompt is {} bytes, far more than the local model's context window of \

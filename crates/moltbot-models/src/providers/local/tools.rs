@@ -1,0 +1,417 @@
+//! Tool calling for the local model, which has no tool API: the offered tools are described
+//! in the system prompt, the model answers `<tool_call>{"name": …, "arguments": {…}}</tool_call>`,
+//! and a strict parser turns that into a [`ChatChunk::ToolCall`].
+//!
+//! Small models rarely choose to call a tool on their own, so when the caller names the
+//! tool (`ToolChoice::Tool`, set by the agent loop when the turn's intent names one) the
+//! answer is started for the model — `<tool_call>{"name": "cron", "arguments": {` — and
+//! it only writes the arguments. Earlier calls and results in the conversation are shown
+//! in the same text form.
+//!
+//! While tools are offered the reply is not streamed piece by piece: it is gathered, parsed,
+//! and sent as one tool call or one text.
+
+use futures::StreamExt;
+use moltbot_core::{
+    ChatChunk, ChatMessage, ChatRequest, ChunkStream, FinishReason, ModelError, Role,
+    ToolCallDelta, ToolChoice,
+};
+
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
+
+/// How a request with tools is answered.
+pub(super) struct ToolMode {
+    names: Vec<String>,
+    /// Text the answer starts with (written for the model).
+    pub prefill: String,
+    /// The prefill ends inside a string value (the named tool's first required field):
+    /// the model writes that value and the call is closed after it.
+    in_string: bool,
+}
+
+/// Fold the tools into the messages; `None` when the request offers none.
+pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
+    if request.tools.is_empty() {
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut first_string: Vec<(String, Option<String>)> = Vec::new();
+    let mut section = String::from(
+        "You can use tools. To use one, answer with only this and nothing else:\n\
+         <tool_call>{\"name\": \"TOOL\", \"arguments\": {ARGUMENTS}}</tool_call>\n\
+         After the result comes back, answer the user.\nTools:\n",
+    );
+    for tool in &request.tools {
+        let f = &tool["function"];
+        let Some(name) = f["name"].as_str() else {
+            continue;
+        };
+        names.push(name.to_string());
+        first_string.push((name.to_string(), first_required_string(&f["parameters"])));
+        section.push_str(&format!(
+            "- {name}: {} Arguments: {}\n",
+            f["description"].as_str().unwrap_or(""),
+            compact_schema(&f["parameters"])
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    section.push_str(&format!("Current time (UTC): {}", utc_minute(now)));
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    let mut system_done = false;
+    for m in request.messages.drain(..) {
+        match m.role {
+            Role::System if !system_done => {
+                system_done = true;
+                messages.push(ChatMessage::new(
+                    Role::System,
+                    format!("{}\n\n{section}", m.content),
+                ));
+            }
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                let mut text = m.content.clone();
+                for c in &m.tool_calls {
+                    text.push_str(&format!(
+                        "{OPEN}{{\"name\": \"{}\", \"arguments\": {}}}{CLOSE}",
+                        c.name,
+                        if c.arguments.trim().is_empty() {
+                            "{}"
+                        } else {
+                            c.arguments.trim()
+                        }
+                    ));
+                }
+                messages.push(ChatMessage::new(Role::Assistant, text));
+            }
+            // Chat templates of small models know no `tool` role: results come as user text.
+            Role::Tool => messages.push(ChatMessage::new(
+                Role::User,
+                format!("Tool result:\n{}", m.content),
+            )),
+            _ => messages.push(m),
+        }
+    }
+    if !system_done {
+        messages.insert(0, ChatMessage::new(Role::System, section));
+    }
+    request.messages = messages;
+    request.tools.clear();
+    request.stop.push(CLOSE.to_string());
+    let after_result = request
+        .messages
+        .last()
+        .is_some_and(|m| m.content.starts_with("Tool result:"));
+    let mut in_string = false;
+    let prefill = match &request.tool_choice {
+        ToolChoice::Tool(name) if !after_result && names.contains(name) => {
+            let field = first_string
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, f)| f.clone());
+            match field {
+                // Small models write broken JSON; writing the structure for them and
+                // letting them fill one string is far more reliable.
+                Some(field) => {
+                    in_string = true;
+                    format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": {{\"{field}\": \"")
+                }
+                None => format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": {{"),
+            }
+        }
+        ToolChoice::Required if !after_result => format!("{OPEN}{{\"name\": \""),
+        _ => String::new(),
+    };
+    Some(ToolMode {
+        names,
+        prefill,
+        in_string,
+    })
+}
+
+/// The first required property of a schema when it is a free string (not an enum).
+fn first_required_string(schema: &serde_json::Value) -> Option<String> {
+    let first = schema["required"].as_array()?.first()?.as_str()?;
+    let prop = &schema["properties"][first];
+    (prop["type"] == "string" && prop.get("enum").is_none()).then(|| first.to_string())
+}
+
+/// `YYYY-MM-DDTHH:MM` for Unix seconds (civil-from-days, proleptic Gregorian), so the
+/// model can turn "tomorrow at 9" into a date without a date library here.
+fn utc_minute(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}",
+        rem / 3_600,
+        (rem % 3_600) / 60
+    )
+}
+
+/// A schema in a few words: `{"url": string, "action": "open"|"snapshot"}`; required
+/// fields are marked with `*`.
+fn compact_schema(schema: &serde_json::Value) -> String {
+    let Some(props) = schema["properties"].as_object() else {
+        return "{}".into();
+    };
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let fields: Vec<String> = props
+        .iter()
+        .map(|(k, v)| {
+            let ty = match v["enum"].as_array() {
+                Some(options) => options
+                    .iter()
+                    .filter_map(|o| o.as_str())
+                    .map(|o| format!("\"{o}\""))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                None => v["type"].as_str().unwrap_or("any").to_string(),
+            };
+            let star = if required.contains(&k.as_str()) {
+                "*"
+            } else {
+                ""
+            };
+            format!("\"{k}\"{star}: {ty}")
+        })
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// Gather the answer and turn it into a tool call when it is one.
+pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
+    Box::pin(async_stream::stream! {
+        let mut inner = inner;
+        let mut text = String::new();
+        let mut rest = Vec::new();
+        while let Some(item) = inner.next().await {
+            match item {
+                Ok(ChatChunk::Text(t)) => text.push_str(&t),
+                Ok(ChatChunk::Finish(_)) => break,
+                Ok(other) => rest.push(other),
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            }
+        }
+        for other in rest {
+            yield Ok(other);
+        }
+        let text = if mode.in_string {
+            // The value ends at the model's closing quote (or line end); close the call.
+            let end = text.find(['"', '\n']).unwrap_or(text.len());
+            let value = serde_json::to_string(text[..end].trim()).unwrap_or_default();
+            let value = value.trim_matches('"');
+            format!("{}{value}\"}}}}", mode.prefill)
+        } else {
+            format!("{}{text}", mode.prefill)
+        };
+        match parse_call(&text, &mode.names) {
+            Ok(Some((name, arguments))) => {
+                yield Ok(ChatChunk::ToolCall(ToolCallDelta {
+                    index: 0,
+                    id: None,
+                    name: Some(name),
+                    arguments,
+                }));
+                yield Ok(ChatChunk::Finish(FinishReason::ToolCalls));
+            }
+            Ok(None) => {
+                yield Ok(ChatChunk::Text(text));
+                yield Ok(ChatChunk::Finish(FinishReason::Stop));
+            }
+            Err(why) if mode.prefill.is_empty() => {
+                // The model wrote something call-like that does not parse: keep it as text.
+                tracing::debug!(reason = %why, "local model's tool call did not parse");
+                yield Ok(ChatChunk::Text(text));
+                yield Ok(ChatChunk::Finish(FinishReason::Stop));
+            }
+            Err(why) => {
+                yield Err(ModelError::Protocol(format!(
+                    "the local model did not write a valid tool call ({why})"
+                )));
+            }
+        }
+    })
+}
+
+/// `Ok(Some((name, arguments JSON)))` for a valid call of a known tool, `Ok(None)` for a
+/// plain answer, `Err` for a broken call.
+fn parse_call(text: &str, names: &[String]) -> Result<Option<(String, String)>, String> {
+    let Some(start) = text.find(OPEN) else {
+        return Ok(None);
+    };
+    let body = text[start + OPEN.len()..].trim_start();
+    let body = body.split(CLOSE).next().unwrap_or(body);
+    // The first JSON value; anything after it (the model rambling on) is ignored.
+    let mut values = serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>();
+    let value = match values.next() {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(format!("not JSON: {e}")),
+        None => return Err("empty".into()),
+    };
+    let name = value["name"]
+        .as_str()
+        .ok_or_else(|| "no `name`".to_string())?;
+    if !names.iter().any(|n| n == name) {
+        return Err(format!("unknown tool `{name}`"));
+    }
+    let arguments = match &value["arguments"] {
+        serde_json::Value::Object(_) => value["arguments"].to_string(),
+        serde_json::Value::Null => "{}".to_string(),
+        other => return Err(format!("`arguments` must be an object, got {other}")),
+    };
+    Ok(Some((name.to_string(), arguments)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moltbot_core::ToolCall;
+    use serde_json::json;
+
+    fn request(choice: ToolChoice) -> ChatRequest {
+        ChatRequest {
+            messages: vec![
+                ChatMessage::new(Role::System, "Be brief."),
+                ChatMessage::new(Role::User, "fetch https://example.org"),
+            ],
+            tools: vec![json!({"type": "function", "function": {
+                "name": "web_fetch", "description": "Fetch a page.",
+                "parameters": {"type": "object", "properties": {"url": {"type": "string"},
+                    "mode": {"type": "string", "enum": ["text", "raw"]}}, "required": ["url"]}}})],
+            tool_choice: choice,
+            ..ChatRequest::default()
+        }
+    }
+
+    #[test]
+    fn tools_go_into_the_system_prompt_and_a_named_tool_is_started() {
+        let mut r = request(ToolChoice::Tool("web_fetch".into()));
+        let mode = prepare(&mut r).unwrap();
+        assert!(r.tools.is_empty());
+        assert_eq!(r.messages.len(), 2);
+        let system = &r.messages[0].content;
+        assert!(
+            system.starts_with("Be brief.\n\nYou can use tools."),
+            "{system}"
+        );
+        assert!(
+            system.contains(
+                r#"- web_fetch: Fetch a page. Arguments: {"mode": "text"|"raw", "url"*: string}"#
+            ),
+            "{system}"
+        );
+        assert_eq!(
+            mode.prefill,
+            r#"<tool_call>{"name": "web_fetch", "arguments": {"url": ""#
+        );
+        assert!(r.stop.contains(&CLOSE.to_string()));
+        // Auto: no prefill.
+        let mut r = request(ToolChoice::Auto);
+        assert_eq!(prepare(&mut r).unwrap().prefill, "");
+    }
+
+    #[test]
+    fn earlier_calls_and_results_become_text() {
+        let mut r = request(ToolChoice::Tool("web_fetch".into()));
+        r.messages.push(ChatMessage::tool_calls(
+            "",
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "web_fetch".into(),
+                arguments: r#"{"url":"https://example.org"}"#.into(),
+            }],
+        ));
+        r.messages
+            .push(ChatMessage::tool_result("c1", "Example Domain"));
+        let mode = prepare(&mut r).unwrap();
+        assert_eq!(
+            r.messages[2].content,
+            r#"<tool_call>{"name": "web_fetch", "arguments": {"url":"https://example.org"}}</tool_call>"#
+        );
+        assert_eq!(r.messages[3].role, Role::User);
+        assert_eq!(r.messages[3].content, "Tool result:\nExample Domain");
+        // After a result the model answers freely.
+        assert_eq!(mode.prefill, "");
+    }
+
+    #[test]
+    fn utc_minutes() {
+        assert_eq!(utc_minute(0), "1970-01-01T00:00");
+        assert_eq!(
+            utc_minute(1_795_075_200 + 9 * 3600 + 30 * 60),
+            "2026-11-19T17:30"
+        );
+        assert_eq!(utc_minute(951_782_400), "2000-02-29T00:00");
+    }
+
+    #[test]
+    fn the_parser_is_strict() {
+        let names = vec!["web_fetch".to_string()];
+        let ok = parse_call(
+            r#"<tool_call>{"name": "web_fetch", "arguments": {"url": "https://a.b"}} and more"#,
+            &names,
+        );
+        assert_eq!(
+            ok,
+            Ok(Some((
+                "web_fetch".into(),
+                r#"{"url":"https://a.b"}"#.into()
+            )))
+        );
+        assert_eq!(parse_call("Just an answer.", &names), Ok(None));
+        assert!(
+            parse_call(r#"<tool_call>{"name": "rm", "arguments": {}}"#, &names)
+                .unwrap_err()
+                .contains("unknown tool `rm`")
+        );
+        assert!(parse_call(
+            r#"<tool_call>{"name": "web_fetch", "arguments": "x"}"#,
+            &names
+        )
+        .unwrap_err()
+        .contains("must be an object"));
+        assert!(parse_call("<tool_call>{\"name\": \"web_f", &names)
+            .unwrap_err()
+            .contains("not JSON"));
+    }
+
+    #[tokio::test]
+    async fn a_prefilled_call_is_completed_from_the_model_text() {
+        let mut r = request(ToolChoice::Tool("web_fetch".into()));
+        let mode = prepare(&mut r).unwrap();
+        let model_text: ChunkStream = Box::pin(futures::stream::iter(vec![
+            Ok(ChatChunk::Text(
+                r#"https://example.org" and then some"#.into(),
+            )),
+            Ok(ChatChunk::Finish(FinishReason::Stop)),
+        ]));
+        let out: Vec<_> = parse_stream(model_text, mode).collect().await;
+        match &out[0] {
+            Ok(ChatChunk::ToolCall(d)) => {
+                assert_eq!(d.name.as_deref(), Some("web_fetch"));
+                assert_eq!(d.arguments, r#"{"url":"https://example.org"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            out[1],
+            Ok(ChatChunk::Finish(FinishReason::ToolCalls))
+        ));
+    }
+}
