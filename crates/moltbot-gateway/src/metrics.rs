@@ -121,6 +121,29 @@ fn describe() {
         Unit::Seconds,
         "Seconds since start."
     );
+    describe_counter!(
+        "moltbot_tool_calls_total",
+        "Tool calls of the agent loop, by tool and result (ok or the error kind)."
+    );
+    describe_histogram!(
+        "moltbot_tool_call_duration",
+        Unit::Milliseconds,
+        "Time one tool call took, by tool."
+    );
+    describe_counter!(
+        "moltbot_tool_web_fetch_total",
+        "web_fetch calls by result (ok, denied, error, timeout, cancelled)."
+    );
+    describe_counter!(
+        "moltbot_tool_exec_total",
+        "exec commands by result (ok or the error kind)."
+    );
+    describe_counter!(
+        "moltbot_approvals_total",
+        "Approval requests by outcome (requested, approved, denied, expired)."
+    );
+    moltbot_tools::cron::describe_metrics();
+    moltbot_tools::skills::describe_metrics();
 }
 
 /// Sliding error rate over the last 1024 requests, lock-free: two counters in one atomic.

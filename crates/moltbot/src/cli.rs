@@ -51,6 +51,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ChannelsCommand,
     },
+    /// Tools and skills the running gateway has loaded, and why others are not.
+    Capabilities {
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send messages through a channel (via the running gateway).
     Message {
         #[command(subcommand)]
@@ -175,7 +182,7 @@ pub enum KnowledgeCommand {
 pub enum CronCommand {
     /// Add a job: one schedule (--cron, --every or --at), one payload (--message or
     /// --prompt) and one target (--channel with --to, or --session). Prints the job id.
-    Add(CronAddArgs),
+    Add(Box<CronAddArgs>),
     /// The jobs and their next runs.
     List {
         #[arg(long)]

@@ -169,7 +169,7 @@ async fn a_tool_call_runs_and_its_result_reaches_the_model() {
         })
     ));
     assert!(matches!(streamed.last(), Some(TurnEvent::Delta(d)) if d.starts_with("final")));
-    let seen = model.seen.lock().unwrap();
+    let seen = model.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
     // Offered the one relevant tool; the second request carries the call and its result.
     assert_eq!(seen[0].tools.len(), 1);
@@ -181,7 +181,6 @@ async fn a_tool_call_runs_and_its_result_reaches_the_model() {
         Some(asked.tool_calls[0].id.as_str())
     );
     // Only the user's message and the final reply are kept in the session.
-    drop(seen);
     let stored = engine.history("s1", 10).await.unwrap();
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[1].content, "final: HELLO (session s1)");

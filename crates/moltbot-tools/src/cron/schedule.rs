@@ -40,7 +40,8 @@ impl ScheduleError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CronExpr {
     text: String,
-    cron: croner::Cron,
+    /// Boxed: the parsed pattern is a few hundred bytes.
+    cron: Box<croner::Cron>,
     /// A wildcard or step in the minute or hour field: runs on wall-clock time across DST
     /// changes instead of once per day.
     wall_clock: bool,
@@ -76,7 +77,7 @@ impl CronExpr {
             .map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             text,
-            cron,
+            cron: Box::new(cron),
             wall_clock,
         })
     }

@@ -41,6 +41,46 @@ pub fn run_status(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `moltbot capabilities`: one line per tool and skill.
+pub fn run_capabilities(
+    config_path: Option<&Path>,
+    gateway: crate::cli::GatewayClientArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config_path)?;
+    let client = GatewayClient::new(&cfg, gateway)?;
+    let rt = super::small_runtime()?;
+    let value = rt.block_on(client.call("/api/v1/capabilities", None))?;
+    if json {
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in value["capabilities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let why = c["reason"]
+            .as_str()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
+        let tools = c["tools"]
+            .as_array()
+            .map(|t| {
+                let names: Vec<&str> = t.iter().filter_map(|n| n.as_str()).collect();
+                format!("  tools: {}", names.join(", "))
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<6} {:<12} {:<9}{why}{tools}",
+            c["kind"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run_message(
     config_path: Option<&Path>,
     command: MessageCommand,

@@ -24,7 +24,7 @@ pub fn run(config_path: Option<&Path>, command: CronCommand) -> anyhow::Result<E
     let rt = super::small_runtime()?;
     rt.block_on(async {
         match command {
-            CronCommand::Add(args) => add(&handle, args).await,
+            CronCommand::Add(args) => add(&handle, *args).await,
             CronCommand::List { json } => {
                 let jobs = handle.list().await?;
                 if json {

@@ -27,6 +27,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sessions { command } => sessions::run(config_path.as_deref(), command),
         Command::Pairing { command } => pairing::run(config_path.as_deref(), command),
         Command::Channels { command } => channels::run_status(config_path.as_deref(), command),
+        Command::Capabilities { gateway, json } => {
+            channels::run_capabilities(config_path.as_deref(), gateway, json)
+        }
         Command::Message { command } => channels::run_message(config_path.as_deref(), command),
         Command::Cron { command } => cron::run(config_path.as_deref(), command),
         Command::Knowledge { command } => knowledge::run(config_path.as_deref(), command),
