@@ -29,6 +29,7 @@
 //! unless running verbose.
 
 mod beam;
+mod grammar;
 mod kv;
 mod prompt;
 mod sampling;
@@ -359,6 +360,7 @@ impl ChatModel for LocalModel {
                 .as_ref()
                 .map(|m| m.prefill.clone())
                 .unwrap_or_default(),
+            grammar: tool_mode.as_ref().and_then(|m| m.grammar.clone()),
             cancel: cancel.clone(),
             out: tx,
         };

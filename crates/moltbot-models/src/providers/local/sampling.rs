@@ -1,6 +1,7 @@
 //! Decoding settings of one request, validated, and the llama.cpp sampler chain built from
 //! them.
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use moltbot_core::{ChatRequest, ModelError};
 
@@ -38,6 +39,9 @@ pub(super) struct Sampling {
     /// `Some(0)`: pick the width from the budget and the load; `Some(w)`, w ≥ 2: beam search
     /// with `w` beams; `None` or `Some(1)`: no beam search.
     pub beam_width: Option<u32>,
+    /// A grammar the answer must follow (a tool call's arguments); set by the caller after
+    /// validation. Beam search is off while it is set.
+    pub grammar: Option<String>,
 }
 
 impl Sampling {
@@ -92,6 +96,7 @@ impl Sampling {
             seed,
             stop: req.stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
             beam_width,
+            grammar: None,
         })
     }
 
@@ -100,6 +105,9 @@ impl Sampling {
     /// bounded answers on an idle model, narrower ones as the budget grows or load rises).
     /// 1 means plain decoding.
     pub fn beam_width(&self, limit: usize, others: usize) -> usize {
+        if self.grammar.is_some() {
+            return 1;
+        }
         let asked = match self.beam_width {
             None => return 1,
             Some(0) => match limit {
@@ -118,13 +126,26 @@ impl Sampling {
         w.clamp(1, MAX_BEAM_WIDTH as usize)
     }
 
-    pub fn sampler(&self, n_vocab: i32) -> LlamaSampler {
+    pub fn sampler(&self, model: &LlamaModel) -> LlamaSampler {
         let last_n = i32::try_from(REPEAT_LAST_N).unwrap_or(i32::MAX);
-        let penalties = LlamaSampler::penalties(n_vocab, last_n, self.repeat_penalty, 0.0, 0.0);
-        if self.temperature == 0.0 {
-            return LlamaSampler::chain_simple([penalties, LlamaSampler::greedy()]);
+        let penalties =
+            LlamaSampler::penalties(model.n_vocab(), last_n, self.repeat_penalty, 0.0, 0.0);
+        // The grammar comes first: it removes every token that would break it, the rest
+        // choose among what is left.
+        let mut chain = Vec::new();
+        if let Some(g) = &self.grammar {
+            match LlamaSampler::grammar(model, g, "root") {
+                Ok(s) => chain.push(s),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "tool-call grammar rejected; decoding without it")
+                }
+            }
         }
-        let mut chain = vec![penalties];
+        chain.push(penalties);
+        if self.temperature == 0.0 {
+            chain.push(LlamaSampler::greedy());
+            return LlamaSampler::chain_simple(chain);
+        }
         if self.top_k > 0 {
             chain.push(LlamaSampler::top_k(
                 i32::try_from(self.top_k).unwrap_or(i32::MAX),

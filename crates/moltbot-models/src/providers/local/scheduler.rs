@@ -41,6 +41,8 @@ pub(super) struct Job {
     pub request: ChatRequest,
     /// Text the answer starts with, written for the model (a tool call's opening).
     pub prefill: String,
+    /// A grammar (GBNF, root `root`) the answer must follow.
+    pub grammar: Option<String>,
     pub cancel: CancellationToken,
     pub out: mpsc::Sender<Result<ChatChunk, ModelError>>,
 }
@@ -277,7 +279,10 @@ impl Worker<'_> {
             return; // gave up while queued
         }
         match self.prepare(&job.request, &job.prefill) {
-            Ok((sampling, prompt)) => self.start(sink, sampling, prompt, others),
+            Ok((mut sampling, prompt)) => {
+                sampling.grammar = job.grammar;
+                self.start(sink, sampling, prompt, others)
+            }
             Err(e) => {
                 let _ = sink.send(Err(e));
             }
@@ -366,7 +371,7 @@ impl Worker<'_> {
             Mode::Beam(Beam::new(width, prompt.len(), seqs))
         } else {
             Mode::Sample {
-                sampler: sampling.sampler(self.model.n_vocab()),
+                sampler: sampling.sampler(self.model),
                 pending: None,
             }
         };

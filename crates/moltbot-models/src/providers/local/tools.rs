@@ -25,9 +25,9 @@ pub(super) struct ToolMode {
     names: Vec<String>,
     /// Text the answer starts with (written for the model).
     pub prefill: String,
-    /// The prefill ends inside a string value (the named tool's first required field):
-    /// the model writes that value and the call is closed after it.
-    in_string: bool,
+    /// The grammar the arguments must follow (a named tool's schema); the prefill then
+    /// ends right before the arguments object.
+    pub grammar: Option<String>,
 }
 
 /// Fold the tools into the messages; `None` when the request offers none.
@@ -35,12 +35,22 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
     if request.tools.is_empty() {
         return None;
     }
+    // Once a result is back, small models answer better without the tool list in view (it
+    // tempts them to talk about tools); a further call still parses.
+    let after_result = request
+        .messages
+        .last()
+        .is_some_and(|m| m.role == Role::Tool);
     let mut names = Vec::new();
-    let mut first_string: Vec<(String, Option<String>)> = Vec::new();
-    let mut section = String::from(
-        "You can use tools. To use one, answer with only this and nothing else:\n\
-         <tool_call>{\"name\": \"TOOL\", \"arguments\": {ARGUMENTS}}</tool_call>\n\
-         After the result comes back, answer the user.\nTools:\n",
+    let mut schemas: Vec<(String, serde_json::Value)> = Vec::new();
+    let example = request.tools[0]["function"]["name"]
+        .as_str()
+        .unwrap_or("tool")
+        .to_string();
+    let mut section = format!(
+        "You can use tools. To use one, answer with only a line like:\n\
+         {OPEN}{{\"name\": \"{example}\", \"arguments\": {{...}}}}{CLOSE}\n\
+         After the result comes back, answer the user.\nTools:\n"
     );
     for tool in &request.tools {
         let f = &tool["function"];
@@ -48,7 +58,7 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
             continue;
         };
         names.push(name.to_string());
-        first_string.push((name.to_string(), first_required_string(&f["parameters"])));
+        schemas.push((name.to_string(), f["parameters"].clone()));
         section.push_str(&format!(
             "- {name}: {} Arguments: {}\n",
             f["description"].as_str().unwrap_or(""),
@@ -59,16 +69,21 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     section.push_str(&format!("Current time (UTC): {}", utc_minute(now)));
+    if after_result {
+        section.clear();
+    }
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     let mut system_done = false;
     for m in request.messages.drain(..) {
         match m.role {
             Role::System if !system_done => {
                 system_done = true;
-                messages.push(ChatMessage::new(
-                    Role::System,
-                    format!("{}\n\n{section}", m.content),
-                ));
+                let content = if section.is_empty() {
+                    m.content
+                } else {
+                    format!("{}\n\n{section}", m.content)
+                };
+                messages.push(ChatMessage::new(Role::System, content));
             }
             Role::Assistant if !m.tool_calls.is_empty() => {
                 let mut text = m.content.clone();
@@ -93,48 +108,37 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
             _ => messages.push(m),
         }
     }
-    if !system_done {
+    if !system_done && !section.is_empty() {
         messages.insert(0, ChatMessage::new(Role::System, section));
     }
     request.messages = messages;
     request.tools.clear();
-    request.stop.push(CLOSE.to_string());
-    let after_result = request
-        .messages
-        .last()
-        .is_some_and(|m| m.content.starts_with("Tool result:"));
-    let mut in_string = false;
+    let mut grammar = None;
     let prefill = match &request.tool_choice {
         ToolChoice::Tool(name) if !after_result && names.contains(name) => {
-            let field = first_string
+            // The call is started for the model and its arguments are held to the
+            // tool's schema by a grammar: small models write broken JSON otherwise.
+            let schema = schemas
                 .iter()
                 .find(|(n, _)| n == name)
-                .and_then(|(_, f)| f.clone());
-            match field {
-                // Small models write broken JSON; writing the structure for them and
-                // letting them fill one string is far more reliable.
-                Some(field) => {
-                    in_string = true;
-                    format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": {{\"{field}\": \"")
-                }
-                None => format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": {{"),
-            }
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            grammar = Some(super::grammar::arguments_grammar(&schema));
+            format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": ")
         }
         ToolChoice::Required if !after_result => format!("{OPEN}{{\"name\": \""),
         _ => String::new(),
     };
+    if grammar.is_none() {
+        // A grammar ends the answer itself (and `</tool_call>` is valid text inside one of
+        // its strings); a free answer ends at the closing tag.
+        request.stop.push(CLOSE.to_string());
+    }
     Some(ToolMode {
         names,
         prefill,
-        in_string,
+        grammar,
     })
-}
-
-/// The first required property of a schema when it is a free string (not an enum).
-fn first_required_string(schema: &serde_json::Value) -> Option<String> {
-    let first = schema["required"].as_array()?.first()?.as_str()?;
-    let prop = &schema["properties"][first];
-    (prop["type"] == "string" && prop.get("enum").is_none()).then(|| first.to_string())
 }
 
 /// `YYYY-MM-DDTHH:MM` for Unix seconds (civil-from-days, proleptic Gregorian), so the
@@ -197,10 +201,14 @@ pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
         let mut inner = inner;
         let mut text = String::new();
         let mut rest = Vec::new();
+        let mut finish = FinishReason::Stop;
         while let Some(item) = inner.next().await {
             match item {
                 Ok(ChatChunk::Text(t)) => text.push_str(&t),
-                Ok(ChatChunk::Finish(_)) => break,
+                Ok(ChatChunk::Finish(f)) => {
+                    finish = f;
+                    break;
+                }
                 Ok(other) => rest.push(other),
                 Err(e) => {
                     yield Err(e);
@@ -211,12 +219,8 @@ pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
         for other in rest {
             yield Ok(other);
         }
-        let text = if mode.in_string {
-            // The value ends at the model's closing quote (or line end); close the call.
-            let end = text.find(['"', '\n']).unwrap_or(text.len());
-            let value = serde_json::to_string(text[..end].trim()).unwrap_or_default();
-            let value = value.trim_matches('"');
-            format!("{}{value}\"}}}}", mode.prefill)
+        let text = if mode.grammar.is_some() {
+            format!("{}{}}}", mode.prefill, text.trim())
         } else {
             format!("{}{text}", mode.prefill)
         };
@@ -241,8 +245,10 @@ pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
                 yield Ok(ChatChunk::Finish(FinishReason::Stop));
             }
             Err(why) => {
+                let shown: String = text.chars().take(200).collect();
                 yield Err(ModelError::Protocol(format!(
-                    "the local model did not write a valid tool call ({why})"
+                    "the local model did not write a valid tool call ({why}; ended: {}): {shown}",
+                    finish.as_str()
                 )));
             }
         }
@@ -255,8 +261,8 @@ fn parse_call(text: &str, names: &[String]) -> Result<Option<(String, String)>, 
     let Some(start) = text.find(OPEN) else {
         return Ok(None);
     };
+    // Not cut at `</tool_call>`: that text may sit inside a string value.
     let body = text[start + OPEN.len()..].trim_start();
-    let body = body.split(CLOSE).next().unwrap_or(body);
     // The first JSON value; anything after it (the model rambling on) is ignored.
     let mut values = serde_json::Deserializer::from_str(body).into_iter::<serde_json::Value>();
     let value = match values.next() {
@@ -318,12 +324,23 @@ mod tests {
         );
         assert_eq!(
             mode.prefill,
-            r#"<tool_call>{"name": "web_fetch", "arguments": {"url": ""#
+            r#"<tool_call>{"name": "web_fetch", "arguments": "#
         );
-        assert!(r.stop.contains(&CLOSE.to_string()));
-        // Auto: no prefill.
+        let grammar = mode.grammar.unwrap();
+        assert!(
+            grammar.starts_with(r#"root ::= "{" "\"url\": " f0"#),
+            "{grammar}"
+        );
+        assert!(
+            !r.stop.contains(&CLOSE.to_string()),
+            "the grammar ends the call"
+        );
+        // Auto: no prefill, no grammar; the answer ends at the closing tag.
         let mut r = request(ToolChoice::Auto);
-        assert_eq!(prepare(&mut r).unwrap().prefill, "");
+        let mode = prepare(&mut r).unwrap();
+        assert_eq!(mode.prefill, "");
+        assert!(mode.grammar.is_none());
+        assert!(r.stop.contains(&CLOSE.to_string()));
     }
 
     #[test]
@@ -344,6 +361,8 @@ mod tests {
             r.messages[2].content,
             r#"<tool_call>{"name": "web_fetch", "arguments": {"url":"https://example.org"}}</tool_call>"#
         );
+        // With the result back, the tool list is left out of the system prompt.
+        assert_eq!(r.messages[0].content, "Be brief.");
         assert_eq!(r.messages[3].role, Role::User);
         assert_eq!(r.messages[3].content, "Tool result:\nExample Domain");
         // After a result the model answers freely.
@@ -396,9 +415,7 @@ mod tests {
         let mut r = request(ToolChoice::Tool("web_fetch".into()));
         let mode = prepare(&mut r).unwrap();
         let model_text: ChunkStream = Box::pin(futures::stream::iter(vec![
-            Ok(ChatChunk::Text(
-                r#"https://example.org" and then some"#.into(),
-            )),
+            Ok(ChatChunk::Text(r#"{"url": "https://example.org"}"#.into())),
             Ok(ChatChunk::Finish(FinishReason::Stop)),
         ]));
         let out: Vec<_> = parse_stream(model_text, mode).collect().await;
