@@ -107,6 +107,15 @@ pub struct ChatRequest {
     /// Whether the model must call a tool (only meaningful with `tools`).
     #[serde(default)]
     pub tool_choice: ToolChoice,
+    /// Arguments of the tool named by `tool_choice` that the caller already knows (the
+    /// turn's intent decided them). The local model is held to them; other providers do
+    /// not see them (the agent loop fills them into calls that leave them out).
+    #[serde(default)]
+    pub tool_arguments: serde_json::Map<String, serde_json::Value>,
+    /// With a named tool: the arguments the model is to write besides `tool_arguments`
+    /// (the local model's grammar leaves the others out; empty: none); `None`: any.
+    #[serde(default)]
+    pub tool_fields: Option<Vec<String>>,
 }
 
 /// How a model is to use the offered tools.

@@ -68,6 +68,9 @@ pub struct ToolContext {
     /// Stable user key (`telegram:42`, or the HTTP caller's `user`), when known.
     pub user: Option<String>,
     pub origin: Option<Origin>,
+    /// The user's message of the turn (tools may read what the model left out from it,
+    /// as the `cron` tool reads "tomorrow at 9").
+    pub request: Option<String>,
     /// Fires when the turn is abandoned (client gone, budget spent, shutdown); a tool stops
     /// its work promptly and returns [`ToolError::Cancelled`].
     pub cancel: CancellationToken,
@@ -82,6 +85,7 @@ impl ToolContext {
             session_id: session_id.into(),
             user: None,
             origin: None,
+            request: None,
             cancel: CancellationToken::new(),
             timeout: Duration::from_secs(60),
         }

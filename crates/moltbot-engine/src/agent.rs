@@ -36,6 +36,10 @@ pub(crate) struct TurnTools {
     /// The skill the turn matched: its instructions join the system prompt and it is
     /// offered only the tools it declares.
     pub skill: Option<Arc<Skill>>,
+    /// Arguments of the chosen tool the intent already decided.
+    pub preset: serde_json::Map<String, serde_json::Value>,
+    /// The arguments the model is to write for the chosen tool (`None`: any).
+    pub fields: Option<Vec<String>>,
 }
 
 /// Characters of a tool's output repeated in its [`ToolEvent`] (the model gets the whole
@@ -89,7 +93,13 @@ pub(crate) struct AgentResult {
 impl Engine {
     /// The tools to offer for a turn: the one the intent names first, then those whose
     /// words match the message. Empty (no tools at all) for most turns.
-    pub(crate) fn turn_tools(&self, text: &str, intent_tool: Option<&str>) -> Option<TurnTools> {
+    pub(crate) fn turn_tools(
+        &self,
+        text: &str,
+        intent_tool: Option<&str>,
+        intent_args: &std::collections::BTreeMap<String, String>,
+        intent_fields: Option<&Vec<String>>,
+    ) -> Option<TurnTools> {
         let toolbox = self.toolbox()?;
         if !toolbox.cfg.enabled {
             return None;
@@ -119,10 +129,23 @@ impl Engine {
             }
             _ => ToolChoice::Auto,
         };
+        let preset = match &choice {
+            ToolChoice::Tool(_) => intent_args
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect(),
+            _ => serde_json::Map::new(),
+        };
+        let fields = match &choice {
+            ToolChoice::Tool(_) => intent_fields.cloned(),
+            _ => None,
+        };
         Some(TurnTools {
             tools,
             choice,
             skill,
+            preset,
+            fields,
         })
     }
 
@@ -163,10 +186,18 @@ impl Engine {
             // The last step, or one past the time budget, must answer with what it has.
             let offer = step < cfg.max_steps && Instant::now() < deadline;
             request.tools = if offer { specs.clone() } else { Vec::new() };
-            request.tool_choice = if step == 1 {
-                turn_tools.choice.clone()
+            (
+                request.tool_choice,
+                request.tool_arguments,
+                request.tool_fields,
+            ) = if step == 1 {
+                (
+                    turn_tools.choice.clone(),
+                    turn_tools.preset.clone(),
+                    turn_tools.fields.clone(),
+                )
             } else {
-                ToolChoice::Auto
+                (ToolChoice::Auto, serde_json::Map::new(), None)
             };
             if !out.text.is_empty() && !out.text.ends_with('\n') {
                 // Keep the text of separate steps apart, as it was streamed.
@@ -197,7 +228,13 @@ impl Engine {
             if g.tool_calls.is_empty() || !offer {
                 break;
             }
-            let calls = complete_calls(g.tool_calls, step);
+            let mut calls = complete_calls(g.tool_calls, step);
+            if let ToolChoice::Tool(name) = &turn_tools.choice {
+                // What the intent decided fills in what the model left out.
+                for call in calls.iter_mut().filter(|c| &c.name == name) {
+                    fill_preset(call, &turn_tools.preset);
+                }
+            }
             request
                 .messages
                 .push(ChatMessage::tool_calls(g.text, calls.clone()));
@@ -383,6 +420,20 @@ async fn run_one(
         () = ctx.cancel.cancelled() => return Err(ToolError::Cancelled),
     };
     Ok(output.cap(tool.output_cap()).0)
+}
+
+/// Add the preset arguments a call does not set itself.
+fn fill_preset(call: &mut ToolCall, preset: &serde_json::Map<String, serde_json::Value>) {
+    if preset.is_empty() {
+        return;
+    }
+    let Ok(serde_json::Value::Object(mut args)) = serde_json::from_str(&call.arguments) else {
+        return;
+    };
+    for (k, v) in preset {
+        args.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    call.arguments = serde_json::Value::Object(args).to_string();
 }
 
 /// Calls with their fragments joined; a call the provider sent without an id gets one.

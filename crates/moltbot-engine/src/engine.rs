@@ -385,7 +385,12 @@ impl Engine {
             Plan::Reply(text) => Writer::Direct(text),
             Plan::Model => {
                 let request = self.session_request(past, None, &req.overrides);
-                match self.turn_tools(&req.message, route.tool.as_deref()) {
+                match self.turn_tools(
+                    &req.message,
+                    route.tool.as_deref(),
+                    &route.tool_args,
+                    route.tool_fields.as_ref(),
+                ) {
                     Some(tools) => Writer::Agent(request, tools),
                     None => Writer::Model(request, None),
                 }
@@ -416,6 +421,7 @@ impl Engine {
                         session_id: req.session_id.clone(),
                         user: req.user.clone(),
                         origin: req.origin.clone(),
+                        request: Some(req.message.clone()),
                         cancel: cancel.clone(),
                         timeout: Duration::from_secs(60),
                     };
@@ -568,6 +574,8 @@ impl Engine {
             stop: o.stop.clone(),
             tools: Vec::new(),
             tool_choice: moltbot_core::ToolChoice::Auto,
+            tool_arguments: serde_json::Map::new(),
+            tool_fields: None,
             top_k: o.top_k,
             repetition_penalty: o.repetition_penalty,
             beam_width: o.beam_width,

@@ -79,6 +79,12 @@ pub struct RouteInfo {
     /// The tool (or skill) the turn's intent names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// Arguments of that tool the intent decides.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tool_args: std::collections::BTreeMap<String, String>,
+    /// The arguments the model is to write (`None`: any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_fields: Option<Vec<String>>,
     /// Time spent understanding and retrieving, before any generation.
     pub route_ms: f64,
 }
@@ -96,6 +102,8 @@ impl RouteInfo {
             grounding: None,
             citations: Vec::new(),
             tool: None,
+            tool_args: std::collections::BTreeMap::new(),
+            tool_fields: None,
             route_ms: 0.0,
         }
     }
@@ -207,6 +215,8 @@ impl DialogueRouter {
                             // first, and made to call it when it is loaded.
                             info.reason = "tool_intent";
                             info.tool = spec.tool.clone().or_else(|| spec.skill.clone());
+                            info.tool_args = spec.tool_args.clone();
+                            info.tool_fields = spec.tool_fields.clone();
                         } else if spec.contextual && in_conversation {
                             info.reason = "in_conversation";
                         } else if text.chars().count() > self.cfg.template_max_chars {

@@ -319,6 +319,7 @@ impl JobRunner for EngineRunner {
                         session_id: format!("cron-{}", job.id),
                         user: job.owner.clone(),
                         origin,
+                        request: None,
                         cancel,
                         timeout: JOB_TIMEOUT,
                     };

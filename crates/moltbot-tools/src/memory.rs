@@ -79,7 +79,15 @@ impl MemoryTool {
         let prefix = Self::prefix(ctx);
         match args::string(arguments, "action")? {
             "remember" => {
-                let fact = args::string(arguments, "fact")?.trim();
+                // A fact with no words in it (small models write ")" now and then) gives
+                // way to what the user said, which is what they asked to keep.
+                let given = args::opt_string(arguments, "fact")?.map(str::trim);
+                let fact = match (given, ctx.request.as_deref()) {
+                    (Some(f), _) if meaningful(f) && !looks_like_markup(f) => f.to_string(),
+                    (_, Some(said)) if meaningful(said) => strip_remember(said),
+                    _ => return Err(ToolError::InvalidArguments("`fact` is required".into())),
+                };
+                let fact = fact.as_str();
                 let n = fact.chars().count();
                 if n > MAX_FACT_CHARS {
                     return Err(ToolError::InvalidArguments(format!(
@@ -116,6 +124,39 @@ impl MemoryTool {
             ))),
         }
     }
+}
+
+/// Tags, braces or a tool-call marker: a model's fact that picked up prompt syntax.
+fn looks_like_markup(text: &str) -> bool {
+    text.contains(['<', '>', '{', '}']) || text.contains("tool_call")
+}
+
+/// At least three letters or digits.
+fn meaningful(text: &str) -> bool {
+    text.chars().filter(|c| c.is_alphanumeric()).count() >= 3
+}
+
+/// "Please remember that my locker code is 4412" → "my locker code is 4412".
+fn strip_remember(said: &str) -> String {
+    let lower = said.to_lowercase();
+    let mut cut = 0;
+    for lead in [
+        "please ",
+        "can you ",
+        "could you ",
+        "remember that ",
+        "remember ",
+        "note that ",
+        "don't forget that ",
+        "don't forget ",
+        "keep in mind that ",
+        "keep in mind ",
+    ] {
+        if lower[cut..].starts_with(lead) {
+            cut += lead.len();
+        }
+    }
+    said.get(cut..).unwrap_or(said).trim().to_string()
 }
 
 impl Tool for MemoryTool {

@@ -81,6 +81,14 @@ pub struct IntentSpec {
     pub skill: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// Arguments of `tool` the intent already decides (`action: recall`); the model fills
+    /// in the rest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_args: BTreeMap<String, String>,
+    /// The arguments of `tool` the model is to write for this intent (the others are left
+    /// out; `[]`: none); absent lets it choose among all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_fields: Option<Vec<String>>,
     /// Answer from the knowledge base (retrieval) rather than a template.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub knowledge: bool,
@@ -233,6 +241,8 @@ impl Dataset {
                     replies: BTreeMap::new(),
                     skill: None,
                     tool: None,
+                    tool_args: BTreeMap::new(),
+                    tool_fields: None,
                     knowledge: false,
                     contextual: false,
                 })?;
@@ -261,6 +271,10 @@ impl Dataset {
                 }
                 known.skill = known.skill.take().or(spec.skill);
                 known.tool = known.tool.take().or(spec.tool);
+                for (k, v) in spec.tool_args {
+                    known.tool_args.entry(k).or_insert(v);
+                }
+                known.tool_fields = known.tool_fields.take().or(spec.tool_fields);
                 known.knowledge |= spec.knowledge;
                 known.contextual |= spec.contextual;
                 Ok(())

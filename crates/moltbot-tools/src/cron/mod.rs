@@ -14,6 +14,7 @@
 //! Time comes from a [`Clock`] so tests drive it with tokio's paused clock.
 
 mod handle;
+pub mod natural;
 mod schedule;
 mod scheduler;
 mod tool;

@@ -3,6 +3,7 @@
 //! and removes only their own jobs.
 
 use super::handle::shorten;
+use super::natural;
 use super::{format_local_ms, parse_tz, CronError, CronHandle, NewJob, Schedule};
 use futures::future::BoxFuture;
 use moltbot_core::tool::args;
@@ -39,7 +40,8 @@ impl CronTool {
                     "every": {"type": "string", "description": "e.g. 10m, 2h, 1d"},
                     "at": {"type": "string", "description": "Once: 2026-12-01T09:00"},
                     "tz": {"type": "string"},
-                    "prompt": {"type": "string", "description": "Prompt to run instead"},
+                    "prompt": {"type": "string"},
+                    "when": {"type": "string", "description": "e.g. tomorrow 9am"},
                     "id": {"type": "string"}
                 },
                 "required": ["action"]
@@ -60,15 +62,33 @@ impl CronTool {
             .into_iter()
             .filter_map(|f| nonempty(f).transpose().map(|v| v.map(|v| (f, v))))
             .collect::<Result<_, _>>()?;
-        let schedule = match given.as_slice() {
-            [("cron", v)] => Schedule::cron(v, tz),
-            [("every", v)] => Schedule::every(v),
-            [(_, v)] => Schedule::at(v, tz),
-            [] => {
-                return Err(ToolError::InvalidArguments(
-                    "give one of `cron`, `every` or `at`, got none".into(),
-                ))
-            }
+        // Without a formal schedule, or with one that does not parse (small models write
+        // "0 9 every day" or a date in the past), read it from `when` or the user's own
+        // words ("remind me tomorrow at 9 to call Anna"); what is left of those words is
+        // the reminder.
+        let now = self.handle.now().with_timezone(&tz);
+        let mut understood_rest = None;
+        let mut from_words = || -> Result<Option<Result<Schedule, _>>, ToolError> {
+            // The user's own words first: they are what the user meant; a model's `when`
+            // is a paraphrase that small models get wrong.
+            let when = nonempty("when")?;
+            let understood = ctx
+                .request
+                .as_deref()
+                .and_then(|r| natural::understand(r, now))
+                .inspect(|u| understood_rest = Some(u.rest.clone()))
+                .or_else(|| when.and_then(|w| natural::understand(w, now)));
+            Ok(understood.map(|u| match u.when {
+                natural::When::Cron(c) => Schedule::cron(&c, tz),
+                natural::When::Every(e) => Schedule::every(&e),
+                natural::When::At(a) => Schedule::at(&a, tz),
+            }))
+        };
+        let formal = match given.as_slice() {
+            [("cron", v)] => Some(Schedule::cron(v, tz)),
+            [("every", v)] => Some(Schedule::every(v)),
+            [(_, v)] => Some(Schedule::at(v, tz)),
+            [] => None,
             many => {
                 let names: Vec<String> = many.iter().map(|(f, _)| format!("`{f}`")).collect();
                 return Err(ToolError::InvalidArguments(format!(
@@ -76,9 +96,40 @@ impl CronTool {
                     names.join(" and ")
                 )));
             }
+        };
+        let schedule = match formal {
+            Some(Ok(s)) => Ok(s),
+            Some(Err(bad)) => match from_words()? {
+                Some(Ok(s)) => Ok(s),
+                _ => Err(bad),
+            },
+            None => from_words()?.ok_or_else(|| {
+                ToolError::InvalidArguments(
+                    "give one of `cron`, `every`, `at` or `when`, got none".into(),
+                )
+            })?,
         }
         .map_err(invalid)?;
-        let message = nonempty("message")?;
+        // A schedule read from the user's words also gives the reminder text when the
+        // model wrote none.
+        // The reminder text: the model's, else what the user's words leave once the
+        // schedule and "remind me to" are taken out.
+        let from_request = understood_rest.or_else(|| {
+            ctx.request
+                .as_deref()
+                .and_then(|r| natural::understand(r, now))
+                .map(|u| u.rest)
+        });
+        let from_request = from_request.filter(|r| !r.is_empty());
+        // A model's message that shares no word with what the user said is made up; the
+        // user's words are kept instead.
+        let message = match (nonempty("message")?, from_request.as_deref()) {
+            (Some(m), Some(said)) if !shares_a_word(m, ctx.request.as_deref().unwrap_or(said)) => {
+                Some(said)
+            }
+            (Some(m), _) => Some(m),
+            (None, said) => said,
+        };
         let payload = match (nonempty("prompt")?, message) {
             (Some(p), _) => CronPayload::Prompt { text: p.into() },
             (None, Some(m)) => CronPayload::Message { text: m.into() },
@@ -191,6 +242,18 @@ fn from_cron(e: CronError) -> ToolError {
         e @ CronError::Full { .. } => ToolError::Denied(e.to_string()),
         CronError::Store(e) => ToolError::Failed(e.to_string()),
     }
+}
+
+/// Whether two texts share a word of four letters or more (case-insensitive).
+fn shares_a_word(a: &str, b: &str) -> bool {
+    let words = |t: &str| -> Vec<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 4)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let b = words(b);
+    words(a).iter().any(|w| b.contains(w))
 }
 
 impl Tool for CronTool {

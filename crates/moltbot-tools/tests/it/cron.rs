@@ -638,7 +638,7 @@ async fn the_tool_explains_bad_arguments() {
     let cases = [
         (
             json!({"action": "add", "message": "x"}),
-            "one of `cron`, `every` or `at`, got none",
+            "one of `cron`, `every`, `at` or `when`, got none",
         ),
         (
             json!({"action": "add", "message": "x", "cron": "0 9 * * *", "at": "2026-12-01T09:00"}),
@@ -684,4 +684,54 @@ async fn the_tool_explains_bad_arguments() {
     };
     let e = CronHandle::new(f.store.clone(), &bad).unwrap_err();
     assert!(e.to_string().contains("tools.cron.default_tz"), "{e}");
+}
+
+/// A model that gives no schedule (small local models rarely write a valid cron pattern
+/// or date): the tool reads it, and the reminder text, from the user's own words.
+#[tokio::test]
+async fn the_tool_reads_the_schedule_from_the_users_words() {
+    let cfg = CronConfig {
+        default_tz: "Europe/Berlin".into(),
+        ..CronConfig::default()
+    };
+    let f = Fixture::new("2026-11-30T12:00:00Z", cfg);
+    let tool = CronTool::new(f.handle.clone());
+    let mut ctx = turn("telegram:42", Some(("telegram", "42")));
+    ctx.request = Some("remind me every day at 9 to call Anna".into());
+    let out = call(&tool, json!({"action": "add"}), &ctx).await.unwrap();
+    assert!(out.contains("09:00"), "{out}");
+    let jobs = f.handle.list().await.unwrap();
+    assert_eq!(jobs[0].schedule_kind, "cron");
+    assert_eq!(jobs[0].schedule_expr, "0 9 * * *");
+    assert_eq!(
+        jobs[0].payload,
+        CronPayload::Message {
+            text: "call Anna".into()
+        }
+    );
+    // `when` in words works too, with the model's own message.
+    let out = call(
+        &tool,
+        json!({"action": "add", "when": "in 20 minutes", "message": "check the oven"}),
+        &turn("telegram:42", None),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("Scheduled"), "{out}");
+    assert_eq!(f.handle.list().await.unwrap().len(), 2);
+    // A pattern that does not parse gives way to the user's words.
+    let mut ctx = turn("telegram:42", None);
+    ctx.request = Some("every weekday at 8:30 stand-up".into());
+    call(
+        &tool,
+        json!({"action": "add", "cron": "0 9 every day", "message": "stand-up"}),
+        &ctx,
+    )
+    .await
+    .unwrap();
+    let jobs = f.handle.list().await.unwrap();
+    assert!(
+        jobs.iter().any(|j| j.schedule_expr == "30 8 * * 1-5"),
+        "{jobs:?}"
+    );
 }

@@ -11,12 +11,37 @@
 use serde_json::Value;
 
 /// The grammar (root rule `root`) of an arguments object for `schema`.
-pub(super) fn arguments_grammar(schema: &Value) -> String {
+pub(super) fn arguments_grammar(
+    schema: &Value,
+    fixed: &serde_json::Map<String, Value>,
+    only: Option<&[String]>,
+) -> String {
     let props = schema["properties"].as_object();
-    let required: Vec<&str> = schema["required"]
+    let mut required: Vec<&str> = schema["required"]
         .as_array()
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    // With `only`, the object holds the fixed fields and exactly those (written in that
+    // order); everything else is left out.
+    let narrowed;
+    let props = if let Some(only) = only {
+        let mut keep = serde_json::Map::new();
+        for (k, v) in props.into_iter().flatten() {
+            if fixed.contains_key(k) || only.contains(k) {
+                keep.insert(k.clone(), v.clone());
+            }
+        }
+        required = fixed
+            .keys()
+            .map(String::as_str)
+            .chain(only.iter().map(String::as_str))
+            .filter(|k| keep.contains_key(*k))
+            .collect();
+        narrowed = keep;
+        Some(&narrowed)
+    } else {
+        props
+    };
     let mut fields: Vec<&str> = required
         .iter()
         .copied()
@@ -34,7 +59,12 @@ pub(super) fn arguments_grammar(schema: &Value) -> String {
     let mut parts = Vec::new();
     for (i, name) in fields.iter().enumerate() {
         let prop = props.map(|p| &p[*name]).unwrap_or(&Value::Null);
-        rules.push(format!("f{i} ::= {}", value_rule(prop)));
+        let rule = match fixed.get(*name) {
+            // Decided by the caller: written as it is.
+            Some(v) => gbnf_literal(&v.to_string()),
+            None => value_rule(prop),
+        };
+        rules.push(format!("f{i} ::= {rule}"));
         let key = gbnf_literal(&format!("\"{name}\": "));
         parts.push(match (i, i < n_required) {
             // The first required field opens the object.
@@ -122,16 +152,46 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn required_then_optional_fields() {
-        let g = arguments_grammar(&json!({
-            "type": "object",
-            "properties": {
+    fn fixed_fields_are_literals() {
+        let fixed = json!({"action": "recall"});
+        let g = arguments_grammar(
+            &json!({"type": "object", "properties": {
                 "action": {"type": "string", "enum": ["remember", "recall"]},
-                "fact": {"type": "string"},
-                "count": {"type": "integer"}
-            },
-            "required": ["action"]
-        }));
+                "query": {"type": "string"}}, "required": ["action"]}),
+            fixed.as_object().unwrap(),
+            None,
+        );
+        assert!(g.contains(r##"f0 ::= "\"recall\"""##), "{g}");
+        // Only the named fields besides the fixed ones, all written.
+        let g = arguments_grammar(
+            &json!({"type": "object", "properties": {
+                "action": {"type": "string"}, "query": {"type": "string"},
+                "fact": {"type": "string"}}, "required": ["action"]}),
+            fixed.as_object().unwrap(),
+            Some(&["query".to_string()]),
+        );
+        assert!(
+            g.starts_with(r#"root ::= "{" "\"action\": " f0 ", " "\"query\": " f1 "}""#),
+            "{g}"
+        );
+        assert!(g.contains(r##"f0 ::= "\"recall\"""##), "{g}");
+    }
+
+    #[test]
+    fn required_then_optional_fields() {
+        let g = arguments_grammar(
+            &json!({
+                "type": "object",
+                "properties": {
+                    "action": {"type": "string", "enum": ["remember", "recall"]},
+                    "fact": {"type": "string"},
+                    "count": {"type": "integer"}
+                },
+                "required": ["action"]
+            }),
+            &serde_json::Map::new(),
+            None,
+        );
         let root = g.lines().next().unwrap();
         assert_eq!(
             root,
@@ -147,10 +207,14 @@ mod tests {
 
     #[test]
     fn no_fields_or_only_optional_ones() {
-        let g = arguments_grammar(&json!({"type": "object"}));
+        let none = serde_json::Map::new();
+        let g = arguments_grammar(&json!({"type": "object"}), &none, None);
         assert!(g.starts_with("root ::= \"{\" \"}\""), "{g}");
-        let g =
-            arguments_grammar(&json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+        let g = arguments_grammar(
+            &json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+            &none,
+            None,
+        );
         assert!(
             g.starts_with(r#"root ::= "{}" | "{" "\"q\": " f0 "}""#),
             "{g}"

@@ -71,10 +71,23 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
     section.push_str(&format!("Current time (UTC): {}", utc_minute(now)));
     if after_result {
         section.clear();
+        // An answer built on a tool's result should stick to it: sample conservatively.
+        request.temperature = Some(request.temperature.unwrap_or(0.2).min(0.2));
     }
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    let mut called: Vec<(String, String)> = Vec::new();
     let mut system_done = false;
-    for m in request.messages.drain(..) {
+    // After a result, only the question and what the tools returned are shown: a small
+    // model otherwise copies one of its earlier replies.
+    let question_at = request
+        .messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .unwrap_or(0);
+    for (i, m) in request.messages.drain(..).enumerate() {
+        if after_result && i < question_at && m.role != Role::System {
+            continue;
+        }
         match m.role {
             Role::System if !system_done => {
                 system_done = true;
@@ -85,26 +98,27 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
                 };
                 messages.push(ChatMessage::new(Role::System, content));
             }
+            // Earlier calls are not shown as JSON (small models then imitate it in their
+            // answers); their results say which tool produced them.
             Role::Assistant if !m.tool_calls.is_empty() => {
-                let mut text = m.content.clone();
                 for c in &m.tool_calls {
-                    text.push_str(&format!(
-                        "{OPEN}{{\"name\": \"{}\", \"arguments\": {}}}{CLOSE}",
-                        c.name,
-                        if c.arguments.trim().is_empty() {
-                            "{}"
-                        } else {
-                            c.arguments.trim()
-                        }
-                    ));
+                    called.push((c.id.clone(), c.name.clone()));
                 }
-                messages.push(ChatMessage::new(Role::Assistant, text));
+                if !m.content.trim().is_empty() {
+                    messages.push(ChatMessage::new(Role::Assistant, m.content));
+                }
             }
             // Chat templates of small models know no `tool` role: results come as user text.
-            Role::Tool => messages.push(ChatMessage::new(
-                Role::User,
-                format!("Tool result:\n{}", m.content),
-            )),
+            Role::Tool => {
+                let name = called
+                    .iter()
+                    .find(|(id, _)| Some(id) == m.tool_call_id.as_ref())
+                    .map_or("tool", |(_, n)| n.as_str());
+                messages.push(ChatMessage::new(
+                    Role::User,
+                    format!("[{name} result]\n{}\n\nUse this to answer.", m.content),
+                ));
+            }
             _ => messages.push(m),
         }
     }
@@ -123,7 +137,11 @@ pub(super) fn prepare(request: &mut ChatRequest) -> Option<ToolMode> {
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
-            grammar = Some(super::grammar::arguments_grammar(&schema));
+            grammar = Some(super::grammar::arguments_grammar(
+                &schema,
+                &request.tool_arguments,
+                request.tool_fields.as_deref(),
+            ));
             format!("{OPEN}{{\"name\": \"{name}\", \"arguments\": ")
         }
         ToolChoice::Required if !after_result => format!("{OPEN}{{\"name\": \""),
@@ -357,14 +375,15 @@ mod tests {
         r.messages
             .push(ChatMessage::tool_result("c1", "Example Domain"));
         let mode = prepare(&mut r).unwrap();
-        assert_eq!(
-            r.messages[2].content,
-            r#"<tool_call>{"name": "web_fetch", "arguments": {"url":"https://example.org"}}</tool_call>"#
-        );
+        // The call itself is not shown; its result names the tool.
+        assert_eq!(r.messages.len(), 3);
         // With the result back, the tool list is left out of the system prompt.
         assert_eq!(r.messages[0].content, "Be brief.");
-        assert_eq!(r.messages[3].role, Role::User);
-        assert_eq!(r.messages[3].content, "Tool result:\nExample Domain");
+        assert_eq!(r.messages[2].role, Role::User);
+        assert_eq!(
+            r.messages[2].content,
+            "[web_fetch result]\nExample Domain\n\nUse this to answer."
+        );
         // After a result the model answers freely.
         assert_eq!(mode.prefill, "");
     }
