@@ -110,6 +110,7 @@ printf '# Employee handbook\n\n## Vacation\n\nEvery employee gets 31 days of pai
 printf '<html><body><h1>Wi-Fi</h1><p>The office Wi-Fi network is called moltnet and its password is on the fridge.</p></body></html>' >"$WORK/docs/wifi.html"
 caps=$("$BIN" capabilities --json --url "$URL" --token "$TOKEN")
 check "moltbot capabilities lists the built-in tools" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); st={c["name"]:c["status"] for c in r["capabilities"]}; assert st["web_fetch"]=="loaded" and st["cron"]=="loaded" and st["browser"]=="loaded" and st["exec"]=="disabled", st' "$caps"
+check "moltbot approvals list (none pending)" bash -c '"$1" approvals list --url "$2" --token "$3" | grep -q "no approval is pending"' _ "$BIN" "$URL" "$TOKEN"
 check "moltbot knowledge add DIR" "$BIN" knowledge add "$WORK/docs" --url "$URL" --token "$TOKEN"
 found=$("$BIN" knowledge search "what is the wifi called" --json --url "$URL" --token "$TOKEN")
 check "moltbot knowledge search finds the page" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["hits"][0]["source"].endswith("wifi.html"), r' "$found"

@@ -219,6 +219,8 @@ struct HubInner {
     turn_permits: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Slash commands answered before a turn (`/approve ID`), once installed.
+    commands: std::sync::OnceLock<Arc<dyn moltbot_core::ChatCommands>>,
 }
 
 impl ChannelHub {
@@ -250,6 +252,7 @@ impl ChannelHub {
                 turn_permits,
                 shutdown,
                 tasks: TaskTracker::new(),
+                commands: std::sync::OnceLock::new(),
             }),
         };
         for ch in channels {
@@ -341,6 +344,28 @@ impl ChannelHub {
         Ok(ids)
     }
 
+    /// Install the slash-command handler (once; later calls are ignored).
+    pub fn set_commands(&self, commands: Arc<dyn moltbot_core::ChatCommands>) {
+        let _ = self.inner.commands.set(commands);
+    }
+
+    /// Whether `sender_id` is an owner of `channel` (in its `allow_from`).
+    pub fn is_owner(&self, channel: &str, sender_id: &str) -> bool {
+        self.inner
+            .rules
+            .get(channel)
+            .is_some_and(|r| r.access.allow_from.iter().any(|a| a == sender_id))
+    }
+
+    /// The owners of `channel` (its `allow_from`).
+    pub fn owners(&self, channel: &str) -> Vec<String> {
+        self.inner
+            .rules
+            .get(channel)
+            .map(|r| r.access.allow_from.clone())
+            .unwrap_or_default()
+    }
+
     /// Wake the outbox loop (after rows were queued directly in the store).
     pub fn wake_outbox(&self) {
         self.inner.outbox_wake.notify_one();
@@ -417,6 +442,23 @@ impl ChannelHub {
             .get(row.message.channel.as_str())
             .is_some_and(|r| r.access.allow_from.contains(&row.message.sender_id));
         let session = session_for(self.inner.cfg.session_scope, owner, &row.message);
+        if self
+            .inner
+            .commands
+            .get()
+            .is_some_and(|c| c.claims(row.message.text.trim()))
+        {
+            let hub = self.clone();
+            self.inner.tasks.spawn(async move {
+                hub.process(&session, row.clone()).await;
+                hub.inner
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&row.id);
+            });
+            return;
+        }
         // The lock is held only to find or start the worker (never across an await).
         let mut workers = self
             .inner
@@ -551,6 +593,18 @@ impl ChannelHub {
         let text = msg.text.trim();
         if text.is_empty() {
             return self.finish(&row, "ignored", Vec::new()).await;
+        }
+        if text.starts_with('/') {
+            let owner = self.is_owner(ch.kind(), &msg.sender_id);
+            if let Some(reply) = self
+                .inner
+                .commands
+                .get()
+                .and_then(|c| c.handle(ch.kind(), &msg.sender_id, owner, text))
+            {
+                let replies = self.replies(&row, ch.as_ref(), &reply);
+                return self.finish(&row, "done", replies).await;
+            }
         }
         if matches!(text, "/new" | "/reset") {
             let reply = match self.inner.engine.reset_session(session).await {

@@ -194,3 +194,15 @@ pub trait Channel: Send + Sync {
 
     fn state(&self) -> ChannelState;
 }
+
+/// Slash commands typed in a chat (`/approve ID`), answered before the message becomes a
+/// turn. The hub asks the handler first; `None` lets the message through.
+pub trait ChatCommands: Send + Sync + 'static {
+    /// Whether `text` is one of these commands. Claimed messages are answered at once,
+    /// beside the conversation rather than after its running turn (which may be the one
+    /// waiting for the answer, as with an approval).
+    fn claims(&self, text: &str) -> bool;
+
+    /// `owner`: the sender is in the channel's `allow_from`.
+    fn handle(&self, channel: &str, sender_id: &str, owner: bool, text: &str) -> Option<String>;
+}

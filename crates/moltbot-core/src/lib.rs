@@ -22,7 +22,9 @@ pub mod model;
 pub mod secret;
 pub mod tool;
 
-pub use channel::{Channel, ChannelError, ChannelState, Inbound, InboundSink, Outbound};
+pub use channel::{
+    Channel, ChannelError, ChannelState, ChatCommands, Inbound, InboundSink, Outbound,
+};
 pub use config::{Config, ConfigError};
 pub use encoder::{EncodeError, Encoder};
 pub use model::{

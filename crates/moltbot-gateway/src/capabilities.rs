@@ -257,11 +257,98 @@ impl Capabilities {
         }
     }
 
+    /// Tell owners about approval requests in their chats and take `/approve ID` and
+    /// `/deny ID` there: the request goes to the chat it came from and to the channel's
+    /// owners (`allow_from`, whose direct chat ids are their sender ids).
+    pub fn connect_channels(
+        &self,
+        hub: &moltbot_channels::ChannelHub,
+        shutdown: CancellationToken,
+    ) {
+        hub.set_commands(Arc::new(ApprovalCommands {
+            approvals: self.approvals.clone(),
+        }));
+        let mut requests = self.approvals.subscribe();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    r = requests.recv() => r,
+                    () = shutdown.cancelled() => return,
+                };
+                let request = match request {
+                    Ok(r) => r,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(origin) = &request.origin else {
+                    continue;
+                };
+                let wait = request.expires_ms.saturating_sub(request.created_ms) / 1000;
+                let text = format!(
+                    "Approval needed: run `{}`?\nReply /approve {} or /deny {} (within {wait} s).",
+                    request.command, request.id, request.id
+                );
+                let mut chats = vec![origin.chat_id.clone()];
+                for owner in hub.owners(&origin.channel) {
+                    if !chats.contains(&owner) {
+                        chats.push(owner);
+                    }
+                }
+                for chat in chats {
+                    if let Err(e) = hub.send_text(&origin.channel, &chat, &text).await {
+                        tracing::warn!(cause = %e, channel = %origin.channel, "cannot send an approval request");
+                    }
+                }
+            }
+        });
+    }
+
     /// Close the browser (kills Chromium).
     pub async fn shutdown(&self) {
         if let Some(b) = &self.browser {
             b.shutdown().await;
         }
+    }
+}
+
+/// `/approve ID` and `/deny ID` from a channel's owner.
+struct ApprovalCommands {
+    approvals: Approvals,
+}
+
+impl moltbot_core::ChatCommands for ApprovalCommands {
+    fn claims(&self, text: &str) -> bool {
+        matches!(text.split_whitespace().next(), Some("/approve" | "/deny"))
+    }
+
+    fn handle(&self, channel: &str, sender_id: &str, owner: bool, text: &str) -> Option<String> {
+        let mut words = text.split_whitespace();
+        let approve = match words.next()? {
+            "/approve" => true,
+            "/deny" => false,
+            _ => return None,
+        };
+        let Some(id) = words.next() else {
+            return Some(format!(
+                "Usage: /{} ID (pending: {})",
+                if approve { "approve" } else { "deny" },
+                self.approvals.list().len()
+            ));
+        };
+        if !owner {
+            tracing::warn!(
+                channel,
+                sender = sender_id,
+                "approval answer from a non-owner refused"
+            );
+            return Some("Only the owner (a sender in allow_from) can answer approvals.".into());
+        }
+        Some(if self.approvals.decide(id, approve) {
+            format!("{} {id}.", if approve { "Approved" } else { "Denied" })
+        } else {
+            format!("No pending approval {id} (answered, expired or unknown).")
+        })
     }
 }
 

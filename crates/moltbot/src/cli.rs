@@ -58,6 +58,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Commands waiting for the owner's approval (`tools.exec.policy = "ask"`).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
     /// Send messages through a channel (via the running gateway).
     Message {
         #[command(subcommand)]
@@ -376,6 +381,29 @@ pub enum PairingCommand {
     Allow { channel: String, sender: String },
     /// Revoke a sender's access.
     Revoke { channel: String, sender: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Pending requests, oldest first.
+    List {
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let request ID run.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
+    /// Refuse request ID.
+    Deny {
+        id: String,
+        #[command(flatten)]
+        gateway: GatewayClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -124,9 +124,24 @@ fn doctor_fails_on_a_bad_config_and_passes_on_a_good_one() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for n in ["config", "data dir", "store", "port", "model"] {
+    for n in ["config", "data dir", "store", "port", "model", "skill"] {
         assert!(names.contains(&n), "{names:?}");
     }
+
+    // A broken skill fails the doctor with the file and the field.
+    let skill = home.path().join(".moltbot/skills/weather");
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(skill.join("SKILL.md"), "---\nname: weather\n---\nsay it\n").unwrap();
+    let out = moltbot(home.path())
+        .args(["--config", good.to_str().unwrap(), "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("weather/SKILL.md: `description` is required"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -53,6 +53,10 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut Config)) -> World {
         let pages = page_server().await;
         let url = format!("http://{pages}/article");
         let model = FakeOpenAi::builder()
@@ -94,6 +98,7 @@ impl World {
         cfg.channels.telegram.api_base = tg.base_url();
         cfg.channels.telegram.poll_timeout_secs = 1;
         cfg.channels.telegram.dm_policy = moltbot_core::config::DmPolicy::Open;
+        adjust(&mut cfg);
         std::fs::create_dir_all(dir.path().join("workspace/notes")).unwrap();
         // A skill that may only list files (exec), triggered by "inventory".
         let skill = dir.path().join("skills/inventory");
@@ -131,6 +136,7 @@ impl World {
             built.channels,
             stop.clone(),
         );
+        caps.connect_channels(&hub, stop.clone());
         let state = AppState::with_channels(engine, cfg, Some(hub.clone()));
         let _ = state.inner.capabilities.set(caps);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -370,4 +376,47 @@ async fn a_skill_adds_its_instructions_and_only_its_tools() {
     assert!(!w
         .offered(w.model.recent_requests().len() - 2)
         .contains(&"web_fetch".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_approves_a_command_from_telegram() {
+    let w = World::start_with(|cfg| {
+        cfg.tools.exec.policy = ExecPolicy::Ask;
+        cfg.channels.telegram.allow_from = vec!["42".into()];
+    })
+    .await;
+    w.tg.push_message(42, 42, "wipe the notes folder");
+    // The approval request arrives in the owner's chat with its id.
+    let sent = w.tg.wait_sent(1, WAIT).await;
+    let ask = &sent[0].text;
+    assert!(
+        ask.contains("Approval needed: run `rm -rf notes`?"),
+        "{ask}"
+    );
+    let id = ask
+        .split("/approve ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let pending = w.get("/api/v1/approvals").await;
+    assert_eq!(pending["approvals"][0]["id"], id.as_str(), "{pending}");
+    assert!(w.dir.path().join("workspace/notes").exists());
+    // A stranger cannot answer it; the owner can.
+    w.tg.push_message(7, 7, &format!("/approve {id}"));
+    let sent = w.tg.wait_sent(2, WAIT).await;
+    assert!(sent[1].text.contains("Only the owner"), "{}", sent[1].text);
+    w.tg.push_message(42, 42, &format!("/approve {id}"));
+    let sent = w.tg.wait_sent(4, WAIT).await;
+    let texts: Vec<&str> = sent.iter().map(|m| m.text.as_str()).collect();
+    assert!(
+        texts.iter().any(|t| t.contains(&format!("Approved {id}"))),
+        "{texts:?}"
+    );
+    // The command ran (through the shell, in the workspace) and the turn finished.
+    assert!(
+        texts.iter().any(|t| t.contains("exit code: 0")),
+        "{texts:?}"
+    );
+    assert!(!w.dir.path().join("workspace/notes").exists());
 }

@@ -241,9 +241,9 @@ fn rest_of(text: &str, used: &[(usize, usize)]) -> String {
     let without_lead = LEAD.replace(&squeezed, "");
     let trimmed = without_lead
         .trim()
-        .trim_start_matches(|c: char| c == ',' || c == ':')
+        .trim_start_matches([',', ':'])
         .trim_start_matches("to ")
-        .trim_end_matches(|c: char| matches!(c, '.' | '!' | '?' | ',' | ' '))
+        .trim_end_matches(['.', '!', '?', ',', ' '])
         .trim();
     trimmed.to_string()
 }

@@ -41,6 +41,47 @@ pub fn run_status(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `moltbot approvals list|approve|deny`.
+pub fn run_approvals(
+    config_path: Option<&Path>,
+    command: crate::cli::ApprovalsCommand,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::ApprovalsCommand as A;
+    let cfg = super::load_config(config_path)?;
+    let rt = super::small_runtime()?;
+    let (gateway, id, approve) = match command {
+        A::List { gateway, json } => {
+            let client = GatewayClient::new(&cfg, gateway)?;
+            let value = rt.block_on(client.call("/api/v1/approvals", None))?;
+            if json {
+                println!("{value}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let list = value["approvals"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no approval is pending");
+            }
+            for a in list {
+                println!(
+                    "{}  {}  session={}  `{}`",
+                    a["id"].as_str().unwrap_or("?"),
+                    a["tool"].as_str().unwrap_or("?"),
+                    a["session_id"].as_str().unwrap_or("?"),
+                    a["command"].as_str().unwrap_or("?"),
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        A::Approve { id, gateway } => (gateway, id, true),
+        A::Deny { id, gateway } => (gateway, id, false),
+    };
+    let client = GatewayClient::new(&cfg, gateway)?;
+    let path = format!("/api/v1/approvals/{id}");
+    rt.block_on(client.call(&path, Some(json!({"approve": approve}))))?;
+    println!("{} {id}", if approve { "approved" } else { "denied" });
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `moltbot capabilities`: one line per tool and skill.
 pub fn run_capabilities(
     config_path: Option<&Path>,

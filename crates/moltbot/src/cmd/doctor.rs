@@ -191,6 +191,30 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
             }
         }
     }
+    if cfg.tools.skills.enabled {
+        // A broken skill fails the doctor (it is left out at run time, which is easy to
+        // miss); a missing folder is fine: skills are optional.
+        let dir = moltbot_tools::skills::resolve_dir(&cfg.tools.skills.dir, &data_dir);
+        for c in moltbot_tools::skills::check(&dir) {
+            let level = if c.ok { Level::Ok } else { Level::Fail };
+            checks.push(check("skill", level, format!("{}: {}", c.name, c.message)));
+        }
+    }
+    if let Some(browser) = cfg
+        .tools
+        .browser
+        .enabled
+        .then(|| moltbot_tools::browser::find_executable(&cfg.tools.browser.executable))
+    {
+        checks.push(match browser {
+            Ok(p) => check("browser", Level::Ok, p.display().to_string()),
+            Err(e) => check(
+                "browser",
+                Level::Warn,
+                format!("{e}; the browser tool is unavailable (install chromium)"),
+            ),
+        });
+    }
     let env = EnvSnapshot::capture(&data_dir);
     if let Some(free) = env.disk_free_bytes {
         let level = if free < 500_000_000 {

@@ -175,6 +175,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let caps = moltbot_gateway::capabilities::Capabilities::build(&cfg, &engine);
     caps.start_scheduler(engine.clone(), stop_channels.clone());
     caps.watch_skills(stop_channels.clone());
+    if let Some(hub) = &hub {
+        caps.connect_channels(hub, stop_channels.clone());
+    }
     let state = AppState::with_channels(engine, cfg, hub.clone());
     let _ = state.inner.capabilities.set(caps.clone());
     start_understanding(&state);

@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Capabilities { gateway, json } => {
             channels::run_capabilities(config_path.as_deref(), gateway, json)
         }
+        Command::Approvals { command } => channels::run_approvals(config_path.as_deref(), command),
         Command::Message { command } => channels::run_message(config_path.as_deref(), command),
         Command::Cron { command } => cron::run(config_path.as_deref(), command),
         Command::Knowledge { command } => knowledge::run(config_path.as_deref(), command),
