@@ -238,7 +238,9 @@ pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
             yield Ok(other);
         }
         let text = if mode.grammar.is_some() {
-            format!("{}{}}}", mode.prefill, text.trim())
+            // The grammar keeps the JSON valid up to where the token budget may have cut
+            // it: close what is open.
+            format!("{}{}}}", mode.prefill, close_truncated(text.trim()))
         } else {
             format!("{}{text}", mode.prefill)
         };
@@ -271,6 +273,44 @@ pub(super) fn parse_stream(inner: ChunkStream, mode: ToolMode) -> ChunkStream {
             }
         }
     })
+}
+
+/// Close a JSON text cut short: end an open string, then every open object and array.
+fn close_truncated(json: &str) -> String {
+    let mut open = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => open.push('}'),
+            '[' => open.push(']'),
+            '}' | ']' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    let mut out = json.to_string();
+    if escaped {
+        out.pop();
+    }
+    if in_string {
+        out.push('"');
+    }
+    while let Some(c) = open.pop() {
+        out.push(c);
+    }
+    out
 }
 
 /// `Ok(Some((name, arguments JSON)))` for a valid call of a known tool, `Ok(None)` for a
@@ -396,6 +436,15 @@ mod tests {
             "2026-11-19T17:30"
         );
         assert_eq!(utc_minute(951_782_400), "2000-02-29T00:00");
+    }
+
+    #[test]
+    fn cut_json_is_closed() {
+        assert_eq!(close_truncated(r#"{"a": "b"}"#), r#"{"a": "b"}"#);
+        assert_eq!(close_truncated(r#"{"a": "b c"#), r#"{"a": "b c"}"#);
+        assert_eq!(close_truncated(r#"{"a": "x\"#), r#"{"a": "x"}"#);
+        assert_eq!(close_truncated(r#"{"a": ["x", "y"#), r#"{"a": ["x", "y"]}"#);
+        assert_eq!(close_truncated(r#"{"a": "}{""#), r#"{"a": "}{"}"#);
     }
 
     #[test]
