@@ -420,3 +420,105 @@ async fn the_owner_approves_a_command_from_telegram() {
     );
     assert!(!w.dir.path().join("workspace/notes").exists());
 }
+
+/// Tool steps stream: SSE `tool` events on `/api/v1/chat`, and OpenClaw `agent` events on
+/// the `tool` stream over the WebSocket protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_steps_stream_over_sse_and_websocket() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let w = World::start().await;
+
+    let sse = reqwest::Client::new()
+        .post(w.url("/api/v1/chat"))
+        .bearer_auth(TOKEN)
+        .json(
+            &json!({"session_id": "sse", "message": "which files are in my workspace?",
+                      "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let tool_events: Vec<Value> = sse
+        .split("\n\n")
+        .filter(|block| block.contains("event: tool"))
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(tool_events.len(), 2, "{sse}");
+    assert_eq!(tool_events[0]["phase"], "start");
+    assert_eq!(tool_events[0]["name"], "exec");
+    assert_eq!(tool_events[1]["phase"], "result");
+    assert!(tool_events[1]["output"]
+        .as_str()
+        .unwrap()
+        .contains("report-2026.txt"));
+    let done = sse.find("event: done").expect("done event");
+    assert!(sse.find("event: tool").unwrap() < done);
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", w.gateway))
+        .await
+        .unwrap();
+    let mut next = async || -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("a frame in time")
+                .unwrap()
+                .unwrap();
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    let challenge = next().await;
+    assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
+    drop(next);
+    ws.send(Message::text(
+        json!({"type": "req", "id": "1", "method": "connect", "params": {
+            "minProtocol": 3, "maxProtocol": 4,
+            "client": {"id": "cli", "version": "test", "platform": "linux", "mode": "cli"},
+            "role": "operator", "scopes": ["operator.admin"], "auth": {"token": TOKEN}}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    ws.send(Message::text(
+        json!({"type": "req", "id": "2", "method": "chat.send", "params": {
+            "sessionKey": "agent:main:tools", "message": "which files are in my workspace?",
+            "deliver": false, "idempotencyKey": "run-tools"}})
+        .to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut tool = Vec::new();
+    let final_text = loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .unwrap();
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["event"] == "agent" && v["payload"]["stream"] == "tool" {
+            assert_eq!(v["payload"]["runId"], "run-tools");
+            tool.push(v["payload"]["data"].clone());
+        }
+        if v["event"] == "chat" && v["payload"]["state"] == "final" {
+            break v["payload"]["message"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+    };
+    assert_eq!(tool.len(), 2, "{tool:?}");
+    assert_eq!(tool[0]["phase"], "start");
+    assert_eq!(tool[0]["name"], "exec");
+    assert_eq!(tool[0]["args"]["command"], "ls");
+    assert_eq!(tool[1]["phase"], "result");
+    assert_eq!(tool[1]["isError"], false);
+    assert!(final_text.contains("report-2026.txt"), "{final_text}");
+}
