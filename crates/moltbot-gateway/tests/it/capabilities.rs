@@ -462,21 +462,17 @@ async fn tool_steps_stream_over_sse_and_websocket() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/", w.gateway))
         .await
         .unwrap();
-    let mut next = async || -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, ws.next())
-                .await
-                .expect("a frame in time")
-                .unwrap()
-                .unwrap();
-            if let Message::Text(t) = msg {
-                return serde_json::from_str(&t).unwrap();
-            }
+    let challenge = loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = msg {
+            break serde_json::from_str::<Value>(&t).unwrap();
         }
     };
-    let challenge = next().await;
     assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
-    drop(next);
     ws.send(Message::text(
         json!({"type": "req", "id": "1", "method": "connect", "params": {
             "minProtocol": 3, "maxProtocol": 4,
