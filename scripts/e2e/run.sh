@@ -123,6 +123,15 @@ greet=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: applicatio
   -d '{"session_id":"e2e-hi","message":"hi there"}' "$URL/api/v1/chat")
 check "a greeting is answered by its template" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["route"]["route"]=="template" and r["model"]=="moltbot-router", r' "$greet"
 
+# A daily reminder set from a chat with the embedded model: the intent names the cron tool,
+# the model fills the call under a grammar, the schedule comes from the user's words.
+remind=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  -d '{"session_id":"e2e-remind","message":"remind me every day at 9 to call Anna"}' "$URL/api/v1/chat")
+echo "reminder: $remind"
+check "a chat sets a daily 9:00 reminder with the embedded model (cron tool)" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=r["tools"]; assert t[0]["name"]=="cron" and t[1]["ok"], r' "$remind"
+jobs=$("$BIN" cron list --json)
+check "moltbot cron list shows it at 0 9 * * *" python3 -c 'import json,sys; j=json.loads(sys.argv[1]); j=j["jobs"] if isinstance(j, dict) else j; assert any(x["schedule_expr"]=="0 9 * * *" for x in j), j' "$jobs"
+
 # The official openai Python client.
 VENV=$CACHE/venv
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import openai' 2>/dev/null; then
