@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages moltbot needs to build and test, if they are missing:
 # clang + libclang-dev + cmake (llama.cpp, linked in process), tmux (drives the OpenClaw TUI
-# in end-to-end tests), chromium (the chat page in a real browser). Idempotent; quiet when
+# in end-to-end tests), chromium (the chat page in a real browser), nginx + prometheus +
+# openssl (checks of the deploy files). Idempotent; quiet when
 # everything is present.
 set -euo pipefail
 need=()
@@ -12,6 +13,10 @@ if [ "${1:-}" = "--test" ]; then
   command -v tmux >/dev/null || need+=(tmux)
   command -v curl >/dev/null || need+=(curl)
   command -v chromium >/dev/null || need+=(chromium)
+  # Deployment checks (scripts/check-deploy.sh): nginx -t, promtool, a self-signed cert.
+  [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+  command -v promtool >/dev/null || need+=(prometheus)
+  command -v openssl >/dev/null || need+=(openssl)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}" >&2

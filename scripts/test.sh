@@ -32,6 +32,9 @@ export MOLTBOT_TEST_MODEL=$(cat "$MOLTBOT_CACHE/model-path")
 export MOLTBOT_TEST_ENCODER=$MOLTBOT_CACHE/data/models/all-MiniLM-L6-v2
 echo "model: $MOLTBOT_TEST_MODEL"
 
+step "deploy files (nginx -t, promtool)"
+bash scripts/check-deploy.sh
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee "$MOLTBOT_CACHE/cargo-test.log"
 

@@ -70,6 +70,9 @@ pub struct GatewayConfig {
     pub shutdown_grace_secs: u64,
     /// Serve `/metrics` without the token (for scrapers that cannot send one).
     pub public_metrics: bool,
+    /// Bearer token of the admin API (`/admin/*`: model load, traffic split, promote,
+    /// rollback). Also read from `ADMIN_TOKEN`. Without it the admin API is off.
+    pub admin_token: Option<Secret>,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +87,7 @@ impl Default for GatewayConfig {
             tick_interval_ms: 30_000,
             shutdown_grace_secs: 30,
             public_metrics: false,
+            admin_token: None,
         }
     }
 }
@@ -371,6 +375,11 @@ impl Config {
         if let Some((_, token)) = env.iter().find(|(k, _)| k == "MOLTBOT_GATEWAY_TOKEN") {
             if !token.is_empty() {
                 cfg.gateway.token = Some(Secret::new(token.clone()));
+            }
+        }
+        if let Some((_, token)) = env.iter().find(|(k, _)| k == "ADMIN_TOKEN") {
+            if !token.is_empty() {
+                cfg.gateway.admin_token = Some(Secret::new(token.clone()));
             }
         }
         cfg.validate()?;

@@ -18,6 +18,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request does not fit the current state (a model swap already under way).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("too many turns in progress (limit {limit}); retry in {retry_after_secs}s")]
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::UpstreamBusy { .. } => {
@@ -103,6 +108,7 @@ impl ApiError {
             | ApiError::Unauthorized
             | ApiError::Forbidden(_)
             | ApiError::NotFound(_)
+            | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::TooManyRequests { .. }
             | ApiError::Unavailable(_)

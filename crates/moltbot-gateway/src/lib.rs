@@ -67,6 +67,16 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
             auth::require_token,
         ))
     };
+    let admin_routes = Router::new()
+        .route("/admin/models", get(routes::admin::models))
+        .route("/admin/model/load", post(routes::admin::load))
+        .route("/admin/model/promote", post(routes::admin::promote))
+        .route("/admin/model/rollback", post(routes::admin::rollback))
+        .route("/admin/traffic", post(routes::admin::traffic))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            routes::admin::require_admin,
+        ));
     let api = Router::new()
         .route("/api/v1/chat", post(chat::chat))
         .route("/api/v1/sessions", get(chat::list_sessions))
@@ -107,6 +117,7 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
     let guarded = open
         .merge(metrics)
         .merge(api)
+        .merge(admin_routes)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -142,6 +142,14 @@ fn describe() {
         "moltbot_approvals_total",
         "Approval requests by outcome (requested, approved, denied, expired)."
     );
+    describe_counter!(
+        "moltbot_model_requests_total",
+        "Generation requests by model version (v1, v2, …: hot swaps and canaries)."
+    );
+    describe_counter!(
+        "moltbot_model_errors_total",
+        "Failed generation requests by model version."
+    );
     moltbot_tools::cron::describe_metrics();
     moltbot_tools::skills::describe_metrics();
 }

@@ -40,6 +40,8 @@ pub struct StateInner {
     pub knowledge: std::sync::OnceLock<std::sync::Arc<moltbot_knowledge::Knowledge>>,
     /// The tool registry, approvals and scheduled jobs, once started.
     pub capabilities: std::sync::OnceLock<Arc<crate::capabilities::Capabilities>>,
+    /// Model versions and their loader for the admin API, once set up.
+    pub model_admin: std::sync::OnceLock<crate::routes::admin::ModelAdmin>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
                 understanding: std::sync::OnceLock::new(),
                 knowledge: std::sync::OnceLock::new(),
                 capabilities: std::sync::OnceLock::new(),
+                model_admin: std::sync::OnceLock::new(),
             }),
         }
     }

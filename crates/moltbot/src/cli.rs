@@ -88,6 +88,21 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// First-run wizard: model provider, channels, port, token and data dir; writes the
+    /// config (0600). `--non-interactive` with flags for scripts.
+    Onboard(Box<crate::cmd::onboard::OnboardArgs>),
+    /// Run the gateway as a background service (systemd user unit; launchd on macOS).
+    Daemon {
+        #[command(subcommand)]
+        command: crate::cmd::daemon::DaemonCommand,
+    },
+    /// One screen: config path, data dir, service state and the gateway's health.
+    Status,
+    /// The gateway service's log (journalctl --user -u moltbot.service).
+    Logs(crate::cmd::logs::LogsArgs),
+    /// Import a Clawdbot/Moltbot/OpenClaw home: config, channels, allowlists, cron jobs,
+    /// workspace files, skills and transcripts. Prints what maps and what does not.
+    Migrate(MigrateArgs),
     /// Run a fake OpenAI-compatible model server that answers instantly (for benchmarks).
     #[command(hide = true)]
     MockLlm {
@@ -113,6 +128,17 @@ pub struct GatewayArgs {
     /// Data folder (overrides data.dir).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The home to import (default: the first of ~/.openclaw, ~/.clawdbot, ~/.moltbot that
+    /// holds an OpenClaw-style config). The config is written to --config.
+    #[arg(long = "from-clawdbot", value_name = "PATH", num_args = 0..=1, required = true)]
+    pub from_clawdbot: Option<Option<PathBuf>>,
+    /// Print the report only; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

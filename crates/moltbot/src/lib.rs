@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`cli`]: the clap command tree.
 //! - [`cmd`]: one file per command (`gateway`, `chat`, `doctor`, `models`, `sessions`,
-//!   `config`, `mock_llm`).
+//!   `config`, `onboard`, `daemon`, `status`, `logs`, `mock_llm`, `migrate` — a folder:
+//!   `source` reads an OpenClaw home, `map` maps its config).
 //! - [`logging`]: `init_logging` (text or JSON, `--verbose`).
 //! - [`providers`]: turn `[model]` config into a `ChatModel` (with failover).
 //! - [`understanding`]: turn `[understanding]` config into the encoder + intent model.

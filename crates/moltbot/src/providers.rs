@@ -4,7 +4,7 @@
 use anyhow::Context;
 use moltbot_core::config::{ModelConfig, ProviderKind};
 use moltbot_core::envinfo::EnvSnapshot;
-use moltbot_core::ChatModel;
+use moltbot_core::{ChatModel, Secret};
 use moltbot_models::filter::{FilteredModel, ResponseFilter};
 use moltbot_models::providers::{
     anthropic::AnthropicProvider, failover::Failover, openai::OpenAiProvider,
@@ -108,4 +108,78 @@ pub fn build_model(
         Some(filter) => Arc::new(FilteredModel::new(chain, filter)),
         None => chain,
     })
+}
+
+/// Loads new model versions for the admin API (`POST /admin/model/load`) with the gateway's
+/// model settings: a GGUF path becomes the local provider, a provider spec an
+/// OpenAI-compatible or Anthropic one (its key read from the named environment variable).
+pub struct ConfigLoader {
+    pub cfg: ModelConfig,
+    pub data_dir: std::path::PathBuf,
+    pub env: EnvSnapshot,
+}
+
+impl moltbot_gateway::routes::admin::ModelLoader for ConfigLoader {
+    fn describe(&self, spec: &moltbot_gateway::routes::admin::LoadSpec) -> String {
+        match (&spec.model_path, &spec.provider) {
+            (Some(p), _) => format!("local {p}"),
+            (None, Some(p)) => format!(
+                "{} {} {}",
+                p.kind,
+                p.base_url.as_deref().unwrap_or("(default url)"),
+                p.model
+            ),
+            (None, None) => "nothing".into(),
+        }
+    }
+
+    fn load(
+        &self,
+        spec: &moltbot_gateway::routes::admin::LoadSpec,
+    ) -> Result<Arc<dyn ChatModel>, String> {
+        let mut cfg = self.cfg.clone();
+        match (&spec.model_path, &spec.provider) {
+            (Some(path), _) => {
+                let path = std::path::PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(format!("`model_path` {} is not a file", path.display()));
+                }
+                cfg.providers = vec![ProviderKind::Local];
+                cfg.local.path = Some(path);
+            }
+            (None, Some(p)) => {
+                let key = match &p.api_key_env {
+                    Some(var) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                        format!("`provider.api_key_env`: the variable {var} is not set")
+                    })?)),
+                    None => None,
+                };
+                match p.kind.as_str() {
+                    "openai" => {
+                        cfg.providers = vec![ProviderKind::Openai];
+                        if let Some(u) = &p.base_url {
+                            cfg.openai.base_url = u.clone();
+                        }
+                        cfg.openai.model = p.model.clone();
+                        cfg.openai.api_key = key.or(cfg.openai.api_key);
+                    }
+                    "anthropic" => {
+                        cfg.providers = vec![ProviderKind::Anthropic];
+                        if let Some(u) = &p.base_url {
+                            cfg.anthropic.base_url = u.clone();
+                        }
+                        cfg.anthropic.model = p.model.clone();
+                        cfg.anthropic.api_key = key.or(cfg.anthropic.api_key);
+                    }
+                    other => {
+                        return Err(format!(
+                            "`provider.kind` must be openai or anthropic, got {other:?}"
+                        ))
+                    }
+                }
+            }
+            (None, None) => return Err("give `model_path` or `provider`".into()),
+        }
+        build_model(&cfg, &self.data_dir, &self.env).map_err(|e| format!("{e:#}"))
+    }
 }

@@ -1,5 +1,6 @@
 //! HTTP routes, one file per group.
 
+pub mod admin;
 pub mod capabilities;
 pub mod channels;
 pub mod chat;

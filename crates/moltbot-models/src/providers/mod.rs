@@ -5,3 +5,4 @@ pub mod failover;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod openai;
+pub mod versions;

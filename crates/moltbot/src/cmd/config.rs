@@ -44,7 +44,7 @@ pub fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
 }
 
 /// Config files may hold secrets: create them readable by the owner only.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -215,6 +215,13 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
             ),
         });
     }
+    let service = super::daemon::service_state();
+    let level = if service.is_down() {
+        Level::Warn
+    } else {
+        Level::Ok
+    };
+    checks.push(check("daemon", level, service.summary()));
     let env = EnvSnapshot::capture(&data_dir);
     if let Some(free) = env.disk_free_bytes {
         let level = if free < 500_000_000 {

@@ -8,9 +8,11 @@ use moltbot_core::envinfo::EnvSnapshot;
 use moltbot_core::Config;
 use moltbot_engine::{Engine, EngineOptions, ModelSlot, ModelState};
 use moltbot_gateway::AppState;
+use moltbot_models::providers::versions::ModelVersions;
 use moltbot_store::Store;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +59,14 @@ pub fn engine_options(cfg: &Config) -> EngineOptions {
 /// Open the store and start loading the model in the background; returns the engine at
 /// once so the gateway can answer probes while the model loads.
 pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
+    start_engine_with(cfg, None)
+}
+
+/// [`start_engine`], also handing the loaded model, wrapped for hot swaps, to `versions`.
+pub fn start_engine_with(
+    cfg: &Config,
+    versions: Option<Arc<OnceLock<Arc<ModelVersions>>>>,
+) -> anyhow::Result<Engine> {
     let data_dir = cfg.data.resolved_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
@@ -79,6 +89,14 @@ pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
             match crate::providers::build_model(&model_cfg, &data_dir, &env) {
                 Ok(model) => {
                     tracing::info!(model = model.id(), "model ready");
+                    let model: Arc<dyn moltbot_core::ChatModel> = match &versions {
+                        Some(cell) => {
+                            let v = ModelVersions::new(model, "config");
+                            let _ = cell.set(v.clone());
+                            v
+                        }
+                        None => model,
+                    };
                     loader_slot.set(ModelState::Ready(model));
                 }
                 Err(e) => {
@@ -168,7 +186,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (is another gateway running?)"))?;
-    let engine = start_engine(&cfg)?;
+    let versions = Arc::new(OnceLock::new());
+    let engine = start_engine_with(&cfg, Some(versions.clone()))?;
     let stop_channels = CancellationToken::new();
     let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
@@ -180,6 +199,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let state = AppState::with_channels(engine, cfg, hub.clone());
     let _ = state.inner.capabilities.set(caps.clone());
+    let data_dir = state.config().data.resolved_dir();
+    let _ = state
+        .inner
+        .model_admin
+        .set(moltbot_gateway::routes::admin::ModelAdmin {
+            versions,
+            loader: Arc::new(crate::providers::ConfigLoader {
+                cfg: state.config().model.clone(),
+                env: EnvSnapshot::capture(&data_dir),
+                data_dir,
+            }),
+        });
     start_understanding(&state);
     tracing::info!(
         "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",

@@ -5,13 +5,18 @@ pub mod chat;
 mod client;
 pub mod config;
 pub mod cron;
+pub mod daemon;
 pub mod doctor;
 pub mod gateway;
 pub mod intents;
 pub mod knowledge;
+pub mod logs;
+pub mod migrate;
 pub mod models;
+pub mod onboard;
 pub mod pairing;
 pub mod sessions;
+pub mod status;
 
 use crate::cli::{Cli, Command};
 use moltbot_core::Config;
@@ -36,6 +41,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Knowledge { command } => knowledge::run(config_path.as_deref(), command),
         Command::Intents { command } => intents::run(config_path.as_deref(), command),
         Command::Config { command } => config::run(config_path.as_deref(), command),
+        Command::Onboard(args) => onboard::run(config_path.as_deref(), *args),
+        Command::Daemon { command } => daemon::run(config_path.as_deref(), command),
+        Command::Status => status::run(config_path.as_deref()),
+        Command::Logs(args) => logs::run(config_path.as_deref(), args),
+        Command::Migrate(args) => migrate::run(config_path.as_deref(), args),
         Command::MockLlm { listen } => mock_llm(&listen),
     }
 }
