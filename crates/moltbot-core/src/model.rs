@@ -254,23 +254,27 @@ impl Completion {
     pub fn push(&mut self, chunk: ChatChunk) {
         match chunk {
             ChatChunk::Text(t) => self.text.push_str(&t),
-            ChatChunk::ToolCall(d) => {
-                match self.tool_calls.iter_mut().find(|c| c.index == d.index) {
-                    Some(call) => {
-                        if call.id.is_none() {
-                            call.id = d.id;
-                        }
-                        if call.name.is_none() {
-                            call.name = d.name;
-                        }
-                        call.arguments.push_str(&d.arguments);
-                    }
-                    None => self.tool_calls.push(d),
-                }
-            }
+            ChatChunk::ToolCall(d) => merge_tool_call(&mut self.tool_calls, d),
             ChatChunk::Usage(u) => self.usage = u,
             ChatChunk::Finish(r) => self.finish_reason = Some(r),
         }
+    }
+}
+
+/// Fold a streamed tool-call fragment into the calls gathered so far (fragments of one
+/// call share its `index`; the id and name come once, the arguments in pieces).
+pub fn merge_tool_call(calls: &mut Vec<ToolCallDelta>, d: ToolCallDelta) {
+    match calls.iter_mut().find(|c| c.index == d.index) {
+        Some(call) => {
+            if call.id.is_none() {
+                call.id = d.id;
+            }
+            if call.name.is_none() {
+                call.name = d.name;
+            }
+            call.arguments.push_str(&d.arguments);
+        }
+        None => calls.push(d),
     }
 }
 

@@ -633,7 +633,7 @@ impl Engine {
                     }
                     ChatChunk::Usage(u) => out.usage = u,
                     ChatChunk::Finish(r) => out.finish_reason = r,
-                    ChatChunk::ToolCall(d) => merge_tool_call(&mut out.tool_calls, d),
+                    ChatChunk::ToolCall(d) => moltbot_core::model::merge_tool_call(&mut out.tool_calls, d),
                 }
             }
             Ok(())
@@ -741,22 +741,6 @@ pub(crate) struct Gathered {
     pub finish_reason: FinishReason,
     /// Tool calls the model asked for, fragments joined.
     pub tool_calls: Vec<ToolCallDelta>,
-}
-
-/// Fold a streamed tool-call fragment into the calls gathered so far.
-fn merge_tool_call(calls: &mut Vec<ToolCallDelta>, d: ToolCallDelta) {
-    match calls.iter_mut().find(|c| c.index == d.index) {
-        Some(call) => {
-            if call.id.is_none() {
-                call.id = d.id;
-            }
-            if call.name.is_none() {
-                call.name = d.name;
-            }
-            call.arguments.push_str(&d.arguments);
-        }
-        None => calls.push(d),
-    }
 }
 
 impl Default for Gathered {
