@@ -1,5 +1,6 @@
-// The chat page at `/` in a real headless Chromium: type a message, send it, and wait for
-// the streamed reply to finish. Usage: node chat_page.mjs URL TOKEN SCREENSHOT.png
+// The Control UI at `/` in a real headless Chromium: sign in with the token, type a message,
+// send it, and wait for the streamed reply to finish. Usage: node chat_page.mjs URL TOKEN
+// SCREENSHOT.png
 import { chromium } from 'playwright-core';
 
 const [url, token, shot] = process.argv.slice(2);
@@ -17,11 +18,17 @@ try {
   await page.goto(url, { timeout: 15000 });
   await page.waitForFunction(
     () => !document.getElementById('status').textContent.includes('checking'), null, { timeout: 15000 });
-  await page.fill('input[name=token]', token);
-  await page.fill('input[name=message]', 'What is the capital of France?');
-  await page.click('form button[type=submit]');
+  if (token) {
+    await page.waitForSelector('#login:not([hidden])', { timeout: 15000 });
+    await page.fill('#login-form input[name=token]', token);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#login[hidden]', { state: 'attached', timeout: 15000 });
+  }
+  await page.fill('#chat-form input[name=message]', 'What is the capital of France?');
+  await page.click('#chat-form button[type=submit]');
   await page.waitForSelector('.msg.assistant[data-done="1"], .msg.error[data-done="1"]', { timeout: 120000 });
-  const reply = (await page.textContent('.msg[data-done="1"]')).trim();
+  // The reply text without its metadata line.
+  const reply = (await page.evaluate(() => document.querySelector('.msg[data-done="1"]').firstChild.textContent)).trim();
   const isError = await page.$('.msg.error');
   // A reload shows the stored conversation (same tab, same session).
   await page.reload();

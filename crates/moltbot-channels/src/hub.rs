@@ -23,7 +23,9 @@ use crate::text::split_message;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use moltbot_core::config::{ChannelsConfig, DmPolicy, GroupPolicy, SessionScope};
-use moltbot_core::{Channel, ChannelError, ChannelState, Inbound, InboundSink};
+use moltbot_core::{
+    Channel, ChannelError, ChannelState, Failure, Inbound, InboundSink, Supervisor,
+};
 use moltbot_engine::{Engine, EngineError, Overrides, TurnRequest};
 use moltbot_store::{InboxRow, NewOutbox, OutboxRow, Store, StoreError};
 use serde::Serialize;
@@ -233,6 +235,20 @@ impl ChannelHub {
         channels: Vec<Arc<dyn Channel>>,
         shutdown: CancellationToken,
     ) -> ChannelHub {
+        Self::start_supervised(engine, cfg, sink, channels, shutdown, Supervisor::new())
+    }
+
+    /// [`ChannelHub::start`] with the hub's loops run by `supervisor`: each channel's
+    /// receive loop (`channel.<kind>`), the inbox dispatcher (`channels.dispatch`) and the
+    /// outbox sender (`channels.outbox`) restart with backoff if they fail or panic.
+    pub fn start_supervised(
+        engine: Engine,
+        cfg: ChannelsConfig,
+        sink: Arc<HubSink>,
+        channels: Vec<Arc<dyn Channel>>,
+        shutdown: CancellationToken,
+        supervisor: Supervisor,
+    ) -> ChannelHub {
         let rules = channels
             .iter()
             .map(|c| (c.kind(), rules_for(&cfg, c.kind())))
@@ -250,23 +266,59 @@ impl ChannelHub {
                 workers: Mutex::new(HashMap::new()),
                 outbox_wake: Notify::new(),
                 turn_permits,
-                shutdown,
+                shutdown: shutdown.clone(),
                 tasks: TaskTracker::new(),
                 commands: std::sync::OnceLock::new(),
             }),
         };
         for ch in channels {
-            let hub2 = hub.clone();
-            hub.inner
-                .tasks
-                .spawn(async move { hub2.supervise(ch).await });
+            let sink: Arc<dyn InboundSink> = hub.inner.sink.clone();
+            let stop = shutdown.clone();
+            let name = format!("channel.{}", ch.kind());
+            let receive = move || {
+                let (ch, sink, stop) = (ch.clone(), sink.clone(), stop.clone());
+                async move {
+                    ch.run(sink, stop).await.map_err(|e| {
+                        if e.is_retryable() {
+                            Failure::retry(e)
+                        } else {
+                            Failure::fatal(e)
+                        }
+                    })
+                }
+            };
+            hub.inner.tasks.spawn(supervisor.clone().supervise_owned(
+                name,
+                shutdown.clone(),
+                receive,
+            ));
         }
         let h = hub.clone();
-        hub.inner
-            .tasks
-            .spawn(async move { h.dispatch_loop().await });
+        let dispatch = move || {
+            let h = h.clone();
+            async move {
+                h.dispatch_loop().await;
+                Ok(())
+            }
+        };
+        hub.inner.tasks.spawn(supervisor.clone().supervise_owned(
+            "channels.dispatch".into(),
+            shutdown.clone(),
+            dispatch,
+        ));
         let h = hub.clone();
-        hub.inner.tasks.spawn(async move { h.outbox_loop().await });
+        let outbox = move || {
+            let h = h.clone();
+            async move {
+                h.outbox_loop().await;
+                Ok(())
+            }
+        };
+        hub.inner.tasks.spawn(supervisor.supervise_owned(
+            "channels.outbox".into(),
+            shutdown,
+            outbox,
+        ));
         hub
     }
 
@@ -369,41 +421,6 @@ impl ChannelHub {
     /// Wake the outbox loop (after rows were queued directly in the store).
     pub fn wake_outbox(&self) {
         self.inner.outbox_wake.notify_one();
-    }
-
-    /// Run an adapter's receive loop; restart it with backoff if it panics or fails with a
-    /// retryable error. Bad credentials stop it (its state says why).
-    async fn supervise(&self, ch: Arc<dyn Channel>) {
-        let kind = ch.kind();
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            let sink: Arc<dyn InboundSink> = self.inner.sink.clone();
-            let run = {
-                let ch = ch.clone();
-                let stop = self.inner.shutdown.clone();
-                tokio::spawn(async move { ch.run(sink, stop).await })
-            };
-            match run.await {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) if !e.is_retryable() => {
-                    tracing::error!(channel = kind, cause = %e, "channel stopped");
-                    return;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(channel = kind, cause = %e, "channel failed; restarting")
-                }
-                Err(join) => {
-                    tracing::error!(channel = kind, cause = %join, "channel crashed; restarting")
-                }
-            }
-            metrics::counter!("moltbot_channel_restarts_total", "channel" => metric_channel(kind))
-                .increment(1);
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = self.inner.shutdown.cancelled() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(60));
-        }
     }
 
     /// Read pending inbox rows and hand each to its session's worker.

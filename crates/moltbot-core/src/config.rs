@@ -68,6 +68,11 @@ pub struct GatewayConfig {
     pub tick_interval_ms: u64,
     /// How long shutdown waits for in-flight turns, in seconds.
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, keep serving this many seconds with `/health` and `/readyz` answering
+    /// 503 `draining` before closing the listener, so a load balancer or Kubernetes takes
+    /// the instance out of rotation while it still answers (a rolling update then drops
+    /// nothing). 0 closes at once, right for a single machine.
+    pub drain_delay_secs: u64,
     /// Serve `/metrics` without the token (for scrapers that cannot send one).
     pub public_metrics: bool,
     /// Bearer token of the admin API (`/admin/*`: model load, traffic split, promote,
@@ -86,6 +91,7 @@ impl Default for GatewayConfig {
             max_message_chars: 32_000,
             tick_interval_ms: 30_000,
             shutdown_grace_secs: 30,
+            drain_delay_secs: 0,
             public_metrics: false,
             admin_token: None,
         }
@@ -491,6 +497,12 @@ impl Config {
             return bad(format!(
                 "gateway.tick_interval_ms must be at least 100, got {}",
                 self.gateway.tick_interval_ms
+            ));
+        }
+        if self.gateway.drain_delay_secs > 300 {
+            return bad(format!(
+                "gateway.drain_delay_secs must be between 0 and 300, got {}",
+                self.gateway.drain_delay_secs
             ));
         }
         self.model.filter.validate()?;

@@ -11,6 +11,8 @@
 //!   retrieval.
 //! - [`tool`]: the [`Tool`] trait each capability implements (spec, call with cancellation,
 //!   output cap) and the [`ToolCall`]s models propose.
+//! - [`supervise`]: the [`Supervisor`] that restarts failed background components with
+//!   backoff and keeps their states for `/health`.
 //! - [`envinfo`]: the environment snapshot (OS, CPUs, memory, disk, GPU) shown by
 //!   `/health` and `doctor` and used to pick thread counts.
 
@@ -20,6 +22,7 @@ pub mod encoder;
 pub mod envinfo;
 pub mod model;
 pub mod secret;
+pub mod supervise;
 pub mod tool;
 
 pub use channel::{
@@ -32,4 +35,5 @@ pub use model::{
     ModelError, Role, ToolCallDelta, ToolChoice, Usage,
 };
 pub use secret::Secret;
+pub use supervise::{Failure, Supervisor};
 pub use tool::{Attachment, Origin, Tool, ToolCall, ToolContext, ToolError, ToolOutput, ToolSpec};

@@ -349,6 +349,9 @@ impl Engine {
             guard = slot.history.lock() => guard,
             () = cancel.cancelled() => return Err(ModelError::Cancelled.into()),
         };
+        // The hot history cache: a hit skips reading the session from the store.
+        let cache = if history.is_some() { "hit" } else { "miss" };
+        metrics::counter!("moltbot_session_cache_total", "result" => cache).increment(1);
         if history.is_none() {
             let rows = self
                 .inner

@@ -259,6 +259,9 @@ impl DialogueRouter {
             .iter()
             .filter_map(|h| h.vector_score)
             .fold(f32::NEG_INFINITY, f32::max);
+        // Knowledge "hit": the store had a passage close enough to use for this turn.
+        let result = if best < floor { "miss" } else { "hit" };
+        metrics::counter!("moltbot_knowledge_lookup_total", "result" => result).increment(1);
         if best < floor {
             if knowledge_intent {
                 info.reason = "no_passages";

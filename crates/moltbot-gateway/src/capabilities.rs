@@ -4,7 +4,7 @@
 
 use futures::future::BoxFuture;
 use moltbot_core::config::{Config, ExecPolicy};
-use moltbot_core::{Origin, Tool, ToolContext};
+use moltbot_core::{Origin, Supervisor, Tool, ToolContext};
 use moltbot_engine::{Engine, Overrides, Toolbox, TurnRequest};
 use moltbot_store::{CronJob, CronPayload, CronTarget};
 use moltbot_tools::approvals::Approvals;
@@ -235,8 +235,14 @@ impl Capabilities {
         );
     }
 
-    /// Run the cron scheduler until `shutdown`; jobs go through `engine`.
-    pub fn start_scheduler(&self, engine: Engine, shutdown: CancellationToken) {
+    /// Run the cron scheduler (component `cron.scheduler` of `supervisor`) until
+    /// `shutdown`; jobs go through `engine`.
+    pub fn start_scheduler(
+        &self,
+        engine: Engine,
+        supervisor: &Supervisor,
+        shutdown: CancellationToken,
+    ) {
         let Some(handle) = self.cron.clone() else {
             return;
         };
@@ -244,7 +250,15 @@ impl Capabilities {
             engine,
             registry: self.registry.clone(),
         });
-        tokio::spawn(Scheduler::new(handle, runner).run(shutdown));
+        let stop = shutdown.clone();
+        supervisor.spawn("cron.scheduler", shutdown, move || {
+            let scheduler = Scheduler::new(handle.clone(), runner.clone());
+            let stop = stop.clone();
+            async move {
+                scheduler.run(stop).await;
+                Ok(())
+            }
+        });
     }
 
     /// Watch the skills folder and apply changes until `shutdown` (needs a runtime).
@@ -263,43 +277,22 @@ impl Capabilities {
     pub fn connect_channels(
         &self,
         hub: &moltbot_channels::ChannelHub,
+        supervisor: &Supervisor,
         shutdown: CancellationToken,
     ) {
         hub.set_commands(Arc::new(ApprovalCommands {
             approvals: self.approvals.clone(),
         }));
-        let mut requests = self.approvals.subscribe();
+        let approvals = self.approvals.clone();
         let hub = hub.clone();
-        tokio::spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    r = requests.recv() => r,
-                    () = shutdown.cancelled() => return,
-                };
-                let request = match request {
-                    Ok(r) => r,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                let Some(origin) = &request.origin else {
-                    continue;
-                };
-                let wait = request.expires_ms.saturating_sub(request.created_ms) / 1000;
-                let text = format!(
-                    "Approval needed: run `{}`?\nReply /approve {} or /deny {} (within {wait} s).",
-                    request.command, request.id, request.id
-                );
-                let mut chats = vec![origin.chat_id.clone()];
-                for owner in hub.owners(&origin.channel) {
-                    if !chats.contains(&owner) {
-                        chats.push(owner);
-                    }
-                }
-                for chat in chats {
-                    if let Err(e) = hub.send_text(&origin.channel, &chat, &text).await {
-                        tracing::warn!(cause = %e, channel = %origin.channel, "cannot send an approval request");
-                    }
-                }
+        let stop = shutdown.clone();
+        supervisor.spawn("approvals.notify", shutdown, move || {
+            let mut requests = approvals.subscribe();
+            let hub = hub.clone();
+            let shutdown = stop.clone();
+            async move {
+                notify_approvals(&mut requests, &hub, &shutdown).await;
+                Ok(())
             }
         });
     }
@@ -308,6 +301,45 @@ impl Capabilities {
     pub async fn shutdown(&self) {
         if let Some(b) = &self.browser {
             b.shutdown().await;
+        }
+    }
+}
+
+/// Send each approval request to the chat it came from and to the channel's owners, until
+/// `shutdown`.
+async fn notify_approvals(
+    requests: &mut tokio::sync::broadcast::Receiver<moltbot_tools::approvals::ApprovalRequest>,
+    hub: &moltbot_channels::ChannelHub,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        let request = tokio::select! {
+            r = requests.recv() => r,
+            () = shutdown.cancelled() => return,
+        };
+        let request = match request {
+            Ok(r) => r,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(origin) = &request.origin else {
+            continue;
+        };
+        let wait = request.expires_ms.saturating_sub(request.created_ms) / 1000;
+        let text = format!(
+            "Approval needed: run `{}`?\nReply /approve {} or /deny {} (within {wait} s).",
+            request.command, request.id, request.id
+        );
+        let mut chats = vec![origin.chat_id.clone()];
+        for owner in hub.owners(&origin.channel) {
+            if !chats.contains(&owner) {
+                chats.push(owner);
+            }
+        }
+        for chat in chats {
+            if let Err(e) = hub.send_text(&origin.channel, &chat, &text).await {
+                tracing::warn!(cause = %e, channel = %origin.channel, "cannot send an approval request");
+            }
         }
     }
 }

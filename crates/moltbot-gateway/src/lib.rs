@@ -1,5 +1,5 @@
 //! The moltbot gateway: one port serving REST, SSE, the OpenAI-compatible API, the
-//! OpenClaw-compatible WebSocket protocol, health probes, metrics and a chat page.
+//! OpenClaw-compatible WebSocket protocol, health probes, metrics and the Control UI.
 //!
 //! # Layout
 //! - [`app`] builds the router from an [`AppState`]; [`run`] serves it until `shutdown`
@@ -8,9 +8,10 @@
 //! - [`error`]: [`ApiError`], the single mapping from failures to HTTP responses.
 //! - [`extract`]: the JSON extractor with our error bodies (400 naming the field, 413).
 //! - [`auth`]: the bearer-token middleware.
-//! - [`metrics`]: the Prometheus recorder and the per-route HTTP middleware.
+//! - [`metrics`]: the Prometheus recorder and the per-route HTTP middleware; [`gpu`]: GPU
+//!   gauges read with `nvidia-smi` when a GPU is present.
 //! - [`routes`]: `health` (probes, metrics), `chat` (`/api/v1/chat`, sessions), `openai`
-//!   (`/v1/*`), `channels` (channel status, sending, pairing), `ui` (the chat page).
+//!   (`/v1/*`), `channels` (channel status, sending, pairing), `ui` (the Control UI).
 //! - [`capabilities`]: the tool registry, approvals and the cron scheduler as the gateway
 //!   runs them (`routes::capabilities` serves them).
 //! - [`ws`]: OpenClaw gateway protocol v4 over WebSocket.
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod capabilities;
 pub mod error;
 pub mod extract;
+pub mod gpu;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -57,7 +59,9 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
         .route("/ready", get(health::readyz))
         .route("/startupz", get(health::startupz))
         .route("/startup", get(health::startupz))
-        .route("/", get(root));
+        .route("/", get(root))
+        .route("/ui/app.js", get(routes::ui::script))
+        .route("/ui/app.css", get(routes::ui::style));
     let metrics = Router::new().route("/metrics", get(health::metrics));
     let metrics = if state.config().gateway.public_metrics {
         metrics
@@ -131,7 +135,7 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
         .layer(middleware::from_fn(metrics::track_http))
 }
 
-/// `/`: the chat page, or the OpenClaw WebSocket protocol when the request is an upgrade.
+/// `/`: the Control UI, or the OpenClaw WebSocket protocol when the request is an upgrade.
 async fn root(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -186,23 +190,52 @@ pub async fn run_with(
     let turns = state.inner.turns.clone();
     // The Prometheus recorder keeps raw histogram samples until it is drained; without
     // this, memory would grow with every request on a gateway nobody scrapes.
+    // It also reads the GPUs every 5 s when `nvidia-smi` is installed.
     if let Some(handle) = state.inner.metrics.clone() {
         let stop = token.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = every.tick() => handle.run_upkeep(),
-                    () = stop.cancelled() => break,
+        let smi = gpu::find_nvidia_smi();
+        state
+            .inner
+            .supervisor
+            .spawn("metrics.upkeep", token.clone(), move || {
+                let (handle, stop, smi) = (handle.clone(), stop.clone(), smi.clone());
+                async move {
+                    let mut every = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        tokio::select! {
+                            _ = every.tick() => {}
+                            () = stop.cancelled() => return Ok(()),
+                        }
+                        handle.run_upkeep();
+                        if let Some(smi) = &smi {
+                            match gpu::sample(smi).await {
+                                Ok(samples) => gpu::record(&samples),
+                                Err(e) => tracing::debug!(cause = %e, "no GPU reading"),
+                            }
+                        }
+                    }
                 }
-            }
-        });
+            });
     }
-    let app = app_with(state, webhooks);
     let signal_token = token.clone();
+    let drain_delay = Duration::from_secs(state.config().gateway.drain_delay_secs);
+    let drain_state = state.clone();
+    let app = app_with(state, webhooks);
     let signal = async move {
         shutdown.await;
-        tracing::info!("shutdown requested: no new connections; draining in-flight turns");
+        if !drain_delay.is_zero() {
+            // Out of rotation first: probes say 503 while requests are still served.
+            drain_state
+                .inner
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                delay_secs = drain_delay.as_secs(),
+                "shutdown requested: probes report draining; still serving meanwhile"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+        tracing::info!("shutdown: no new connections; draining in-flight turns");
         signal_token.cancel();
     };
     // Small frames (SSE deltas, WebSocket events) must not wait for Nagle's algorithm.

@@ -2,7 +2,7 @@
 
 use moltbot_channels::ChannelHub;
 use moltbot_core::envinfo::EnvSnapshot;
-use moltbot_core::{Config, Secret};
+use moltbot_core::{Config, Secret, Supervisor};
 use moltbot_engine::Engine;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +42,12 @@ pub struct StateInner {
     pub capabilities: std::sync::OnceLock<Arc<crate::capabilities::Capabilities>>,
     /// Model versions and their loader for the admin API, once set up.
     pub model_admin: std::sync::OnceLock<crate::routes::admin::ModelAdmin>,
+    /// The background components (channel loops, cron, notifiers); `/health` reads their
+    /// states.
+    pub supervisor: Supervisor,
+    /// Set when shutdown was asked for and the gateway still serves during
+    /// `gateway.drain_delay_secs`: the probes answer 503 `draining`.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -52,6 +58,17 @@ impl AppState {
     /// State with a running [`ChannelHub`] (its webhook routes are passed to [`crate::app`]
     /// separately, through [`crate::app_with`]).
     pub fn with_channels(engine: Engine, config: Config, channels: Option<ChannelHub>) -> AppState {
+        Self::build(engine, config, channels, Supervisor::new())
+    }
+
+    /// State whose `/health` reports the components run by `supervisor` (the same one the
+    /// channel hub and the scheduler were started with).
+    pub fn build(
+        engine: Engine,
+        config: Config,
+        channels: Option<ChannelHub>,
+        supervisor: Supervisor,
+    ) -> AppState {
         let data_dir = config.data.resolved_dir();
         let token = config.gateway.token.clone().filter(|t| !t.is_empty());
         AppState {
@@ -72,6 +89,8 @@ impl AppState {
                 knowledge: std::sync::OnceLock::new(),
                 capabilities: std::sync::OnceLock::new(),
                 model_admin: std::sync::OnceLock::new(),
+                supervisor,
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -105,6 +124,12 @@ impl AppState {
             Some(expected) => presented
                 .is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes()))),
         }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn uptime_ms(&self) -> u64 {

@@ -644,3 +644,20 @@ async fn sampled_tool_calls_always_parse() {
         );
     }
 }
+
+/// A panic in the worker (injected: a bug would do the same) fails what was running, and
+/// the worker comes back with a fresh context: later requests get the same answer as before.
+#[tokio::test]
+async fn the_worker_recovers_from_a_crash() {
+    let Some((_turn, model)) = load("the_worker_recovers_from_a_crash").await else {
+        return;
+    };
+    let (before, items) = run(&model, ask("Name a colour.", 12)).await;
+    usage_and_finish(&items);
+    model.crash_worker_for_tests();
+    // Queued behind the crash: answered once the new context is up (after a 1 s pause).
+    let (after, items) = run(&model, ask("Name a colour.", 12)).await;
+    usage_and_finish(&items);
+    assert_eq!(before, after, "greedy answers match across the restart");
+    assert_eq!(model.stats().worker_restarts, 1);
+}

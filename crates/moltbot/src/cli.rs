@@ -165,6 +165,10 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Repair what can be repaired safely: file permissions, a missing data folder, a
+    /// missing local model (fetched), a stopped service (started).
+    #[arg(long)]
+    pub fix: bool,
 }
 
 #[derive(Debug, Subcommand)]

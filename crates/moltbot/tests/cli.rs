@@ -489,3 +489,115 @@ fn cron_add_list_run_and_remove_without_a_gateway() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no job"), "{}", text(&out));
 }
+
+#[cfg(unix)]
+#[test]
+fn doctor_fix_repairs_permissions_and_checks_store_and_channels() {
+    use std::os::unix::fs::PermissionsExt;
+    const BOT_TOKEN: &str = "737373:doctor-telegram-token";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tg = rt.block_on(moltbot_fakes::telegram::FakeTelegram::start(BOT_TOKEN));
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let cfg = home.path().join("moltbot.toml");
+    let write_cfg = |token: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[gateway]\nport = 0\n[data]\ndir = {data:?}\n[model]\nproviders = [\"openai\"]\n\
+                 [model.openai]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                 [channels.telegram]\nenabled = true\nbot_token = \"{token}\"\napi_base = \"{}\"\n",
+                tg.base_url()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    write_cfg(BOT_TOKEN);
+    let doctor = |args: &[&str]| {
+        let out = moltbot(home.path())
+            .env("MOLTBOT_SYSTEMCTL", "none")
+            .args(["--config", cfg.to_str().unwrap(), "doctor", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+        (out.status.code(), report)
+    };
+    let find = |report: &serde_json::Value, name: &str| -> serde_json::Value {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check in {report}"))
+    };
+
+    // Without --fix: warnings, nothing changed.
+    let (code, report) = doctor(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        find(&report, "config permissions")["level"],
+        "warn",
+        "{report}"
+    );
+    assert_eq!(find(&report, "data dir")["level"], "warn", "{report}");
+    assert!(!data.exists());
+    let channel = find(&report, "channel");
+    assert_eq!(channel["level"], "ok", "{channel}");
+    assert!(channel["detail"].as_str().unwrap().contains("telegram"));
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+
+    // --fix: the config becomes 0600, the data folder is made private.
+    let (code, report) = doctor(&["--fix"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(find(&report, "config permissions")["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("fixed: 644 -> 600"));
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let (_, report) = doctor(&[]);
+    assert_eq!(find(&report, "store")["level"], "ok", "{report}");
+    assert_eq!(find(&report, "config permissions")["level"], "ok");
+
+    // A damaged store fails with the way out; a refused token fails the channel check
+    // without the token in the report.
+    let db = data.join("moltbot.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() >= 4096, "store size {}", bytes.len());
+    for b in &mut bytes[100..] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    for side in ["moltbot.db-wal", "moltbot.db-shm"] {
+        let _ = std::fs::remove_file(data.join(side));
+    }
+    write_cfg("737373:wrong-token");
+    let (code, report) = doctor(&[]);
+    assert_eq!(code, Some(1), "{report}");
+    let store = find(&report, "store");
+    assert_eq!(store["level"], "fail", "{store}");
+    assert!(
+        store["detail"].as_str().unwrap().contains("moltbot.db"),
+        "{store}"
+    );
+    let channel = find(&report, "channel");
+    assert_eq!(channel["level"], "fail", "{channel}");
+    assert!(
+        channel["detail"].as_str().unwrap().contains("refused"),
+        "{channel}"
+    );
+    assert!(!report.to_string().contains("wrong-token"), "{report}");
+}

@@ -120,6 +120,17 @@ fn default_values_render_a_hardened_autoscaled_deployment() {
     assert!(env
         .iter()
         .any(|e| e.name == "MOLTBOT_DATA__DIR" && e.value.as_deref() == Some("/data")));
+    // A terminating pod keeps serving while its probes fail, and the grace period covers
+    // that delay plus the 30 s turn drain.
+    let drain: i64 = env
+        .iter()
+        .find(|e| e.name == "MOLTBOT_GATEWAY__DRAIN_DELAY_SECS")
+        .and_then(|e| e.value.as_deref())
+        .expect("a drain delay")
+        .parse()
+        .unwrap();
+    assert!(drain >= 5, "drain delay {drain}");
+    assert!(pod.termination_grace_period_seconds.unwrap() >= drain + 30);
     let from = &c.env_from.as_ref().unwrap()[0];
     assert_eq!(
         from.secret_ref.as_ref().unwrap().name,

@@ -43,6 +43,9 @@ async fn components(state: &AppState) -> (bool, Value) {
             );
         }
     }
+    // Background components are reported the same way: a restarting scheduler degrades
+    // the gateway but HTTP turns still work.
+    let supervised = serde_json::to_value(state.inner.supervisor.statuses()).unwrap_or(Value::Null);
     (
         ok,
         json!({
@@ -50,6 +53,7 @@ async fn components(state: &AppState) -> (bool, Value) {
             "model": model,
             "gateway": gateway,
             "channels": channels,
+            "supervised": supervised,
         }),
     )
 }
@@ -61,7 +65,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let channel_down = components["channels"]
         .as_object()
         .is_some_and(|m| m.values().any(|c| c["status"] == "error"));
-    let status = if ok && channel_down {
+    let component_down = !state.inner.supervisor.healthy();
+    let draining = state.draining();
+    let status = if draining {
+        "draining"
+    } else if ok && (channel_down || component_down) {
         "degraded"
     } else if ok {
         "ok"
@@ -88,7 +96,9 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "components": components,
         "environment": env,
     });
-    let code = if ok || loading {
+    let code = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if ok || loading {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -115,12 +125,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .as_object()
         .map(|m| {
             m.iter()
-                .filter(|(_, v)| v["status"] != "ok" && v.get("status").is_some())
+                // Only the components that decide readiness have a top-level `status`;
+                // the maps of channels and supervised components do not.
+                .filter(|(_, v)| v.get("status").is_some() && v["status"] != "ok")
                 .map(|(k, _)| k.clone())
                 .collect()
         })
         .unwrap_or_default();
-    let body = json!({"ready": ok, "failing": failing, "uptimeMs": state.uptime_ms()});
+    let ok = ok && !state.draining();
+    let mut body = json!({"ready": ok, "failing": failing, "uptimeMs": state.uptime_ms()});
+    if state.draining() {
+        body["draining"] = json!(true);
+    }
     let code = if ok {
         StatusCode::OK
     } else {
@@ -150,6 +166,7 @@ pub async fn startupz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("moltbot_uptime_seconds").set(state.inner.started.elapsed().as_secs_f64());
+    crate::metrics::collect_process();
     match &state.inner.metrics {
         Some(handle) => (
             [(

@@ -126,18 +126,20 @@ impl World {
         );
         let stop = CancellationToken::new();
         let caps = Capabilities::build(&cfg, &engine);
-        caps.start_scheduler(engine.clone(), stop.clone());
+        let supervisor = moltbot_core::Supervisor::new();
+        caps.start_scheduler(engine.clone(), &supervisor, stop.clone());
         let sink = HubSink::new(store.clone());
         let built = registry::build(&cfg.channels, &sink).unwrap();
-        let hub = ChannelHub::start(
+        let hub = ChannelHub::start_supervised(
             engine.clone(),
             cfg.channels.clone(),
             sink,
             built.channels,
             stop.clone(),
+            supervisor.clone(),
         );
-        caps.connect_channels(&hub, stop.clone());
-        let state = AppState::with_channels(engine, cfg, Some(hub.clone()));
+        caps.connect_channels(&hub, &supervisor, stop.clone());
+        let state = AppState::build(engine, cfg, Some(hub.clone()), supervisor);
         let _ = state.inner.capabilities.set(caps);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = listener.local_addr().unwrap();

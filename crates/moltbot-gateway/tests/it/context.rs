@@ -32,6 +32,7 @@ pub struct Options {
     pub fake_reply: Option<&'static str>,
     pub dir: Option<Arc<tempfile::TempDir>>,
     pub tick_interval_ms: u64,
+    pub drain_delay_secs: u64,
 }
 
 impl Default for Options {
@@ -45,6 +46,7 @@ impl Default for Options {
             fake_reply: None,
             dir: None,
             tick_interval_ms: 30_000,
+            drain_delay_secs: 0,
         }
     }
 }
@@ -57,6 +59,7 @@ pub fn config(opts: &Options, dir: &std::path::Path, base_url: String) -> Config
     cfg.gateway.max_message_chars = 1000;
     cfg.gateway.shutdown_grace_secs = 10;
     cfg.gateway.tick_interval_ms = opts.tick_interval_ms;
+    cfg.gateway.drain_delay_secs = opts.drain_delay_secs;
     cfg.data.dir = Some(dir.to_path_buf());
     cfg.model.openai.base_url = base_url;
     cfg.model.openai.model = "fake-model".into();

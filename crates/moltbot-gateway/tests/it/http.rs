@@ -353,6 +353,138 @@ async fn metrics_expose_latency_histogram_and_http_counters() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    // The process collector: resident memory is a real, plausible number of bytes.
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap_or_else(|| panic!("no process_resident_memory_bytes in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss > 1_000_000.0 && rss < 64e9, "rss {rss}");
+    assert!(text.contains("process_cpu_seconds_total"), "{text}");
+}
+
+/// With a drain delay, shutdown first takes the instance out of rotation (probes 503
+/// `draining`) while it still answers turns, then closes.
+#[tokio::test]
+async fn drain_delay_fails_probes_but_keeps_serving() {
+    let mut ctx = TestContext::with(Options {
+        drain_delay_secs: 4,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let server = ctx.begin_shutdown();
+    let deadline = started + std::time::Duration::from_secs(3);
+    loop {
+        let r = ctx.client().get(ctx.url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["draining"], true, "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readyz never said draining"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let h = ctx.client().get(ctx.url("/health")).send().await.unwrap();
+    assert_eq!(h.status(), 503);
+    let h: Value = h.json().await.unwrap();
+    assert_eq!(h["status"], "draining");
+    // Still serving turns while draining.
+    let resp = ctx
+        .post("/api/v1/chat")
+        .json(&json!({"message": "still there?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    server.await.unwrap().unwrap();
+}
+
+/// A background component that fails makes `/health` say `degraded` (naming it and why)
+/// while it waits to restart, and `ok` again once it runs.
+#[tokio::test]
+async fn health_is_degraded_while_a_component_restarts() {
+    let ctx = TestContext::start().await;
+    let (fail_tx, fail_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = runs.clone();
+    let s2 = stop.clone();
+    ctx.state
+        .inner
+        .supervisor
+        .spawn("test.flaky", stop.clone(), move || {
+            let n = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut fail = fail_rx.clone();
+            let stop = s2.clone();
+            async move {
+                if n == 0 {
+                    let _ = fail.wait_for(|f| *f).await;
+                    return Err(moltbot_core::Failure::retry("lost its connection"));
+                }
+                stop.cancelled().await;
+                Ok(())
+            }
+        });
+    let health = || async {
+        let v: Value = ctx
+            .client()
+            .get(ctx.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    let until = |want: &'static str| {
+        let health = &health;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let h = health().await;
+                if h["status"] == want {
+                    return h;
+                }
+                assert!(std::time::Instant::now() < deadline, "never {want}: {h}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let h = until("ok").await;
+    assert_eq!(
+        h["components"]["supervised"]["test.flaky"]["status"],
+        "running"
+    );
+    assert_eq!(
+        h["components"]["supervised"]["metrics.upkeep"]["status"],
+        "running"
+    );
+    fail_tx.send(true).unwrap();
+    let h = until("degraded").await;
+    let flaky = &h["components"]["supervised"]["test.flaky"];
+    assert_eq!(flaky["status"], "restarting", "{h}");
+    assert_eq!(flaky["last_error"], "lost its connection");
+    // Degraded is not unready: turns are still served.
+    let ready = ctx.client().get(ctx.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let h = until("ok").await;
+    let flaky = &h["components"]["supervised"]["test.flaky"];
+    assert_eq!(flaky["status"], "running");
+    assert_eq!(flaky["restarts"], 1);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let text = ctx.metrics().await;
+    assert!(
+        text.contains("moltbot_component_restarts_total{component=\"test.flaky\"} 1"),
+        "{text}"
+    );
+    stop.cancel();
 }
 
 #[tokio::test]

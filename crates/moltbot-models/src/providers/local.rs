@@ -105,6 +105,8 @@ struct LocalStats {
     saved: AtomicU64,
     /// Batches decoded.
     steps: AtomicU64,
+    /// Times the worker thread recovered from a panic with a fresh context.
+    restarts: AtomicU64,
 }
 
 impl LocalStats {
@@ -158,6 +160,8 @@ pub struct LocalModelStats {
     pub saved: u64,
     /// Batches decoded.
     pub steps: u64,
+    /// Times the worker recovered from a crash (a panic) by starting a fresh context.
+    pub worker_restarts: u64,
 }
 
 /// A GGUF model running in this process. Cheap to share behind an `Arc`; dropping it stops the
@@ -342,7 +346,23 @@ impl LocalModel {
             restored: get(&s.reuse[4]),
             saved: get(&s.saved),
             steps: get(&s.steps),
+            worker_restarts: get(&s.restarts),
         }
+    }
+
+    /// Make the worker thread panic at its next job, as a bug would. For tests of the
+    /// recovery: requests running then fail, queued ones run once a new context is up.
+    #[doc(hidden)]
+    pub fn crash_worker_for_tests(&self) {
+        let (out, _) = mpsc::channel(1);
+        let _ = self.jobs.try_send(Job {
+            request: ChatRequest::default(),
+            prefill: String::new(),
+            grammar: None,
+            cancel: CancellationToken::new(),
+            out,
+            crash: true,
+        });
     }
 }
 
@@ -363,6 +383,7 @@ impl ChatModel for LocalModel {
             grammar: tool_mode.as_ref().and_then(|m| m.grammar.clone()),
             cancel: cancel.clone(),
             out: tx,
+            crash: false,
         };
         if let Err(e) = self.jobs.try_send(job) {
             let err = match e {

@@ -328,6 +328,19 @@ enum Action {
     Stop,
 }
 
+/// Start the installed service; false when service control is off
+/// (`MOLTBOT_SYSTEMCTL=none`). `doctor --fix` uses it.
+pub fn start_service() -> anyhow::Result<bool> {
+    let manager = Manager::current();
+    let path = manager.service_file();
+    let p = path.to_string_lossy();
+    let args: Vec<&str> = match manager {
+        Manager::Systemd => vec!["start", UNIT_NAME],
+        Manager::Launchd => vec!["load", "-w", &p],
+    };
+    manager_ok(manager, &args)
+}
+
 fn control(action: Action) -> anyhow::Result<ExitCode> {
     let manager = Manager::current();
     let path = manager.service_file();

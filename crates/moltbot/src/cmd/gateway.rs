@@ -189,15 +189,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let versions = Arc::new(OnceLock::new());
     let engine = start_engine_with(&cfg, Some(versions.clone()))?;
     let stop_channels = CancellationToken::new();
-    let (hub, webhooks) = start_channels(&cfg, &engine, stop_channels.clone())?;
+    // One supervisor restarts every background component and tells `/health` about them.
+    let supervisor = moltbot_core::Supervisor::new();
+    let (hub, webhooks) = start_channels(&cfg, &engine, &supervisor, stop_channels.clone())?;
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
     let caps = moltbot_gateway::capabilities::Capabilities::build(&cfg, &engine);
-    caps.start_scheduler(engine.clone(), stop_channels.clone());
+    caps.start_scheduler(engine.clone(), &supervisor, stop_channels.clone());
     caps.watch_skills(stop_channels.clone());
     if let Some(hub) = &hub {
-        caps.connect_channels(hub, stop_channels.clone());
+        caps.connect_channels(hub, &supervisor, stop_channels.clone());
     }
-    let state = AppState::with_channels(engine, cfg, hub.clone());
+    let state = AppState::build(engine, cfg, hub.clone(), supervisor);
     let _ = state.inner.capabilities.set(caps.clone());
     let data_dir = state.config().data.resolved_dir();
     let _ = state
@@ -213,7 +215,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     start_understanding(&state);
     tracing::info!(
-        "moltbot {} listening on http://{addr} (chat page at /, OpenAI API at /v1, WebSocket at ws://{addr})",
+        "moltbot {} listening on http://{addr} (Control UI at /, OpenAI API at /v1, WebSocket at ws://{addr})",
         env!("CARGO_PKG_VERSION")
     );
     let grace = Duration::from_secs(cfg_grace);
@@ -246,6 +248,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 pub fn start_channels(
     cfg: &Config,
     engine: &Engine,
+    supervisor: &moltbot_core::Supervisor,
     stop: CancellationToken,
 ) -> anyhow::Result<(Option<ChannelHub>, axum::Router)> {
     let enabled = cfg.channels.enabled();
@@ -256,12 +259,13 @@ pub fn start_channels(
     let built = moltbot_channels::registry::build(&cfg.channels, &sink)
         .context("cannot start the messaging channels")?;
     tracing::info!(channels = enabled.join(","), "messaging channels starting");
-    let hub = ChannelHub::start(
+    let hub = ChannelHub::start_supervised(
         engine.clone(),
         cfg.channels.clone(),
         sink,
         built.channels,
         stop,
+        supervisor.clone(),
     );
     Ok((Some(hub), built.routes))
 }

@@ -30,10 +30,11 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 use moltbot_core::{ChatChunk, ChatRequest, FinishReason, ModelError, Usage};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,8 @@ pub(super) struct Job {
     pub grammar: Option<String>,
     pub cancel: CancellationToken,
     pub out: mpsc::Sender<Result<ChatChunk, ModelError>>,
+    /// Test hook: the worker panics when it admits this job.
+    pub crash: bool,
 }
 
 /// Where a job's output goes, and whether anyone still wants it.
@@ -105,6 +108,11 @@ pub(super) struct WorkerSetup {
 }
 
 /// The worker thread's body; returns when the `LocalModel` is dropped and the queue is empty.
+///
+/// A panic in the decode loop (a bug) must not end local generation for the life of the
+/// process: the context is dropped with everything running on it (those requests fail, their
+/// senders are gone), and after a pause that doubles from 1 s to 30 s a fresh context
+/// serves the queue again. The model weights are kept.
 pub(super) fn worker_main(setup: WorkerSetup) {
     let WorkerSetup {
         model,
@@ -121,8 +129,77 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         reuse_kv,
         idle_budget,
     } = setup;
+    let shape = ContextShape {
+        slots,
+        prefixes,
+        scratch,
+        session_cache_bytes,
+        max_seq_tokens,
+        reuse_kv,
+        idle_budget,
+    };
+    let mut ready = Some(ready);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            serve(&model, &params, &format, &jobs, &mut ready, &stats, &shape)
+        }));
+        let Err(panic) = run else {
+            break;
+        };
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-text panic".into());
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Err(ModelError::Unavailable(format!(
+                "the local model's thread crashed while starting: {why}"
+            ))));
+            return;
+        }
+        stats.restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("moltbot_component_restarts_total", "component" => "local_model.worker")
+            .increment(1);
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = Duration::from_secs(1);
+        }
+        tracing::error!(
+            cause = %why,
+            retry_in_ms = pause.as_millis() as u64,
+            "the local model worker crashed; starting a fresh context"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+    tracing::debug!("local model worker stopped");
+}
+
+/// The parts of [`WorkerSetup`] that shape each new context.
+struct ContextShape {
+    slots: usize,
+    prefixes: usize,
+    scratch: usize,
+    session_cache_bytes: usize,
+    max_seq_tokens: usize,
+    reuse_kv: bool,
+    idle_budget: usize,
+}
+
+/// Create a context and serve jobs on it until the queue closes. The first successful
+/// start answers `ready`.
+fn serve(
+    model: &LlamaModel,
+    params: &LlamaContextParams,
+    format: &PromptFormat,
+    jobs: &std_mpsc::Receiver<Job>,
+    ready: &mut Option<std_mpsc::SyncSender<Result<u32, ModelError>>>,
+    stats: &Arc<LocalStats>,
+    shape: &ContextShape,
+) {
     let ctx = match backend().and_then(|b| {
-        model.new_context(b, params).map_err(|e| {
+        model.new_context(b, params.clone()).map_err(|e| {
             ModelError::Unavailable(format!(
                 "llama.cpp cannot create a context for the model ({e}); \
                  hint: lower `model.local.context_size` or `model.local.kv_cache_tokens`"
@@ -131,35 +208,44 @@ pub(super) fn worker_main(setup: WorkerSetup) {
     }) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            match ready.take() {
+                Some(ready) => {
+                    let _ = ready.send(Err(e));
+                }
+                // A restart that cannot get a context: fail what waits, stop.
+                None => tracing::error!(cause = %e, "the local model cannot restart"),
+            }
             return;
         }
     };
     let n_batch = ctx.n_batch().max(1) as usize;
-    let book = if reuse_kv {
-        KvBook::new(slots, prefixes, session_cache_bytes).with_idle_budget(idle_budget)
+    let book = if shape.reuse_kv {
+        KvBook::new(shape.slots, shape.prefixes, shape.session_cache_bytes)
+            .with_idle_budget(shape.idle_budget)
     } else {
-        KvBook::without_reuse(slots)
+        KvBook::without_reuse(shape.slots)
     };
     let first_scratch = book.sequences();
     let mut worker = Worker {
-        model: &model,
+        model,
         ctx,
         batch: LlamaBatch::new(n_batch, 1),
         n_batch,
         format,
         book,
-        scratch: (first_scratch..first_scratch + scratch)
+        scratch: (first_scratch..first_scratch + shape.scratch)
             .map(seq_id)
             .collect(),
         running: Vec::new(),
-        stats,
-        max_seq_tokens,
+        stats: stats.clone(),
+        max_seq_tokens: shape.max_seq_tokens,
         next_id: 0,
     };
     worker.warm_up();
-    if ready.send(Ok(worker.ctx.n_ctx())).is_err() {
-        return; // the loader gave up waiting
+    if let Some(ready) = ready.take() {
+        if ready.send(Ok(worker.ctx.n_ctx())).is_err() {
+            return; // the loader gave up waiting
+        }
     }
     loop {
         if worker.running.is_empty() {
@@ -182,7 +268,6 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         }
         worker.step();
     }
-    tracing::debug!("local model worker stopped");
 }
 
 /// One running request.
@@ -230,7 +315,7 @@ struct Worker<'m> {
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     n_batch: usize,
-    format: PromptFormat,
+    format: &'m PromptFormat,
     book: KvBook<llama_cpp_2::context::session::SeqState>,
     /// Free scratch sequences for beam search.
     scratch: Vec<i32>,
@@ -271,6 +356,10 @@ impl Worker<'_> {
 
     /// Validate, tokenize and place a new job; failures are answered at once.
     fn admit(&mut self, job: Job, others: usize) {
+        assert!(
+            !job.crash,
+            "injected crash of the local model worker (test hook)"
+        );
         let sink = Sink {
             out: job.out,
             cancel: job.cancel,
