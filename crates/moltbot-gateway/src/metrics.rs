@@ -45,6 +45,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
+                        Matcher::Full("moltbot_provider_latency".into()),
+                        LATENCY_BUCKETS_MS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
                         Matcher::Full("moltbot_http_request_duration".into()),
                         HTTP_BUCKETS_MS,
                     )
@@ -79,6 +85,16 @@ fn describe() {
         "Share of HTTP requests that failed (status >= 500) among the last 1024."
     );
     describe_counter!("moltbot_errors_total", "Errors by kind.");
+    describe_counter!(
+        "moltbot_provider_requests_total",
+        "Model provider calls by provider kind (openai, anthropic, local) and result (ok, \
+         error, cancelled); an error followed by the next provider is a failover."
+    );
+    describe_histogram!(
+        "moltbot_provider_latency",
+        Unit::Milliseconds,
+        "Time from a provider call to the end of its answer, by provider kind."
+    );
     describe_counter!(
         "moltbot_session_cache_total",
         "Turns whose session history was already in RAM (hit) or read from the store (miss)."

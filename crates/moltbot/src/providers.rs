@@ -99,11 +99,9 @@ pub fn build_model(
                 .with_context(|| format!("provider {:?}", kind.as_str()))?,
         );
     }
-    let chain: Arc<dyn ChatModel> = if models.len() == 1 {
-        models.remove(0)
-    } else {
-        Arc::new(Failover::new(models))
-    };
+    // Always through `Failover`, even for one provider: it also counts calls and times them
+    // per provider (`moltbot_provider_*`).
+    let chain: Arc<dyn ChatModel> = Arc::new(Failover::new(models));
     Ok(match filter {
         Some(filter) => Arc::new(FilteredModel::new(chain, filter)),
         None => chain,

@@ -164,7 +164,7 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let reply: serde_json::Value = rt.block_on(async {
+    let (reply, metrics) = rt.block_on(async {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -176,7 +176,7 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
             assert!(Instant::now() < deadline, "gateway never became ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        client
+        let reply: serde_json::Value = client
             .post(format!("{base}/api/v1/chat"))
             .bearer_auth("cli-test")
             .json(&serde_json::json!({"session_id": "cli", "message": "from a process"}))
@@ -185,9 +185,28 @@ fn gateway_process_serves_a_turn_and_stops_on_sigterm() {
             .unwrap()
             .json()
             .await
+            .unwrap();
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth("cli-test")
+            .send()
+            .await
             .unwrap()
+            .text()
+            .await
+            .unwrap();
+        (reply, metrics)
     });
     assert_eq!(reply["reply"], "echo: from a process");
+    // The provider chain counts and times each call by provider kind.
+    assert!(
+        metrics.contains("moltbot_provider_requests_total{provider=\"openai\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("moltbot_provider_latency_bucket{provider=\"openai\""),
+        "{metrics}"
+    );
     // `moltbot sessions list` reads the same store.
     let out = moltbot(home.path())
         .args(["sessions", "list"])

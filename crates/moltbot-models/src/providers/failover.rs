@@ -46,6 +46,8 @@ impl ChatModel for Failover {
                 return;
             }
             for (position, provider) in providers.iter().enumerate() {
+                let kind = provider_label(provider.id());
+                let started = std::time::Instant::now();
                 let mut chunks = provider.stream(request.clone(), cancel.clone());
                 let mut emitted = false;
                 let mut failure = None;
@@ -63,6 +65,15 @@ impl ChatModel for Failover {
                 }
                 // Free the provider's connection before anything else happens.
                 drop(chunks);
+                let result = match &failure {
+                    None => "ok",
+                    Some(ModelError::Cancelled) => "cancelled",
+                    Some(_) => "error",
+                };
+                metrics::counter!("moltbot_provider_requests_total", "provider" => kind, "result" => result)
+                    .increment(1);
+                metrics::histogram!("moltbot_provider_latency", "provider" => kind)
+                    .record(started.elapsed().as_secs_f64() * 1e3);
                 let Some(error) = failure else {
                     return;
                 };
@@ -96,6 +107,17 @@ impl ChatModel for Failover {
     }
 }
 
+/// The provider's kind (`openai`, `anthropic`, `local`) from its id (`kind/model`): a
+/// bounded metric label, whatever model names the config holds.
+fn provider_label(id: &str) -> &'static str {
+    match id.split('/').next() {
+        Some("openai") => "openai",
+        Some("anthropic") => "anthropic",
+        Some("local") => "local",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +140,14 @@ mod tests {
             two.id(),
             "failover(openai/gpt-4o-mini,anthropic/claude-3-5-haiku-latest)"
         );
+    }
+
+    #[test]
+    fn provider_labels_are_bounded() {
+        assert_eq!(provider_label("openai/gpt-4o-mini"), "openai");
+        assert_eq!(provider_label("local/SmolLM2-135M-Instruct.Q4_1"), "local");
+        assert_eq!(provider_label("anthropic/claude"), "anthropic");
+        assert_eq!(provider_label("something-else"), "other");
     }
 
     #[tokio::test]
