@@ -73,6 +73,10 @@ pub struct GatewayConfig {
     /// the instance out of rotation while it still answers (a rolling update then drops
     /// nothing). 0 closes at once, right for a single machine.
     pub drain_delay_secs: u64,
+    /// Failed token checks (API, admin API) allowed per client address per minute; past
+    /// that the address gets 429 for the rest of the minute, right token or not, so tokens
+    /// cannot be guessed at speed. 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
     /// Serve `/metrics` without the token (for scrapers that cannot send one).
     pub public_metrics: bool,
     /// Bearer token of the admin API (`/admin/*`: model load, traffic split, promote,
@@ -92,6 +96,7 @@ impl Default for GatewayConfig {
             tick_interval_ms: 30_000,
             shutdown_grace_secs: 30,
             drain_delay_secs: 0,
+            auth_failures_per_minute: 10,
             public_metrics: false,
             admin_token: None,
         }

@@ -1,4 +1,5 @@
-//! Bearer-token check for API routes (health probes and metrics stay open).
+//! Bearer-token check for API routes (health probes and metrics stay open), and the limit on
+//! failed token checks per client address.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -6,6 +7,10 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive).
 pub fn bearer(req: &Request) -> Option<&str> {
@@ -76,10 +81,113 @@ pub fn check_ws_origin(headers: &axum::http::HeaderMap) -> Result<(), ApiError> 
 }
 
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let peer = peer_ip(&req);
+    if let Err(e) = state.inner.auth_limiter.check(peer) {
+        return e.into_response();
+    }
     if state.token_ok(bearer(&req)) {
         next.run(req).await
     } else {
+        state.inner.auth_limiter.failed(peer);
         ApiError::Unauthorized.into_response()
+    }
+}
+
+/// The client's address, when the server was started with connection info (`run` does;
+/// a router called directly in a test has none).
+pub fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Counts failed token checks per client address in one-minute windows; an address over
+/// the limit is refused (429) until its window ends, whatever token it sends.
+///
+/// Behind a reverse proxy every client shares the proxy's address: there the limit guards
+/// the whole gateway rather than one client, which still stops guessing at speed.
+pub struct AuthLimiter {
+    limit: u32,
+    window: Duration,
+    map: Mutex<HashMap<IpAddr, Window>>,
+}
+
+struct Window {
+    start: Instant,
+    failures: u32,
+}
+
+/// Addresses remembered at most; past this, expired windows are dropped first and then the
+/// map is cleared (a flood of addresses must not grow memory).
+const MAX_TRACKED: usize = 10_000;
+
+impl AuthLimiter {
+    pub fn new(limit_per_minute: u32) -> Self {
+        Self::with_window(limit_per_minute, Duration::from_secs(60))
+    }
+
+    pub fn with_window(limit: u32, window: Duration) -> Self {
+        AuthLimiter {
+            limit,
+            window,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuse an address that used up its failures in the current window.
+    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(ip), true) = (peer, self.limit > 0) else {
+            return Ok(());
+        };
+        let map = self.lock();
+        match map.get(&ip) {
+            Some(w) if w.failures >= self.limit && w.start.elapsed() < self.window => {
+                let left = self.window.saturating_sub(w.start.elapsed());
+                Err(ApiError::AuthLocked {
+                    limit: self.limit,
+                    retry_after_secs: left.as_secs().max(1),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failed token check from `peer`.
+    pub fn failed(&self, peer: Option<IpAddr>) {
+        metrics::counter!("moltbot_auth_failures_total").increment(1);
+        let (Some(ip), true) = (peer, self.limit > 0) else {
+            return;
+        };
+        let mut map = self.lock();
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            let window = self.window;
+            map.retain(|_, w| w.start.elapsed() < window);
+            if map.len() >= MAX_TRACKED {
+                map.clear();
+            }
+        }
+        let w = map.entry(ip).or_insert(Window {
+            start: Instant::now(),
+            failures: 0,
+        });
+        if w.start.elapsed() >= self.window {
+            *w = Window {
+                start: Instant::now(),
+                failures: 0,
+            };
+        }
+        w.failures += 1;
+        if w.failures == self.limit {
+            tracing::warn!(
+                client = %ip,
+                limit = self.limit,
+                "too many failed authentication attempts; refusing this address for the rest of the minute"
+            );
+        }
     }
 }
 
@@ -107,6 +215,36 @@ mod tests {
         ] {
             assert!(!is_loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn failures_lock_an_address_for_the_window() {
+        let a: IpAddr = "10.1.2.3".parse().unwrap();
+        let b: IpAddr = "10.9.9.9".parse().unwrap();
+        let lim = AuthLimiter::with_window(3, Duration::from_millis(300));
+        for _ in 0..2 {
+            assert!(lim.check(Some(a)).is_ok());
+            lim.failed(Some(a));
+        }
+        assert!(lim.check(Some(a)).is_ok(), "two failures are allowed");
+        lim.failed(Some(a));
+        let err = lim.check(Some(a)).unwrap_err();
+        assert_eq!(err.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        assert!(err.to_string().contains("limit 3 per minute"), "{err}");
+        assert!(
+            lim.check(Some(b)).is_ok(),
+            "other addresses are not affected"
+        );
+        assert!(lim.check(None).is_ok(), "no address known: no limit");
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(lim.check(Some(a)).is_ok(), "the window ended");
+        lim.failed(Some(a));
+        assert!(lim.check(Some(a)).is_ok(), "a new window counts from zero");
+        let off = AuthLimiter::new(0);
+        for _ in 0..100 {
+            off.failed(Some(a));
+        }
+        assert!(off.check(Some(a)).is_ok());
     }
 
     #[test]

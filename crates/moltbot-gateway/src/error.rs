@@ -25,6 +25,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("too many turns in progress (limit {limit}); retry in {retry_after_secs}s")]
     TooManyRequests { limit: usize, retry_after_secs: u64 },
+    /// Too many failed token checks from one address (`gateway.auth_failures_per_minute`).
+    #[error(
+        "too many failed authentication attempts from this address (limit {limit} per \
+         minute); retry in {retry_after_secs}s"
+    )]
+    AuthLocked { limit: u32, retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("the model provider is rate limiting; retry in {retry_after_secs}s")]
@@ -61,6 +67,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::AuthLocked { .. } => "auth_rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::UpstreamBusy { .. } => "upstream_rate_limited",
             ApiError::Upstream(_) => "upstream_error",
@@ -77,7 +84,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::AuthLocked { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) | ApiError::UpstreamBusy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -111,6 +120,7 @@ impl ApiError {
             | ApiError::Conflict(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::TooManyRequests { .. }
+            | ApiError::AuthLocked { .. }
             | ApiError::Unavailable(_)
             | ApiError::UpstreamBusy { .. }
             | ApiError::Timeout => {}
@@ -122,6 +132,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::AuthLocked {
                 retry_after_secs, ..
             }
             | ApiError::UpstreamBusy { retry_after_secs } => Some(*retry_after_secs),

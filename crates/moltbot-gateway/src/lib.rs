@@ -136,14 +136,16 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
 }
 
 /// `/`: the Control UI, or the OpenClaw WebSocket protocol when the request is an upgrade.
-async fn root(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    match upgrade {
-        Ok(ws) => match auth::check_ws_origin(&headers) {
-            Ok(()) => ws::upgrade(state, ws),
+async fn root(State(state): State<AppState>, req: Request) -> Response {
+    let peer = auth::peer_ip(&req);
+    let (mut parts, _body) = req.into_parts();
+    match <WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await
+    {
+        Ok(ws) => match auth::check_ws_origin(&parts.headers) {
+            Ok(()) => ws::upgrade(state, ws, peer),
             Err(e) => e.into_response(),
         },
         Err(_) => routes::ui::page(),
@@ -153,6 +155,7 @@ async fn root(
 /// Any other path: OpenClaw clients may upgrade on any path; everything else is a JSON 404.
 async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    let peer = auth::peer_ip(&req);
     let (mut parts, _body) = req.into_parts();
     match <WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
         &mut parts, &state,
@@ -160,7 +163,7 @@ async fn fallback(State(state): State<AppState>, req: Request) -> Response {
     .await
     {
         Ok(ws) => match auth::check_ws_origin(&parts.headers) {
-            Ok(()) => ws::upgrade(state, ws),
+            Ok(()) => ws::upgrade(state, ws, peer),
             Err(e) => e.into_response(),
         },
         Err(_) => ApiError::NotFound(format!("no route for {path}")).into_response(),
@@ -244,7 +247,12 @@ pub async fn run_with(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    // Connection info gives the auth limiter each client's address.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
         finished = &mut server => {

@@ -86,6 +86,10 @@ fn describe() {
     );
     describe_counter!("moltbot_errors_total", "Errors by kind.");
     describe_counter!(
+        "moltbot_auth_failures_total",
+        "Requests refused for a missing or wrong token (API and admin API)."
+    );
+    describe_counter!(
         "moltbot_provider_requests_total",
         "Model provider calls by provider kind (openai, anthropic, local) and result (ok, \
          error, cancelled); an error followed by the next provider is a failover."

@@ -48,6 +48,8 @@ pub struct StateInner {
     /// Set when shutdown was asked for and the gateway still serves during
     /// `gateway.drain_delay_secs`: the probes answer 503 `draining`.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Failed token checks per client address (`gateway.auth_failures_per_minute`).
+    pub auth_limiter: crate::auth::AuthLimiter,
 }
 
 impl AppState {
@@ -83,7 +85,6 @@ impl AppState {
                 shutdown: CancellationToken::new(),
                 turns: TaskTracker::new(),
                 version: env!("CARGO_PKG_VERSION"),
-                config,
                 channels,
                 understanding: std::sync::OnceLock::new(),
                 knowledge: std::sync::OnceLock::new(),
@@ -91,6 +92,10 @@ impl AppState {
                 model_admin: std::sync::OnceLock::new(),
                 supervisor,
                 draining: std::sync::atomic::AtomicBool::new(false),
+                auth_limiter: crate::auth::AuthLimiter::new(
+                    config.gateway.auth_failures_per_minute,
+                ),
+                config,
             }),
         }
     }

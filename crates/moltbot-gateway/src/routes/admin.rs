@@ -92,11 +92,16 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    let peer = crate::auth::peer_ip(&req);
+    if let Err(e) = state.inner.auth_limiter.check(peer) {
+        return e.into_response();
+    }
     let ok =
         presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes())));
     if ok {
         next.run(req).await
     } else {
+        state.inner.auth_limiter.failed(peer);
         ApiError::Unauthorized.into_response()
     }
 }

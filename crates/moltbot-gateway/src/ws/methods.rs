@@ -77,7 +77,11 @@ pub fn connect(conn: &Conn, p: &Value) -> Result<Value, (RpcError, u16)> {
     let presented = auth
         .and_then(|a| a.get("token").or_else(|| a.get("password")))
         .and_then(Value::as_str);
+    if let Err(e) = conn.state.inner.auth_limiter.check(conn.peer) {
+        return Err((RpcError::invalid(e.to_string()), 1008));
+    }
     if !conn.state.token_ok(presented) {
+        conn.state.inner.auth_limiter.failed(conn.peer);
         let reason = if presented.is_some() {
             "token_mismatch"
         } else {

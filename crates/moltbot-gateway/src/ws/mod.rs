@@ -42,13 +42,13 @@ fn max_payload(state: &AppState) -> usize {
         .max(PRE_AUTH_MAX_BYTES)
 }
 
-pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
+pub fn upgrade(state: AppState, ws: WebSocketUpgrade, peer: Option<std::net::IpAddr>) -> Response {
     let max = max_payload(&state);
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             metrics::gauge!("moltbot_ws_connections").increment(1.0);
-            serve(state, socket).await;
+            serve(state, socket, peer).await;
             metrics::gauge!("moltbot_ws_connections").decrement(1.0);
         })
 }
@@ -80,6 +80,8 @@ pub(crate) struct Conn {
     /// The last runs this connection started (finished ones too), so the relay never
     /// echoes a connection's own run back to it, however late it reads the event.
     pub own_runs: Mutex<std::collections::VecDeque<String>>,
+    /// The client's address, for the limit on failed token checks.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -119,7 +121,7 @@ impl Conn {
     }
 }
 
-async fn serve(state: AppState, socket: WebSocket) {
+async fn serve(state: AppState, socket: WebSocket, peer: Option<std::net::IpAddr>) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Out>(OUT_QUEUE);
     let closed = CancellationToken::new();
@@ -131,6 +133,7 @@ async fn serve(state: AppState, socket: WebSocket) {
         closed: closed.clone(),
         subscribed: std::sync::atomic::AtomicBool::new(false),
         own_runs: Mutex::new(std::collections::VecDeque::new()),
+        peer,
     });
 
     // Writer: the only owner of the sink; numbers events per connection from 1.

@@ -365,6 +365,44 @@ async fn metrics_expose_latency_histogram_and_http_counters() {
     assert!(text.contains("process_cpu_seconds_total"), "{text}");
 }
 
+/// Ten wrong tokens in a minute from one address: the eleventh request is refused with 429
+/// and `Retry-After`, even with the right token, on the API and the admin API alike.
+#[tokio::test]
+async fn repeated_wrong_tokens_lock_the_address() {
+    let ctx = TestContext::start().await;
+    for i in 0..10 {
+        let resp = ctx
+            .client()
+            .get(ctx.url("/api/v1/sessions"))
+            .bearer_auth(format!("guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "guess {i}");
+    }
+    let resp = ctx.get("/api/v1/sessions").send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["kind"], "auth_rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit 10 per minute"),
+        "{body}"
+    );
+    // Health stays open.
+    let h = ctx.client().get(ctx.url("/health")).send().await.unwrap();
+    assert_eq!(h.status(), 200);
+}
+
 /// With a drain delay, shutdown first takes the instance out of rotation (probes 503
 /// `draining`) while it still answers turns, then closes.
 #[tokio::test]
