@@ -50,6 +50,11 @@ enum Cmd {
         warmup: usize,
         #[arg(long, value_enum, default_value_t = Mode::Http)]
         mode: Mode,
+        /// Start a new session every this many turns (0: one session per client for the
+        /// whole run). New sessions per run and per rotation exercise the session cache and
+        /// the store the way many users do.
+        #[arg(long, default_value_t = 0)]
+        session_turns: usize,
         #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Print one JSON object instead of text.
@@ -155,9 +160,21 @@ fn main() -> anyhow::Result<()> {
             turns,
             warmup,
             mode,
+            session_turns,
             token,
             json,
-        } => rt.block_on(load(url, clients, turns, warmup, mode, token, json)),
+        } => rt.block_on(load(
+            LoadSpec {
+                url,
+                clients,
+                turns,
+                warmup,
+                sessions: Sessions::new(session_turns),
+                mode,
+                token,
+            },
+            json,
+        )),
         Cmd::Startup {
             url,
             runs,
@@ -223,13 +240,43 @@ struct Target {
     mode: Mode,
     token: Option<String>,
     http: reqwest::Client,
+    sessions: Sessions,
+}
+
+/// Which session a client's turn `n` belongs to.
+#[derive(Clone)]
+struct Sessions {
+    /// 0: one per client.
+    every: usize,
+    /// Different in each run, so rotated sessions are always new.
+    run: String,
+}
+
+impl Sessions {
+    fn new(every: usize) -> Self {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Sessions {
+            every,
+            run: format!("{run:x}"),
+        }
+    }
+
+    fn id(&self, prefix: &str, client_id: usize, n: usize) -> String {
+        match n.checked_div(self.every) {
+            None => format!("{prefix}-{client_id}"),
+            Some(k) => format!("{prefix}-{}-{client_id}-{k}", self.run),
+        }
+    }
 }
 
 async fn one_turn_http(t: &Target, client_id: usize, n: usize) -> anyhow::Result<()> {
     let (path, body) = match t.mode {
         Mode::Http => (
             "/api/v1/chat",
-            json!({"session_id": format!("bench-{client_id}"), "message": format!("hello {n}")}),
+            json!({"session_id": t.sessions.id("bench", client_id, n), "message": format!("hello {n}")}),
         ),
         _ => (
             "/v1/chat/completions",
@@ -302,10 +349,15 @@ async fn next_json(ws: &mut Ws, when: &str) -> anyhow::Result<Value> {
     }
 }
 
-async fn one_turn_ws(ws: &mut Ws, client_id: usize, n: usize) -> anyhow::Result<()> {
+async fn one_turn_ws(
+    ws: &mut Ws,
+    sessions: &Sessions,
+    client_id: usize,
+    n: usize,
+) -> anyhow::Result<()> {
     let run = format!("{client_id}-{n}-{}", uuid::Uuid::new_v4());
     let req = json!({"type": "req", "id": run, "method": "chat.send", "params": {
-        "sessionKey": format!("bench-ws-{client_id}"), "message": format!("hello {n}"),
+        "sessionKey": sessions.id("bench-ws", client_id, n), "message": format!("hello {n}"),
         "idempotencyKey": run}});
     ws.send(Message::text(req.to_string())).await?;
     loop {
@@ -323,15 +375,27 @@ async fn one_turn_ws(ws: &mut Ws, client_id: usize, n: usize) -> anyhow::Result<
     }
 }
 
-async fn load(
+/// What `load` drives.
+struct LoadSpec {
     url: String,
     clients: usize,
     turns: usize,
     warmup: usize,
+    sessions: Sessions,
     mode: Mode,
     token: Option<String>,
-    as_json: bool,
-) -> anyhow::Result<()> {
+}
+
+async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
+    let LoadSpec {
+        url,
+        clients,
+        turns,
+        warmup,
+        sessions,
+        mode,
+        token,
+    } = spec;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
@@ -341,6 +405,7 @@ async fn load(
         mode,
         token,
         http,
+        sessions,
     };
     // Warm-up runs inside each client before its timed turns; the wall clock starts after a
     // barrier so connection set-up is not counted.
@@ -360,7 +425,7 @@ async fn load(
             };
             for n in 0..warmup {
                 match ws.as_mut() {
-                    Some(ws) => one_turn_ws(ws, id, n).await?,
+                    Some(ws) => one_turn_ws(ws, &t.sessions, id, n).await?,
                     None => one_turn_http(&t, id, n).await?,
                 }
             }
@@ -370,7 +435,7 @@ async fn load(
             for n in warmup..warmup + turns {
                 let start = Instant::now();
                 match ws.as_mut() {
-                    Some(ws) => one_turn_ws(ws, id, n).await?,
+                    Some(ws) => one_turn_ws(ws, &t.sessions, id, n).await?,
                     None => one_turn_http(&t, id, n).await?,
                 }
                 hist.record(start.elapsed().as_micros().max(1) as u64)?;

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A bounded soak: one gateway (release build) in front of the instant mock model, steady load
+# from 16 HTTP clients whose sessions rotate every 20 turns (so the session cache fills to its
+# bound and the store keeps growing), the gateway's RSS sampled every 10 s.
+#
+#   scripts/soak.sh [MINUTES]      (default 30; loopback only; stops by itself)
+#   SOAK_PROFILE=debug scripts/soak.sh 10   (the test build: no release build needed)
+#
+# Writes bench/soak/rss-<date>.csv (seconds,rss_kib,turns_done) and prints the RSS after the
+# warm-up (the first fifth of the run, at least 2 min), at the end, the growth between them
+# and the turns/s of each load round. Exits 1 when RSS grew by 5 % or more after warm-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MINUTES=${1:-30}
+CLIENTS=${SOAK_CLIENTS:-16}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
+PROFILE=${SOAK_PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
+  OUTDIR=$CARGO_TARGET_DIR/release
+else
+  cargo build --locked --bin moltbot --bin moltbot-bench >&2
+  OUTDIR=$CARGO_TARGET_DIR/debug
+fi
+BIN=$OUTDIR/moltbot
+BENCH=$OUTDIR/moltbot-bench
+MOCK_PORT=18995
+GW_PORT=18996
+source scripts/bench-mock-env.sh
+# A session cache small enough to fill during the warm-up: growth after it is then a leak,
+# not a bounded cache still filling (the default 4,096 sessions take ~20 rounds to fill).
+export MOLTBOT_SESSIONS__HOT_CACHE_SESSIONS=${SOAK_HOT_SESSIONS:-256}
+
+"$BIN" gateway --port $GW_PORT 2>"$WORK/gw.log" &
+GW=$!
+pids+=($GW)
+for _ in $(seq 1 200); do curl -fs http://127.0.0.1:$GW_PORT/readyz >/dev/null && break; sleep 0.05; done
+
+mkdir -p bench/soak
+CSV=bench/soak/rss-$PROFILE-$(date -u +%Y%m%d-%H%M).csv
+echo "seconds,rss_kib,turns_done" >"$CSV"
+echo 0 >"$WORK/turns"
+start=$SECONDS
+(
+  while kill -0 $GW 2>/dev/null; do
+    rss=$(awk '/VmRSS/ {print $2}' /proc/$GW/status 2>/dev/null || echo 0)
+    echo "$((SECONDS - start)),$rss,$(cat "$WORK/turns")" >>"$CSV"
+    sleep 10
+  done
+) &
+pids+=($!)
+
+deadline=$((start + MINUTES * 60))
+round=0
+done_turns=0
+while [ $SECONDS -lt $deadline ]; do
+  round=$((round + 1))
+  out=$("$BENCH" load --url http://127.0.0.1:$GW_PORT --mode http --clients "$CLIENTS" \
+    --turns 250 --warmup 0 --session-turns 20 --json)
+  turns=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["turns"]))')
+  done_turns=$((done_turns + turns))
+  echo $done_turns >"$WORK/turns"
+  echo "round $round at $((SECONDS - start)) s: $out"
+done
+sleep 11 # one more sample after the last round
+
+python3 - "$CSV" "$MINUTES" <<'PY'
+import csv, statistics, sys
+rows = [(int(r["seconds"]), int(r["rss_kib"])) for r in csv.DictReader(open(sys.argv[1]))]
+total = int(sys.argv[2]) * 60
+warm = max(120, total // 5)
+after = [kib for s, kib in rows if warm <= s < warm + 60]
+end = [kib for s, kib in rows[-3:]]
+if not after or not end:
+    sys.exit(f"too few samples in {sys.argv[1]}")
+a, e = statistics.median(after), statistics.median(end)
+growth = (e - a) / a * 100
+print(f"samples: {len(rows)} in {rows[-1][0]} s ({sys.argv[1]})")
+print(f"RSS after warm-up ({warm} s): {a / 1024:.1f} MiB; at the end: {e / 1024:.1f} MiB; "
+      f"growth {growth:+.2f} %; peak {max(k for _, k in rows) / 1024:.1f} MiB")
+sys.exit(0 if growth < 5 else 1)
+PY
