@@ -137,24 +137,24 @@ pub fn app_with(state: AppState, webhooks: Router) -> Router {
 
 /// `/`: the Control UI, or the OpenClaw WebSocket protocol when the request is an upgrade.
 async fn root(State(state): State<AppState>, req: Request) -> Response {
-    let peer = auth::peer_ip(&req);
-    let (mut parts, _body) = req.into_parts();
-    match <WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-        &mut parts, &state,
-    )
-    .await
-    {
-        Ok(ws) => match auth::check_ws_origin(&parts.headers) {
-            Ok(()) => ws::upgrade(state, ws, peer),
-            Err(e) => e.into_response(),
-        },
-        Err(_) => routes::ui::page(),
-    }
+    upgrade_or(state, req, |_| routes::ui::page()).await
 }
 
 /// Any other path: OpenClaw clients may upgrade on any path; everything else is a JSON 404.
 async fn fallback(State(state): State<AppState>, req: Request) -> Response {
-    let path = req.uri().path().to_string();
+    upgrade_or(state, req, |path| {
+        ApiError::NotFound(format!("no route for {path}")).into_response()
+    })
+    .await
+}
+
+/// The OpenClaw WebSocket protocol when `req` is an upgrade (from an allowed origin), else
+/// `otherwise(path)`.
+async fn upgrade_or(
+    state: AppState,
+    req: Request,
+    otherwise: impl FnOnce(&str) -> Response,
+) -> Response {
     let peer = auth::peer_ip(&req);
     let (mut parts, _body) = req.into_parts();
     match <WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(
@@ -166,7 +166,7 @@ async fn fallback(State(state): State<AppState>, req: Request) -> Response {
             Ok(()) => ws::upgrade(state, ws, peer),
             Err(e) => e.into_response(),
         },
-        Err(_) => ApiError::NotFound(format!("no route for {path}")).into_response(),
+        Err(_) => otherwise(parts.uri.path()),
     }
 }
 

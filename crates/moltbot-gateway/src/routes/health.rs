@@ -8,8 +8,9 @@ use axum::Json;
 use moltbot_engine::ModelState;
 use serde_json::{json, Value};
 
-/// Each component's status, and whether the gateway as a whole can serve turns.
-async fn components(state: &AppState) -> (bool, Value) {
+/// Whether the gateway as a whole can serve turns, whether every supervised component is
+/// healthy (from the same snapshot as the JSON), and each component's status.
+async fn components(state: &AppState) -> (bool, bool, Value) {
     let store = match state.engine().store().ping().await {
         Ok(()) => json!({"status": "ok"}),
         Err(e) => json!({"status": "down", "error": e.to_string()}),
@@ -45,9 +46,14 @@ async fn components(state: &AppState) -> (bool, Value) {
     }
     // Background components are reported the same way: a restarting scheduler degrades
     // the gateway but HTTP turns still work.
-    let supervised = serde_json::to_value(state.inner.supervisor.statuses()).unwrap_or(Value::Null);
+    let statuses = state.inner.supervisor.statuses();
+    let supervised_ok = statuses
+        .values()
+        .all(moltbot_core::supervise::ComponentStatus::is_healthy);
+    let supervised = serde_json::to_value(statuses).unwrap_or(Value::Null);
     (
         ok,
+        supervised_ok,
         json!({
             "store": store,
             "model": model,
@@ -60,12 +66,12 @@ async fn components(state: &AppState) -> (bool, Value) {
 
 /// `GET /health`: overall status, components, version, uptime and the environment.
 pub async fn health(State(state): State<AppState>) -> Response {
-    let (ok, components) = components(&state).await;
+    let (ok, supervised_ok, components) = components(&state).await;
     let loading = matches!(state.engine().model().state(), ModelState::Loading(_));
     let channel_down = components["channels"]
         .as_object()
         .is_some_and(|m| m.values().any(|c| c["status"] == "error"));
-    let component_down = !state.inner.supervisor.healthy();
+    let component_down = !supervised_ok;
     let draining = state.draining();
     let status = if draining {
         "draining"
@@ -120,7 +126,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// `GET /readyz`: ready to serve turns (store reachable, model loaded).
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (ok, components) = components(&state).await;
+    let (ok, _, components) = components(&state).await;
     let failing: Vec<String> = components
         .as_object()
         .map(|m| {

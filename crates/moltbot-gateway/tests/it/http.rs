@@ -469,24 +469,12 @@ async fn health_is_degraded_while_a_component_restarts() {
                 Ok(())
             }
         });
-    let health = || async {
-        let v: Value = ctx
-            .client()
-            .get(ctx.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v
-    };
     let until = |want: &'static str| {
-        let health = &health;
+        let ctx = &ctx;
         async move {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let h = health().await;
+                let h = ctx.get_json("/health").await;
                 if h["status"] == want {
                     return h;
                 }

@@ -48,7 +48,7 @@ use llama_cpp_2::model::LlamaModel;
 use moltbot_core::config::LocalModelConfig;
 use moltbot_core::{ChatChunk, ChatModel, ChatRequest, ChunkStream, ModelError};
 use prompt::PromptFormat;
-use scheduler::{Job, WorkerSetup};
+use scheduler::{ContextShape, Job, WorkerSetup};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,19 +264,21 @@ impl LocalModel {
             jobs: jobs_rx,
             ready: ready_tx,
             stats: stats.clone(),
-            slots: parallel,
-            prefixes,
-            scratch,
-            session_cache_bytes: usize::try_from(cfg.session_cache_mb.saturating_mul(1 << 20))
-                .unwrap_or(usize::MAX),
-            max_seq_tokens: context_size as usize,
-            reuse_kv: cfg.reuse_kv,
-            // A few conversations stay warm in the cache; with the RAM tier on, the rest
-            // are restored from RAM at a few milliseconds each.
-            idle_budget: if cfg.session_cache_mb > 0 {
-                IDLE_BUDGET_TOKENS.min(kv_cells as usize / 4)
-            } else {
-                usize::MAX
+            shape: ContextShape {
+                slots: parallel,
+                prefixes,
+                scratch,
+                session_cache_bytes: usize::try_from(cfg.session_cache_mb.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
+                max_seq_tokens: context_size as usize,
+                reuse_kv: cfg.reuse_kv,
+                // A few conversations stay warm in the cache; with the RAM tier on, the rest
+                // are restored from RAM at a few milliseconds each.
+                idle_budget: if cfg.session_cache_mb > 0 {
+                    IDLE_BUDGET_TOKENS.min(kv_cells as usize / 4)
+                } else {
+                    usize::MAX
+                },
             },
         };
         std::thread::Builder::new()

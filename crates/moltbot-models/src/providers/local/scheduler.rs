@@ -92,6 +92,11 @@ pub(super) struct WorkerSetup {
     pub jobs: std_mpsc::Receiver<Job>,
     pub ready: std_mpsc::SyncSender<Result<u32, ModelError>>,
     pub stats: Arc<LocalStats>,
+    pub shape: ContextShape,
+}
+
+/// What shapes each new context (the first, and a fresh one after a crash).
+pub(super) struct ContextShape {
     /// Requests run at once.
     pub slots: usize,
     /// Pinned prefixes.
@@ -121,23 +126,8 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         jobs,
         ready,
         stats,
-        slots,
-        prefixes,
-        scratch,
-        session_cache_bytes,
-        max_seq_tokens,
-        reuse_kv,
-        idle_budget,
+        shape,
     } = setup;
-    let shape = ContextShape {
-        slots,
-        prefixes,
-        scratch,
-        session_cache_bytes,
-        max_seq_tokens,
-        reuse_kv,
-        idle_budget,
-    };
     let mut ready = Some(ready);
     let mut pause = Duration::from_secs(1);
     loop {
@@ -174,17 +164,6 @@ pub(super) fn worker_main(setup: WorkerSetup) {
         pause = (pause * 2).min(Duration::from_secs(30));
     }
     tracing::debug!("local model worker stopped");
-}
-
-/// The parts of [`WorkerSetup`] that shape each new context.
-struct ContextShape {
-    slots: usize,
-    prefixes: usize,
-    scratch: usize,
-    session_cache_bytes: usize,
-    max_seq_tokens: usize,
-    reuse_kv: bool,
-    idle_budget: usize,
 }
 
 /// Create a context and serve jobs on it until the queue closes. The first successful
