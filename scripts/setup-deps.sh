@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages moltbot needs to build and test, if they are missing:
-# clang + libclang-dev + cmake (llama.cpp, linked in process), tmux (drives the OpenClaw TUI
+# clang + libclang-dev + cmake (llama.cpp, linked in process), libcurl + zlib headers
+# (librdkafka), tmux (drives the OpenClaw TUI
 # in end-to-end tests), chromium (the chat page in a real browser), nginx + prometheus +
 # openssl (checks of the deploy files). Idempotent; quiet when
 # everything is present.
@@ -9,6 +10,10 @@ need=()
 command -v clang >/dev/null || need+=(clang)
 command -v cmake >/dev/null || need+=(cmake)
 [ -n "$(ls /usr/lib/llvm-*/lib/libclang*.so* 2>/dev/null | head -1)" ] || need+=(libclang-dev)
+# librdkafka (the Kafka bus) is built from source by rdkafka-sys: it includes curl's and
+# zlib's headers.
+[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || need+=(libcurl4-openssl-dev)
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
   command -v tmux >/dev/null || need+=(tmux)
   command -v curl >/dev/null || need+=(curl)

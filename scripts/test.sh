@@ -35,6 +35,12 @@ echo "model: $MOLTBOT_TEST_MODEL"
 step "deploy files (nginx -t, promtool)"
 bash scripts/check-deploy.sh
 
+step "test services (Kafka-protocol broker on loopback)"
+# Stopped again however the run ends.
+trap 'bash "$ROOT/scripts/services.sh" stop tansu || true' EXIT
+bash scripts/services.sh start tansu
+while IFS= read -r kv; do export "${kv?}"; done < <(bash scripts/services.sh env)
+
 step "cargo test"
 cargo test --workspace --locked 2>&1 | tee "$MOLTBOT_CACHE/cargo-test.log"
 

@@ -643,6 +643,7 @@ impl ChannelHub {
         let typing = self.typing_loop(ch.clone(), msg.chat_id.clone());
         let turn = self.inner.engine.turn(
             TurnRequest {
+                turn_id: None,
                 session_id: session.to_string(),
                 run_id: None,
                 user: Some(format!("{}:{}", msg.channel, msg.sender_id)),
@@ -860,7 +861,10 @@ fn failure_text(e: &EngineError) -> String {
         EngineError::NotReady(_) => {
             "The assistant is still starting up. Please try again in a minute.".into()
         }
-        EngineError::Model(_) | EngineError::Store(_) => {
+        EngineError::Model(_)
+        | EngineError::Store(_)
+        | EngineError::Bus(_)
+        | EngineError::Remote(_) => {
             "Sorry, something went wrong while answering. Please try again.".into()
         }
     }

@@ -46,6 +46,7 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub router: RouterConfig,
     pub tools: ToolsConfig,
+    pub bus: BusConfig,
     pub log: LogConfig,
 }
 
@@ -280,6 +281,80 @@ impl Default for AnthropicConfig {
     }
 }
 
+/// Which message bus carries turns between gateway replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    /// Turns run in the process that received them (one machine).
+    #[default]
+    InProcess,
+    /// Turns go through Kafka topics shared by every replica.
+    Kafka,
+}
+
+/// Scale-out over Kafka: every replica publishes the turns it receives to one topic keyed
+/// by session id (so one consumer runs a session's turns, in order) and reads the replies
+/// for its own callers from a topic of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topics are `<prefix>.turns` and `<prefix>.replies.<replica_id>`.
+    pub topic_prefix: String,
+    /// Consumer group shared by all replicas.
+    pub group_id: String,
+    /// This replica's name, unique among replicas and stable across its restarts (a pod
+    /// name). Default: the host name.
+    pub replica_id: Option<String>,
+    /// Partitions of the turns topic when it is created: the most replicas that can share
+    /// the work.
+    pub partitions: u32,
+    /// How long a caller waits for some replica to answer its turn.
+    pub turn_timeout_secs: u64,
+    /// Turns a replica runs at once from the topic; past that it stops reading.
+    pub max_in_flight: usize,
+    /// How fast a dead replica's partitions move to the others (Kafka's consumer session
+    /// timeout).
+    pub session_timeout_ms: u32,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::InProcess,
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "moltbot".into(),
+            group_id: "moltbot-gateway".into(),
+            replica_id: None,
+            partitions: 12,
+            turn_timeout_secs: 300,
+            max_in_flight: 256,
+            session_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// The configured replica id, else the host name, else a fixed name.
+    pub fn resolved_replica_id(&self) -> String {
+        if let Some(id) = self.replica_id.as_deref().filter(|s| !s.trim().is_empty()) {
+            return id.trim().to_string();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "moltbot".into())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -400,6 +475,34 @@ impl Config {
     /// Check values that serde cannot: ranges, combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.bus.kind == BusKind::Kafka {
+            if self.bus.brokers.trim().is_empty() {
+                return bad(
+                    "bus.brokers must name at least one broker when bus.kind = \"kafka\"".into(),
+                );
+            }
+            if !(1..=1024).contains(&self.bus.partitions) {
+                return bad(format!(
+                    "bus.partitions must be between 1 and 1024, got {}",
+                    self.bus.partitions
+                ));
+            }
+            if !(1..=100_000).contains(&self.bus.max_in_flight) {
+                return bad(format!(
+                    "bus.max_in_flight must be between 1 and 100000, got {}",
+                    self.bus.max_in_flight
+                ));
+            }
+            let id = self.bus.resolved_replica_id();
+            if !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return bad(format!(
+                    "bus.replica_id may hold only letters, digits, '-', '_' and '.', got {id:?}"
+                ));
+            }
+        }
         if self.gateway.max_body_bytes < 1024 {
             return bad(format!(
                 "gateway.max_body_bytes must be at least 1024, got {}",

@@ -13,6 +13,7 @@
 //!   output cap) and the [`ToolCall`]s models propose.
 //! - [`supervise`]: the [`Supervisor`] that restarts failed background components with
 //!   backoff and keeps their states for `/health`.
+//! - [`intern`]: `'static` copies of label strings read back from the message bus.
 //! - [`envinfo`]: the environment snapshot (OS, CPUs, memory, disk, GPU) shown by
 //!   `/health` and `doctor` and used to pick thread counts.
 
@@ -20,6 +21,7 @@ pub mod channel;
 pub mod config;
 pub mod encoder;
 pub mod envinfo;
+pub mod intern;
 pub mod model;
 pub mod secret;
 pub mod supervise;

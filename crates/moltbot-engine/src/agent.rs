@@ -15,7 +15,7 @@ use moltbot_core::{
 };
 use moltbot_tools::skills::{Skill, Skills};
 use moltbot_tools::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -47,7 +47,8 @@ pub(crate) struct TurnTools {
 const EVENT_OUTPUT_CHARS: usize = 2_000;
 
 /// One step of tool use, streamed while a turn runs and kept in its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "wire::ToolEventWire")]
 pub struct ToolEvent {
     pub call_id: String,
     pub name: String,
@@ -76,7 +77,67 @@ pub enum ToolPhase {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// [`ToolEvent`] as read back from the message bus: owned strings, the error kind interned
+/// (serde cannot derive a flattened enum holding a `&'static str` directly).
+mod wire {
+    use super::{AttachmentData, ToolEvent, ToolPhase};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub(super) struct ToolEventWire {
+        call_id: String,
+        name: String,
+        step: u32,
+        #[serde(flatten)]
+        phase: PhaseWire,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "phase", rename_all = "snake_case")]
+    enum PhaseWire {
+        Start {
+            arguments: String,
+        },
+        Result {
+            ok: bool,
+            output: String,
+            #[serde(default)]
+            error_kind: Option<String>,
+            ms: f64,
+            #[serde(default)]
+            attachments: Vec<AttachmentData>,
+        },
+    }
+
+    impl From<ToolEventWire> for ToolEvent {
+        fn from(w: ToolEventWire) -> Self {
+            let phase = match w.phase {
+                PhaseWire::Start { arguments } => ToolPhase::Start { arguments },
+                PhaseWire::Result {
+                    ok,
+                    output,
+                    error_kind,
+                    ms,
+                    attachments,
+                } => ToolPhase::Result {
+                    ok,
+                    output,
+                    error_kind: error_kind.map(|k| moltbot_core::intern::intern(&k)),
+                    ms,
+                    attachments,
+                },
+            };
+            ToolEvent {
+                call_id: w.call_id,
+                name: w.name,
+                step: w.step,
+                phase,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttachmentData {
     pub mime: String,
     pub bytes: usize,

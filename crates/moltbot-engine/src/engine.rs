@@ -1,6 +1,7 @@
 //! [`Engine`]: runs turns.
 
 use crate::agent::{ToolEvent, Toolbox, TurnTools};
+use crate::bus::MessageBus;
 use crate::router::{
     extractive_answer, grounding_prompt, is_supported, sources_footer, DialogueRouter, Plan,
     RouteInfo,
@@ -13,8 +14,8 @@ use moltbot_core::{
     ToolContext, Usage,
 };
 use moltbot_knowledge::Hit;
-use moltbot_store::{NewMessage, Store, StoredMessage};
-use serde::Serialize;
+use moltbot_store::{NewMessage, Store, StoredMessage, StoredReply, TurnRecord};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +53,8 @@ impl Default for EngineOptions {
 }
 
 /// Per-request generation settings; `None` takes the configured default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Overrides {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
@@ -64,22 +66,29 @@ pub struct Overrides {
     pub beam_width: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnRequest {
     pub session_id: String,
+    /// Names this turn for idempotency: a turn id seen before is not run again; its stored
+    /// reply is returned instead (a redelivered bus message, a client's retry with the same
+    /// `Idempotency-Key`). `None` runs the turn unconditionally.
+    #[serde(default)]
+    pub turn_id: Option<String>,
     /// Names this turn in [`SessionEvent`]s; a fresh id is made when `None`.
     pub run_id: Option<String>,
     pub user: Option<String>,
     pub message: String,
     /// Where the turn came from (`http`, `openai`, `ws`, …), kept with the session.
-    pub channel: &'static str,
+    #[serde(deserialize_with = "moltbot_core::intern::de")]
+    pub channel: moltbot_core::intern::Label,
     /// The chat a channel turn came from (reminders set in the turn are delivered there).
     pub origin: Option<Origin>,
     pub overrides: Overrides,
 }
 
 /// Streamed while a turn runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TurnEvent {
     /// New reply text to append.
     Delta(String),
@@ -119,7 +128,7 @@ pub(crate) const STALLED_READER: Duration = Duration::from_secs(30);
 /// Events buffered per watcher; a watcher that falls further behind skips ahead.
 const EVENT_BUFFER: usize = 1024;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnOutcome {
     pub session_id: String,
     pub reply: String,
@@ -129,10 +138,10 @@ pub struct TurnOutcome {
     pub latency_ms: f64,
     /// How the turn was answered (session turns only; stateless completions always go to
     /// the model).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteInfo>,
     /// Tool calls made while answering (start and result of each), in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolEvent>,
 }
 
@@ -166,6 +175,8 @@ struct Inner {
     router: std::sync::RwLock<Option<Arc<DialogueRouter>>>,
     /// Tools for the agent loop; without them every turn is plain generation.
     toolbox: std::sync::RwLock<Option<Arc<Toolbox>>>,
+    /// Where turns go to be run; `None` runs them here.
+    bus: std::sync::RwLock<Option<Arc<dyn MessageBus>>>,
 }
 
 /// Decrements the in-flight gauge when a turn ends, however it ends.
@@ -196,6 +207,7 @@ impl Engine {
                 events: tokio::sync::broadcast::Sender::new(EVENT_BUFFER),
                 router: std::sync::RwLock::new(None),
                 toolbox: std::sync::RwLock::new(None),
+                bus: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -236,6 +248,30 @@ impl Engine {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Send every turn through `bus` from now on (scale-out); the bus runs them on
+    /// whichever replica owns their session with [`Engine::turn_here`].
+    pub fn set_bus(&self, bus: Arc<dyn MessageBus>) {
+        *self
+            .inner
+            .bus
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bus);
+    }
+
+    pub fn bus(&self) -> Option<Arc<dyn MessageBus>> {
+        self.inner
+            .bus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drop the cached histories no turn is using; the next turn of each reads the store.
+    /// For when sessions may have been served elsewhere (a bus rebalance).
+    pub fn forget_cached_sessions(&self) {
+        self.inner.sessions.forget_idle();
     }
 
     pub fn router(&self) -> Option<Arc<DialogueRouter>> {
@@ -329,8 +365,29 @@ impl Engine {
 
     /// Run one turn of a persistent session. Deltas go to `events` (if given); if that
     /// receiver goes away, or `cancel` fires, generation stops. Turns of one session run one
-    /// at a time, in arrival order.
+    /// at a time, in arrival order. With a bus set, the turn runs on the replica that owns
+    /// its session and its events and outcome come back here.
     pub async fn turn(
+        &self,
+        mut req: TurnRequest,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        cancel: CancellationToken,
+    ) -> Result<TurnOutcome, EngineError> {
+        let Some(bus) = self.bus() else {
+            return self.turn_here(req, events, cancel).await;
+        };
+        // Refused here, before it travels.
+        self.validate_message("message", &req.message)?;
+        req.turn_id
+            .get_or_insert_with(|| format!("turn-{}", uuid::Uuid::new_v4()));
+        bus.submit(req, events, cancel).await
+    }
+
+    /// [`Engine::turn`] in this process, whatever the bus. A turn with a `turn_id` whose
+    /// reply is already stored is not run again: the stored reply is streamed and returned;
+    /// one whose user message is stored but not its reply (the replica died mid-turn) is
+    /// run without storing the message twice.
+    pub async fn turn_here(
         &self,
         req: TurnRequest,
         events: Option<mpsc::Sender<TurnEvent>>,
@@ -360,22 +417,49 @@ impl Engine {
                 .await?;
             *history = Some(rows.into_iter().map(to_chat).collect());
         }
+        // Under the session's lock, so a duplicate of a running turn waits for it.
+        let seen = match &req.turn_id {
+            Some(id) => self.inner.store.turn_record(id).await?,
+            None => TurnRecord::default(),
+        };
+        if let Some(reply) = seen.reply {
+            drop(history);
+            return Ok(self.replay(&req, &run_id, reply, events, started).await);
+        }
         let past = history.get_or_insert_with(VecDeque::new);
 
         // The user's message is accepted from here on: it is persisted even if the model
         // fails. The write runs while the model starts (it commits in the store's next group)
-        // and is awaited before the reply is stored, so ids stay in order.
-        let persist_user = self.inner.store.append(
-            &req.session_id,
-            req.user.as_deref(),
-            req.channel,
-            vec![NewMessage::new(Role::User, req.message.clone())],
-        );
-        push_bounded(
-            past,
-            ChatMessage::new(Role::User, req.message.clone()),
-            self.inner.opts.max_turns * 2,
-        );
+        // and is awaited before the reply is stored, so ids stay in order. A message stored
+        // by an earlier delivery of this turn is already in the history.
+        let persist_user = {
+            let store = self.inner.store.clone();
+            let (session_id, user, channel) =
+                (req.session_id.clone(), req.user.clone(), req.channel);
+            let (turn_id, message) = (req.turn_id.clone(), req.message.clone());
+            let stored = seen.user_stored;
+            async move {
+                if stored {
+                    return Ok(());
+                }
+                store
+                    .append_turn(
+                        &session_id,
+                        user.as_deref(),
+                        channel,
+                        turn_id.as_deref(),
+                        vec![NewMessage::new(Role::User, message)],
+                    )
+                    .await
+            }
+        };
+        if !seen.user_stored {
+            push_bounded(
+                past,
+                ChatMessage::new(Role::User, req.message.clone()),
+                self.inner.opts.max_turns * 2,
+            );
+        }
         // The message just pushed does not count: is there an earlier exchange?
         let in_conversation = past.iter().rev().skip(1).any(|m| m.role == Role::Assistant);
         let (mut route, plan) = self.route(&req.message, in_conversation).await;
@@ -483,10 +567,11 @@ impl Engine {
         };
         self.inner
             .store
-            .append(
+            .append_turn(
                 &req.session_id,
                 req.user.as_deref(),
                 req.channel,
+                req.turn_id.as_deref(),
                 vec![reply],
             )
             .await?;
@@ -515,6 +600,43 @@ impl Engine {
             route: Some(route),
             tools: tool_steps,
         })
+    }
+
+    /// The outcome of a turn answered before (same `turn_id`): its stored reply, streamed to
+    /// `events` as one piece.
+    async fn replay(
+        &self,
+        req: &TurnRequest,
+        run_id: &str,
+        reply: StoredReply,
+        events: Option<mpsc::Sender<TurnEvent>>,
+        started: Instant,
+    ) -> TurnOutcome {
+        metrics::counter!("moltbot_turn_replayed_total").increment(1);
+        tracing::info!(
+            session = %req.session_id,
+            turn_id = req.turn_id.as_deref().unwrap_or("-"),
+            "turn seen before: its stored reply is sent again"
+        );
+        let watch = Watch {
+            session_id: &req.session_id,
+            run_id,
+            channel: req.channel,
+        };
+        self.direct(&reply.content, events, watch).await;
+        TurnOutcome {
+            session_id: req.session_id.clone(),
+            reply: reply.content,
+            model: reply.model.unwrap_or_else(|| ROUTER_MODEL_ID.to_string()),
+            usage: Usage {
+                prompt_tokens: reply.prompt_tokens.unwrap_or(0),
+                completion_tokens: reply.completion_tokens.unwrap_or(0),
+            },
+            finish_reason: FinishReason::Stop,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            route: Some(RouteInfo::unrouted("redelivered")),
+            tools: Vec::new(),
+        }
     }
 
     /// A stateless completion over caller-supplied messages (the OpenAI endpoint without a
@@ -861,6 +983,7 @@ mod tests {
 
     fn turn(session: &str, msg: &str) -> TurnRequest {
         TurnRequest {
+            turn_id: None,
             session_id: session.into(),
             run_id: None,
             user: None,
@@ -889,6 +1012,59 @@ mod tests {
         assert_eq!(last.messages[0].role, Role::System);
         assert_eq!(last.messages.last().unwrap().content, "q3");
         assert_eq!(seen[0].messages.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_turn_id_runs_once_and_a_half_stored_turn_is_finished_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, model) = engine(dir.path(), 128);
+        let with_id = |msg: &str, id: &str| TurnRequest {
+            turn_id: Some(id.to_string()),
+            ..turn("s", msg)
+        };
+        let first = engine
+            .turn(with_id("hello", "t1"), None, CancellationToken::new())
+            .await
+            .unwrap();
+        // The same turn again (a redelivery): the stored reply, streamed, no model call.
+        let (tx, mut rx) = mpsc::channel(8);
+        let again = engine
+            .turn(with_id("hello", "t1"), Some(tx), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(again.reply, first.reply);
+        assert_eq!(again.route.as_ref().unwrap().reason, "redelivered");
+        assert_eq!(rx.recv().await, Some(TurnEvent::Delta(first.reply.clone())));
+        assert_eq!(model.seen.lock().unwrap().len(), 1);
+        let stored = engine.store().recent_messages("s", 10).await.unwrap();
+        assert_eq!(stored.len(), 2);
+
+        // A replica that died after storing the user message: the turn is run once more,
+        // with the message in the history once.
+        engine
+            .store()
+            .append_turn(
+                "s",
+                None,
+                "http",
+                Some("t2"),
+                vec![NewMessage::new(Role::User, "second")],
+            )
+            .await
+            .unwrap();
+        engine.forget_cached_sessions();
+        let out = engine
+            .turn(with_id("second", "t2"), None, CancellationToken::new())
+            .await
+            .unwrap();
+        // system + hello + reply + second: the user message was not added twice.
+        assert_eq!(out.reply, "saw 4 messages");
+        let stored = engine.store().recent_messages("s", 10).await.unwrap();
+        let contents: Vec<&str> = stored.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            ["hello", "saw 2 messages", "second", "saw 4 messages"]
+        );
     }
 
     #[tokio::test]

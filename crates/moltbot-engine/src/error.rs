@@ -12,6 +12,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("the model is not ready: {0}")]
     NotReady(String),
+    /// The message bus cannot carry the turn (no broker, no replica answered in time).
+    #[error("the message bus is unavailable: {0}")]
+    Bus(String),
+    /// The replica that ran the turn failed in a way with no local equivalent (its store).
+    #[error("{0}")]
+    Remote(String),
 }
 
 impl EngineError {
@@ -21,6 +27,8 @@ impl EngineError {
             EngineError::Model(e) => e.kind(),
             EngineError::Store(e) => e.kind(),
             EngineError::NotReady(_) => "model_not_ready",
+            EngineError::Bus(_) => "bus_unavailable",
+            EngineError::Remote(_) => "remote",
         }
     }
 }

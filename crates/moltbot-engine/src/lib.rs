@@ -10,9 +10,12 @@
 //!   (KRS) pick a template reply, a grounded answer with citations, or the model.
 //! - [`agent`]: the agent loop: tool calls proposed by the model run through the
 //!   capability registry (`moltbot-tools`) until a final answer; [`ToolEvent`]s stream.
+//! - [`bus`]: the [`MessageBus`] seam through which turns reach the replica that runs them
+//!   (none by default: turns run here).
 //! - [`error`]: [`EngineError`], the failures of a turn.
 
 pub mod agent;
+pub mod bus;
 pub mod engine;
 pub mod error;
 pub mod router;
@@ -20,6 +23,7 @@ pub mod sessions;
 pub mod slot;
 
 pub use agent::{AttachmentData, ToolEvent, ToolPhase, Toolbox};
+pub use bus::{BusHealth, MessageBus, WireError};
 pub use engine::{
     Engine, EngineOptions, Overrides, SessionEvent, SessionEventKind, TurnEvent, TurnOutcome,
     TurnRequest, ROUTER_MODEL_ID,

@@ -16,12 +16,12 @@
 use moltbot_core::config::{Grounding, RouterConfig};
 use moltbot_knowledge::{Hit, Knowledge, SearchMode, SearchOptions};
 use moltbot_understand::{render_reply, Understanding};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// The road a turn took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Route {
     Template,
@@ -40,7 +40,7 @@ impl Route {
 }
 
 /// A passage an answer was grounded in. `index` is the number the answer cites (`[1]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Citation {
     pub index: usize,
     pub source: String,
@@ -54,36 +54,41 @@ pub struct Citation {
 }
 
 /// Why a turn went where it went, for the response metadata, logs and metrics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
     pub route: Route,
     /// A short machine-readable reason: `template`, `knowledge_intent`, `knowledge_hit`,
     /// `out_of_domain`, `low_confidence`, `no_template`, `tool_intent`,
     /// `in_conversation`, `long_input`, `no_passages`, `understanding_unavailable`,
-    /// `router_disabled`.
-    pub reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `router_disabled`, `redelivered`.
+    #[serde(deserialize_with = "moltbot_core::intern::de")]
+    pub reason: moltbot_core::intern::Label,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coarse: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub surprise: Option<f32>,
     /// Who wrote a grounded answer: `model`, `extractive`, or `model_then_quotes` (the
     /// model's reply did not draw on the passages, so they were quoted after it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grounding: Option<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "moltbot_core::intern::de_opt"
+    )]
+    pub grounding: Option<moltbot_core::intern::Label>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub citations: Vec<Citation>,
     /// The tool (or skill) the turn's intent names.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     /// Arguments of that tool the intent decides.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub tool_args: std::collections::BTreeMap<String, String>,
     /// The arguments the model is to write (`None`: any).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_fields: Option<Vec<String>>,
     /// Time spent understanding and retrieving, before any generation.
     pub route_ms: f64,

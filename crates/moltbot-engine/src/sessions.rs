@@ -123,6 +123,13 @@ impl SessionMap {
         }
     }
 
+    /// Forget every cached history no turn is using (their sessions may have moved on
+    /// elsewhere: another replica ran turns of them).
+    pub fn forget_idle(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        self.evict_idle(&mut map, |_, _| false);
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -413,6 +413,7 @@ impl JobRunner for EngineRunner {
                     // Each job has its own conversation, so a daily prompt sees its
                     // earlier runs.
                     let req = TurnRequest {
+                        turn_id: None,
                         session_id: format!("cron-{}", job.id),
                         run_id: None,
                         user: job.owner.clone(),

@@ -174,6 +174,8 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidInput(m) => ApiError::BadRequest(m),
             EngineError::NotReady(m) => ApiError::Unavailable(m),
             EngineError::Store(e) => ApiError::Internal(e.to_string()),
+            EngineError::Bus(m) => ApiError::Unavailable(format!("message bus: {m}")),
+            EngineError::Remote(m) => ApiError::Internal(m),
             EngineError::Model(e) => e.into(),
         }
     }

@@ -99,6 +99,22 @@ impl NewMessage {
     }
 }
 
+/// What the store knows of a turn id: whether its user message and its reply are stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnRecord {
+    pub user_stored: bool,
+    pub reply: Option<StoredReply>,
+}
+
+/// A stored reply, with what is needed to answer again with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReply {
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -164,7 +180,7 @@ fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<Write
     }
 }
 
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -190,6 +206,23 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, id);
 ";
 
+/// v4: messages remember the turn that wrote them, so a turn delivered twice (the message
+/// bus after a crash, a client retrying with an idempotency key) is stored once.
+fn migrate_v4(conn: &Connection) -> rusqlite::Result<()> {
+    let has: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'turn_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        conn.execute_batch("ALTER TABLE messages ADD COLUMN turn_id TEXT;")?;
+    }
+    conn.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS messages_turn ON messages(turn_id, role)
+         WHERE turn_id IS NOT NULL;",
+    )
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -198,6 +231,9 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // First: other processes may hold the database (replicas sharing one file on a host),
+    // and even switching to WAL waits for their locks.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL: readers never block the writer. NORMAL sync is durable across process crashes
     // (only an OS crash can lose the last commits), the usual trade-off for WAL.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -206,7 +242,6 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // 1 MiB page cache per connection (SQLite's default is 2 MiB): the hot history lives in
     // the engine's own cache, so SQLite's mostly serves appends and cold loads.
     conn.pragma_update(None, "cache_size", -1024)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
 
@@ -235,6 +270,7 @@ impl Store {
             .execute_batch(SCHEMA_V1)
             .and_then(|()| writer.execute_batch(channels::SCHEMA_V2))
             .and_then(|()| writer.execute_batch(cron::SCHEMA_V3))
+            .and_then(|()| migrate_v4(&writer))
             .map_err(|e| open_err(e.to_string()))?;
         writer
             .pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -298,11 +334,27 @@ impl Store {
         channel: &str,
         messages: Vec<NewMessage>,
     ) -> Result<(), StoreError> {
+        self.append_turn(session_id, user, channel, None, messages)
+            .await
+    }
+
+    /// [`Store::append`] for a turn: with a `turn_id`, a message of a role that turn
+    /// already stored is skipped (at most one user message and one reply per turn id).
+    pub async fn append_turn(
+        &self,
+        session_id: &str,
+        user: Option<&str>,
+        channel: &str,
+        turn_id: Option<&str>,
+        messages: Vec<NewMessage>,
+    ) -> Result<(), StoreError> {
+        let turn_id = turn_id.map(str::to_string);
         let session_id = session_id.to_string();
         let user = user.map(str::to_string);
         let channel = channel.to_string();
         self.write(move |tx| {
             let now = now_ms();
+            let mut inserted = 0i64;
             let title = messages
                 .iter()
                 .find(|m| m.role == Role::User)
@@ -317,29 +369,60 @@ impl Store {
             )?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO messages (session_id, role, content, created_at, model, prompt_tokens, completion_tokens)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO messages (session_id, role, content, created_at, model, prompt_tokens, completion_tokens, turn_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for m in &messages {
-                    insert.execute(params![
+                    inserted += insert.execute(params![
                         session_id,
                         m.role.as_str(),
                         m.content,
                         now,
                         m.model,
                         m.prompt_tokens,
-                        m.completion_tokens
-                    ])?;
+                        m.completion_tokens,
+                        turn_id
+                    ])? as i64;
                 }
             }
             tx.execute(
                 "UPDATE sessions SET message_count = message_count + ?2 WHERE id = ?1",
-                params![session_id, messages.len() as i64],
+                params![session_id, inserted],
             )?;
-            Ok(messages.len() as i64)
+            Ok(inserted)
         })
         .await
         .map(drop)
+    }
+
+    /// Which of a turn's messages are stored.
+    pub async fn turn_record(&self, turn_id: &str) -> Result<TurnRecord, StoreError> {
+        let turn_id = turn_id.to_string();
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT role, content, model, prompt_tokens, completion_tokens FROM messages
+                 WHERE turn_id = ?1",
+            )?;
+            let mut record = TurnRecord::default();
+            let mut rows = stmt.query(params![turn_id])?;
+            while let Some(r) = rows.next()? {
+                let role: String = r.get(0)?;
+                match Role::parse(&role) {
+                    Some(Role::User) => record.user_stored = true,
+                    Some(Role::Assistant) => {
+                        record.reply = Some(StoredReply {
+                            content: r.get(1)?,
+                            model: r.get(2)?,
+                            prompt_tokens: r.get(3)?,
+                            completion_tokens: r.get(4)?,
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            Ok(record)
+        })
+        .await
     }
 
     /// The last `limit` messages of a session, oldest first.
@@ -567,6 +650,88 @@ mod tests {
         assert_eq!(total, 7, "no half-written session survived");
         let messages: i64 = rows.iter().map(|r| r.message_count).sum();
         assert_eq!(messages, 180);
+    }
+
+    #[tokio::test]
+    async fn a_turn_id_stores_each_side_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(
+            store.turn_record("t1").await.unwrap(),
+            TurnRecord::default()
+        );
+        let user = || vec![NewMessage::new(Role::User, "hello")];
+        store
+            .append_turn("s", None, "http", Some("t1"), user())
+            .await
+            .unwrap();
+        // A second delivery of the same turn: nothing new.
+        store
+            .append_turn("s", None, "http", Some("t1"), user())
+            .await
+            .unwrap();
+        let rec = store.turn_record("t1").await.unwrap();
+        assert!(rec.user_stored && rec.reply.is_none());
+        let mut reply = NewMessage::new(Role::Assistant, "hi!");
+        reply.model = Some("m".into());
+        reply.completion_tokens = Some(2);
+        for _ in 0..2 {
+            store
+                .append_turn("s", None, "http", Some("t1"), vec![reply.clone()])
+                .await
+                .unwrap();
+        }
+        let rec = store.turn_record("t1").await.unwrap();
+        let got = rec.reply.unwrap();
+        assert_eq!(
+            (got.content.as_str(), got.model.as_deref()),
+            ("hi!", Some("m"))
+        );
+        assert_eq!(got.completion_tokens, Some(2));
+        assert_eq!(store.recent_messages("s", 10).await.unwrap().len(), 2);
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 2);
+        // Without a turn id nothing is de-duplicated.
+        store.append("s", None, "http", user()).await.unwrap();
+        store.append("s", None, "http", user()).await.unwrap();
+        assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 4);
+    }
+
+    #[test]
+    fn a_v3_database_gains_turn_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute_batch(
+                "INSERT INTO sessions (id, channel, created_at, updated_at) VALUES ('s','x',0,0);
+                 INSERT INTO messages (session_id, role, content, created_at) VALUES ('s','user','old',0);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = Store::open(&path).unwrap();
+            let old = store.recent_messages("s", 5).await.unwrap();
+            assert_eq!(old[0].content, "old");
+            store
+                .append_turn(
+                    "s",
+                    None,
+                    "x",
+                    Some("t"),
+                    vec![NewMessage::new(Role::User, "new")],
+                )
+                .await
+                .unwrap();
+            assert!(store.turn_record("t").await.unwrap().user_stored);
+        });
+        // Opening again (already v4) is fine.
+        drop(Store::open(&path).unwrap());
     }
 
     #[test]

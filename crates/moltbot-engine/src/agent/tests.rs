@@ -120,6 +120,7 @@ fn engine(model: Arc<Scripted>, cfg: AgentConfig) -> (Engine, tempfile::TempDir)
 
 fn turn(message: &str) -> TurnRequest {
     TurnRequest {
+        turn_id: None,
         session_id: "s1".into(),
         run_id: None,
         user: Some("u".into()),

@@ -121,10 +121,33 @@ pub fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// The `Idempotency-Key` header of a chat request, checked: a retry with the same key in
+/// the same session gets the first attempt's reply instead of a second turn.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v.to_str().unwrap_or("");
+    let ok = (1..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !ok {
+        return Err(ApiError::BadRequest(format!(
+            "header `Idempotency-Key` must be 1 to 128 characters of letters, digits, '-', '_', \
+             '.' or ':', got {} bytes",
+            v.len()
+        )));
+    }
+    Ok(Some(key.to_string()))
+}
+
 pub async fn chat(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let session_id = match body.session_id {
         Some(id) => {
             validate_session_id("session_id", &id)?;
@@ -132,6 +155,8 @@ pub async fn chat(
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
+    // Scoped to the session: the same key in another session is another turn.
+    let turn_id = key.map(|k| format!("idem:{session_id}:{k}"));
     if let Some(u) = &body.user {
         if u.chars().count() > 256 {
             return Err(ApiError::BadRequest(format!(
@@ -150,6 +175,7 @@ pub async fn chat(
     state.engine().validate_message("message", &body.message)?;
     let permit = state.admit()?;
     let req = TurnRequest {
+        turn_id,
         session_id,
         run_id: None,
         user: body.user,

@@ -32,7 +32,26 @@ async fn components(state: &AppState) -> (bool, bool, Value) {
         "turns_in_flight": limit - admission.available_permits(),
         "max_concurrent_turns": limit,
     });
-    let ok = store_ok && matches!(model_state, ModelState::Ready(_));
+    // With a message bus, turns need it: a replica that cannot reach the broker is unready.
+    let (bus, bus_ok) = match state.engine().bus() {
+        Some(bus) => {
+            let h = bus.health();
+            let mut detail = h.detail;
+            // Open to anyone who reaches the port: no addresses or names.
+            if let Some(obj) = detail.as_object_mut() {
+                obj.remove("brokers");
+                obj.remove("replica");
+                obj.remove("last_error");
+            }
+            let status = if h.ok { "ok" } else { "down" };
+            (
+                json!({"status": status, "kind": h.kind, "detail": detail}),
+                h.ok,
+            )
+        }
+        None => (json!({"status": "ok", "kind": "in_process"}), true),
+    };
+    let ok = store_ok && bus_ok && matches!(model_state, ModelState::Ready(_));
     // Channels are reported but do not make the gateway unready: HTTP and the other
     // channels keep serving while one platform is unreachable.
     let mut channels = serde_json::Map::new();
@@ -56,6 +75,7 @@ async fn components(state: &AppState) -> (bool, bool, Value) {
         supervised_ok,
         json!({
             "store": store,
+            "bus": bus,
             "model": model,
             "gateway": gateway,
             "channels": channels,

@@ -239,6 +239,7 @@ pub async fn chat_completions(
                 engine
                     .turn(
                         TurnRequest {
+                            turn_id: None,
                             session_id,
                             run_id: None,
                             user: body.user,

@@ -436,6 +436,7 @@ fn start_run(conn: &Arc<Conn>, req: &Req) -> Result<(), RpcError> {
         .insert(run_id.to_string(), (key.clone(), cancel.clone()));
     conn.remember_run(run_id);
     let turn = TurnRequest {
+        turn_id: None,
         session_id: key.clone(),
         run_id: Some(run_id.to_string()),
         user: None,

@@ -100,6 +100,43 @@ async fn chat_turn_persists_and_sessions_are_listed() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_makes_a_retry_safe() {
+    let ctx = TestContext::start().await;
+    let send = |key: &'static str, message: &'static str| {
+        ctx.post("/api/v1/chat")
+            .header("Idempotency-Key", key)
+            .json(&json!({"session_id": "s-idem", "message": message}))
+            .send()
+    };
+    let first: Value = send("k-1", "book it").await.unwrap().json().await.unwrap();
+    assert_eq!(first["reply"], "echo: book it");
+    let calls = ctx.fake.requests();
+    // The client retries (its connection dropped before it saw the answer).
+    let again: Value = send("k-1", "book it").await.unwrap().json().await.unwrap();
+    assert_eq!(again["reply"], "echo: book it");
+    assert_eq!(again["route"]["reason"], "redelivered");
+    assert_eq!(ctx.fake.requests(), calls, "the model was not asked twice");
+    let one: Value = ctx.get_json("/api/v1/sessions/s-idem").await;
+    assert_eq!(one["messages"].as_array().unwrap().len(), 2);
+    // Another key is another turn.
+    let other: Value = send("k-2", "book it").await.unwrap().json().await.unwrap();
+    assert_eq!(other["reply"], "echo: book it");
+    let one: Value = ctx.get_json("/api/v1/sessions/s-idem").await;
+    assert_eq!(one["messages"].as_array().unwrap().len(), 4);
+    // A malformed key is refused, naming the header.
+    let resp = send("not a key!", "x").await.unwrap();
+    let (status, body) = error_of(resp).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn chat_streams_sse_deltas() {
     let ctx = TestContext::start().await;
     let text = ctx

@@ -62,6 +62,7 @@ where
 async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(64);
     let req = TurnRequest {
+        turn_id: None,
         session_id: session.to_string(),
         run_id: None,
         user: None,

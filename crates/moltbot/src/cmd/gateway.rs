@@ -191,6 +191,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stop_channels = CancellationToken::new();
     // One supervisor restarts every background component and tells `/health` about them.
     let supervisor = moltbot_core::Supervisor::new();
+    // Scale-out: turns go through Kafka to whichever replica owns their session. Stopped
+    // only after HTTP has drained, so callers still waiting get their replies.
+    let stop_bus = CancellationToken::new();
+    if cfg.bus.kind == moltbot_core::config::BusKind::Kafka {
+        let bus =
+            moltbot_bus::KafkaBus::start(&cfg.bus, engine.clone(), &supervisor, stop_bus.clone())
+                .await
+                .context("cannot start the Kafka message bus (bus.kind = \"kafka\")")?;
+        engine.set_bus(Arc::new(bus));
+    }
     let (hub, webhooks) = start_channels(&cfg, &engine, &supervisor, stop_channels.clone())?;
     let cfg_grace = cfg.gateway.shutdown_grace_secs;
     let caps = moltbot_gateway::capabilities::Capabilities::build(&cfg, &engine);
@@ -239,6 +249,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     caps.shutdown().await;
+    stop_bus.cancel();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

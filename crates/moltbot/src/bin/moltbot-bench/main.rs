@@ -38,6 +38,7 @@ struct Cli {
 enum Cmd {
     /// Drive concurrent clients for a bounded number of turns.
     Load {
+        /// Gateway URL; several, comma-separated, spread the clients over them (replicas).
         #[arg(long, default_value = "http://127.0.0.1:18789")]
         url: String,
         #[arg(long, default_value_t = 16)]
@@ -412,8 +413,16 @@ async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
     let started = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut tasks = Vec::new();
+    let urls: Vec<String> = target
+        .url
+        .split(',')
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    anyhow::ensure!(!urls.is_empty(), "--url names no gateway");
     for id in 0..clients {
-        let t = target.clone();
+        let mut t = target.clone();
+        t.url = urls[id % urls.len()].clone();
         let b = barrier.clone();
         let s = started.clone();
         tasks.push(tokio::spawn(async move {

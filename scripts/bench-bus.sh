@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# What the Kafka bus costs per turn, in one run against the same instant mock model:
+#   - in-process (one gateway, no bus): the reference;
+#   - kafka, 1 replica: every turn goes gateway -> tansu -> the same gateway -> tansu -> back;
+#   - kafka, 3 replicas sharing one store, clients spread over them (turns cross replicas).
+# Each: 16 HTTP clients on /api/v1/chat, TURNS turns each (default 300), turns/s and
+# p50/p95/p99. Release build; the tansu broker from scripts/services.sh; loopback only.
+# Usage: scripts/bench-bus.sh [TURNS_PER_CLIENT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TURNS=${1:-300}
+CLIENTS=${BENCH_CLIENTS:-16}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
+cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
+BIN=$CARGO_TARGET_DIR/release/moltbot
+BENCH=$CARGO_TARGET_DIR/release/moltbot-bench
+MOCK_PORT=18993
+source scripts/bench-mock-env.sh
+bash scripts/services.sh start tansu
+BROKERS=$(bash scripts/services.sh env | sed -n 's/^MOLTBOT_TEST_KAFKA=//p')
+PREFIX=bench$(date +%s)
+
+# start_gw PORT NAME [kafka]: a gateway in the background, its pid in `pids`.
+start_gw() {
+  local port=$1 name=$2 bus=${3:-}
+  if [ "$bus" = kafka ]; then
+    MOLTBOT_BUS__KIND=kafka MOLTBOT_BUS__BROKERS=$BROKERS MOLTBOT_BUS__TOPIC_PREFIX=$PREFIX \
+      MOLTBOT_BUS__GROUP_ID=$PREFIX-group MOLTBOT_BUS__REPLICA_ID=$name \
+      MOLTBOT_BUS__SESSION_TIMEOUT_MS=6000 \
+      "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
+  else
+    "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
+  fi
+  pids+=($!)
+  for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.05; done
+  echo "gateway $name did not start:" >&2; tail -20 "$WORK/$name.log" >&2; return 1
+}
+
+# settle PORT...: wait until the replicas own all 12 partitions between them, each some.
+settle() {
+  for _ in $(seq 1 600); do
+    local owned=()
+    for p in "$@"; do
+      owned+=("$(curl -fs "http://127.0.0.1:$p/health" | python3 -c \
+        'import json,sys; print(len(json.load(sys.stdin)["components"]["bus"]["detail"]["partitions"]))' 2>/dev/null || echo 0)")
+    done
+    local sum=0 zero=0
+    for n in "${owned[@]}"; do sum=$((sum + n)); [ "$n" -eq 0 ] && zero=1; done
+    if [ "$sum" -eq 12 ] && [ "$zero" -eq 0 ]; then return 0; fi
+    sleep 0.25
+  done
+  echo "the consumer group did not settle" >&2; return 1
+}
+
+stop_all() { for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=("${pids[0]}"); }
+
+run() {
+  echo "## $1"
+  "$BENCH" load --url "$2" --mode http --clients "$CLIENTS" --turns "$TURNS" --warmup 5
+}
+
+export MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024
+start_gw 18994 solo
+run "in-process bus, 1 gateway" http://127.0.0.1:18994
+stop_all
+
+export MOLTBOT_DATA__DIR=$WORK/data-kafka1
+start_gw 18995 k1 kafka
+settle 18995
+run "kafka bus, 1 replica" http://127.0.0.1:18995
+stop_all
+PREFIX=${PREFIX}b
+
+export MOLTBOT_DATA__DIR=$WORK/data-kafka3
+start_gw 18996 r0 kafka
+start_gw 18997 r1 kafka
+start_gw 18998 r2 kafka
+settle 18996 18997 18998
+run "kafka bus, 3 replicas (clients spread over them)" \
+  http://127.0.0.1:18996,http://127.0.0.1:18997,http://127.0.0.1:18998
+stop_all
