@@ -26,7 +26,7 @@ start_gw() {
   if [ "$bus" = kafka ]; then
     MOLTBOT_BUS__KIND=kafka MOLTBOT_BUS__BROKERS=$BROKERS MOLTBOT_BUS__TOPIC_PREFIX=$PREFIX \
       MOLTBOT_BUS__GROUP_ID=$PREFIX-group MOLTBOT_BUS__REPLICA_ID=$name \
-      MOLTBOT_BUS__SESSION_TIMEOUT_MS=6000 \
+      MOLTBOT_BUS__SESSION_TIMEOUT_MS=6000 MOLTBOT_BUS__TURN_TIMEOUT_SECS=60 \
       "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
   else
     "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
@@ -46,7 +46,8 @@ settle() {
     done
     local sum=0 zero=0
     for n in "${owned[@]}"; do sum=$((sum + n)); [ "$n" -eq 0 ] && zero=1; done
-    if [ "$sum" -eq 12 ] && [ "$zero" -eq 0 ]; then return 0; fi
+    # Then a few seconds more: a join still in flight would move partitions mid-load.
+    if [ "$sum" -eq 12 ] && [ "$zero" -eq 0 ]; then sleep 5; return 0; fi
     sleep 0.25
   done
   echo "the consumer group did not settle" >&2; return 1
@@ -72,8 +73,8 @@ stop_all
 PREFIX=${PREFIX}b
 
 export MOLTBOT_DATA__DIR=$WORK/data-kafka3
-start_gw 18996 r0 kafka
-start_gw 18997 r1 kafka
+start_gw 18996 r0 kafka; sleep 1
+start_gw 18997 r1 kafka; sleep 1
 start_gw 18998 r2 kafka
 settle 18996 18997 18998
 run "kafka bus, 3 replicas (clients spread over them)" \
