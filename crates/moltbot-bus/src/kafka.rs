@@ -4,6 +4,7 @@ use crate::offsets::Offsets;
 use crate::queues::SessionQueues;
 use crate::wire::{ReplyBody, ReplyRecord, TurnRecord};
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use moltbot_core::config::BusConfig;
 use moltbot_core::{Failure, ModelError, Supervisor};
 use moltbot_engine::{
@@ -17,6 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -627,15 +629,31 @@ async fn run_job(shared: Arc<Shared>, job: Job, stop: CancellationToken) {
             run.clone(),
         );
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                shared.send_reply(&reply_to, &turn_id, &run, ReplyBody::Event { event });
+            while let Some(first) = rx.recv().await {
+                // Whatever else is already waiting goes with it: adjacent text pieces become
+                // one record (fewer broker round trips, same text, same order).
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                for event in coalesce(batch) {
+                    shared.send_reply(&reply_to, &turn_id, &run, ReplyBody::Event { event });
+                }
             }
         })
     };
-    let result = shared
-        .engine
-        .turn_here(job.turn, Some(tx), cancel.clone())
-        .await;
+    // A panic in the turn is this turn's failure, reported to its caller; it must not
+    // leave the caller waiting or the partition's commit position stuck.
+    let result = AssertUnwindSafe(shared.engine.turn_here(job.turn, Some(tx), cancel.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(%turn_id, "the turn panicked");
+            Err(EngineError::Remote("the turn failed unexpectedly".into()))
+        });
     let _ = forward.await;
     shared
         .running
@@ -661,6 +679,18 @@ async fn run_job(shared: Arc<Shared>, job: Job, stop: CancellationToken) {
     {
         shared.finish_offset(job.partition, job.offset);
     }
+}
+
+/// Join adjacent text deltas; other events keep their place.
+fn coalesce(events: Vec<TurnEvent>) -> Vec<TurnEvent> {
+    let mut out: Vec<TurnEvent> = Vec::with_capacity(events.len());
+    for e in events {
+        match (out.last_mut(), e) {
+            (Some(TurnEvent::Delta(text)), TurnEvent::Delta(more)) => text.push_str(&more),
+            (_, e) => out.push(e),
+        }
+    }
+    out
 }
 
 /// Is the broker reachable? Read every 5 s for `/health`.
@@ -806,5 +836,38 @@ impl MessageBus for KafkaBus {
                 "last_error": *s.last_error.lock().unwrap_or_else(|p| p.into_inner()),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moltbot_engine::{ToolEvent, ToolPhase};
+
+    #[test]
+    fn adjacent_deltas_join_and_tool_steps_keep_their_place() {
+        let tool = TurnEvent::Tool(ToolEvent {
+            call_id: "c".into(),
+            name: "t".into(),
+            step: 1,
+            phase: ToolPhase::Start {
+                arguments: "{}".into(),
+            },
+        });
+        let got = coalesce(vec![
+            TurnEvent::Delta("a".into()),
+            TurnEvent::Delta("b".into()),
+            tool.clone(),
+            TurnEvent::Delta("c".into()),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                TurnEvent::Delta("ab".into()),
+                tool,
+                TurnEvent::Delta("c".into())
+            ]
+        );
+        assert!(coalesce(Vec::new()).is_empty());
     }
 }

@@ -2,8 +2,10 @@
 //! different sessions run in parallel. A session's worker task exists only while it has
 //! work, so idle sessions cost nothing.
 
+use futures::FutureExt;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
 pub struct SessionQueues<J> {
@@ -38,7 +40,10 @@ impl<J: Send + 'static> SessionQueues<J> {
         tokio::spawn(async move {
             let mut next = Some(job);
             while let Some(job) = next.take() {
-                run(job).await;
+                // A job that panics must not wedge the session: the next one still runs.
+                if AssertUnwindSafe(run(job)).catch_unwind().await.is_err() {
+                    tracing::error!(%session, "a queued job panicked; going on with the next");
+                }
                 let mut queues = this.queues.lock().unwrap_or_else(|p| p.into_inner());
                 match queues.get_mut(&session).and_then(VecDeque::pop_front) {
                     Some(j) => next = Some(j),
@@ -98,5 +103,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(q.active(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_stop_its_session() {
+        let q = SessionQueues::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3u32 {
+            let tx = tx.clone();
+            q.push("s", i, move |i| {
+                let tx = tx.clone();
+                async move {
+                    assert_ne!(i, 1, "job 1 fails");
+                    let _ = tx.send(i);
+                }
+            });
+        }
+        assert_eq!(rx.recv().await, Some(0));
+        assert_eq!(rx.recv().await, Some(2));
     }
 }
