@@ -43,6 +43,12 @@ struct Pending {
     run: Option<String>,
 }
 
+/// Every lock here guards plain data that a panicking holder cannot leave half-written
+/// in a way that matters (maps, counters), so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Shared {
     cfg: BusConfig,
     replica: String,
@@ -60,52 +66,45 @@ struct Shared {
     submitted: AtomicU64,
     ran: AtomicU64,
     broker_up: AtomicBool,
-    last_error: Mutex<Option<String>>,
-    /// Set after a turn's offset could not be stored (consumer not ready), for the next try.
+    /// The turn consumer, to store offsets with; taken when stopping so it can close.
     turns_consumer: Mutex<Option<Arc<StreamConsumer<TurnsContext>>>>,
 }
 
 impl Shared {
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn note_error(&self, what: &str, e: impl std::fmt::Display) {
-        let msg = format!("{what}: {e}");
-        tracing::warn!(replica = %self.replica, "bus: {msg}");
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
+        tracing::warn!(replica = %self.replica, "bus: {what}: {e}");
     }
 
-    /// Queue a reply record without waiting for the broker (records of one topic keep
-    /// their order); returns the delivery to await when it matters.
-    fn send_reply(
-        &self,
-        topic: &str,
-        turn_id: &str,
-        run: &str,
-        body: ReplyBody,
-    ) -> Option<rdkafka::producer::DeliveryFuture> {
+    /// A reply record as JSON.
+    fn encode(&self, turn_id: &str, run: &str, body: ReplyBody) -> Option<Vec<u8>> {
         let record = ReplyRecord {
             turn_id: turn_id.to_string(),
             run: run.to_string(),
             body,
         };
-        let payload = match serde_json::to_vec(&record) {
-            Ok(p) => p,
-            Err(e) => {
-                self.note_error("cannot encode a reply", e);
-                return None;
-            }
-        };
-        match self
-            .producer
-            .send_result(FutureRecord::to(topic).key(turn_id).payload(&payload))
-        {
-            Ok(delivery) => Some(delivery),
-            Err((e, _)) => {
-                self.note_error("cannot queue a reply", e);
-                None
-            }
+        serde_json::to_vec(&record)
+            .map_err(|e| self.note_error("cannot encode a reply", e))
+            .ok()
+    }
+
+    /// Queue an encoded reply without waiting for the broker (records of one topic keep
+    /// their order); returns the delivery to await when it matters.
+    fn queue(
+        &self,
+        topic: &str,
+        turn_id: &str,
+        payload: &[u8],
+    ) -> Option<rdkafka::producer::DeliveryFuture> {
+        self.producer
+            .send_result(FutureRecord::to(topic).key(turn_id).payload(payload))
+            .map_err(|(e, _)| self.note_error("cannot queue a reply", e))
+            .ok()
+    }
+
+    /// Queue a reply record (a progress record: nobody waits for its delivery).
+    fn send_reply(&self, topic: &str, turn_id: &str, run: &str, body: ReplyBody) {
+        if let Some(payload) = self.encode(turn_id, run, body) {
+            self.queue(topic, turn_id, &payload);
         }
     }
 
@@ -119,9 +118,13 @@ impl Shared {
         body: ReplyBody,
         stop: &CancellationToken,
     ) -> bool {
+        // Encoded once: the outcome can be large (tool screenshots).
+        let Some(payload) = self.encode(turn_id, run, body) else {
+            return false;
+        };
         let mut pause = Duration::from_millis(200);
         loop {
-            if let Some(delivery) = self.send_reply(topic, turn_id, run, body.clone()) {
+            if let Some(delivery) = self.queue(topic, turn_id, &payload) {
                 match delivery.await {
                     Ok(Ok(_)) => return true,
                     Ok(Err((e, _))) => self.note_error("a final reply was not delivered", e),
@@ -138,7 +141,7 @@ impl Shared {
 
     /// A record from this replica's reply topic: hand it to the waiting caller.
     fn deliver(&self, rec: ReplyRecord) {
-        let mut pending = self.lock_pending();
+        let mut pending = lock(&self.pending);
         let Some(entry) = pending.get_mut(&rec.turn_id) else {
             // Not ours any more (answered, timed out, or the caller left).
             return;
@@ -184,17 +187,9 @@ impl Shared {
 
     /// A turn's offset finished: store the partition's commit position if it moved.
     fn finish_offset(&self, partition: i32, offset: i64) {
-        let position = self
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish(partition, offset);
+        let position = lock(&self.offsets).finish(partition, offset);
         let Some(position) = position else { return };
-        let consumer = self
-            .turns_consumer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let consumer = lock(&self.turns_consumer).clone();
         if let Some(consumer) = consumer {
             let mut tpl = TopicPartitionList::new();
             if tpl
@@ -230,16 +225,12 @@ impl ConsumerContext for TurnsContext {
             Rebalance::Assign(tpl) => {
                 let got = partitions(tpl);
                 {
-                    let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut offsets = lock(&shared.offsets);
                     for p in &got {
                         offsets.assign(*p);
                     }
                 }
-                shared
-                    .assigned
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(got.iter().copied());
+                lock(&shared.assigned).extend(got.iter().copied());
                 // Sessions of these partitions may have run elsewhere since we cached them.
                 shared.engine.forget_cached_sessions();
                 shared.rebalances.fetch_add(1, Ordering::Relaxed);
@@ -249,12 +240,12 @@ impl ConsumerContext for TurnsContext {
             Rebalance::Revoke(tpl) => {
                 let lost = partitions(tpl);
                 {
-                    let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut offsets = lock(&shared.offsets);
                     for p in &lost {
                         offsets.revoke(*p);
                     }
                 }
-                let mut assigned = shared.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                let mut assigned = lock(&shared.assigned);
                 for p in &lost {
                     assigned.remove(p);
                 }
@@ -392,7 +383,6 @@ impl KafkaBus {
             submitted: AtomicU64::new(0),
             ran: AtomicU64::new(0),
             broker_up: AtomicBool::new(true),
-            last_error: Mutex::new(None),
             turns_consumer: Mutex::new(None),
         });
 
@@ -419,10 +409,7 @@ impl KafkaBus {
             .subscribe(&[&turns_topic])
             .map_err(|e| err(format!("cannot subscribe to {turns_topic}: {e}")))?;
         let turns = Arc::new(turns);
-        *shared
-            .turns_consumer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(turns.clone());
+        *lock(&shared.turns_consumer) = Some(turns.clone());
 
         let replies = Arc::new(replies);
         {
@@ -460,19 +447,9 @@ impl KafkaBus {
         Ok(KafkaBus { shared })
     }
 
-    pub fn replica(&self) -> &str {
-        &self.shared.replica
-    }
-
     /// Partitions of the turns topic this replica owns now.
     pub fn assigned(&self) -> Vec<i32> {
-        self.shared
-            .assigned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect()
+        lock(&self.shared.assigned).iter().copied().collect()
     }
 
     /// Turns this replica published and turns it ran.
@@ -481,19 +458,6 @@ impl KafkaBus {
             self.shared.submitted.load(Ordering::Relaxed),
             self.shared.ran.load(Ordering::Relaxed),
         )
-    }
-
-    /// Wait until this replica owns at least one partition (the group join takes a while
-    /// on some brokers). For tests and `--wait-for-bus` style start-up.
-    pub async fn wait_assigned(&self, timeout: Duration) -> bool {
-        let until = Instant::now() + timeout;
-        while Instant::now() < until {
-            if !self.assigned().is_empty() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
     }
 }
 
@@ -552,11 +516,7 @@ async fn turn_loop(
         let (partition, offset) = (m.partition(), m.offset());
         let record = m.payload().map(serde_json::from_slice::<TurnRecord>);
         drop(m);
-        shared
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .start(partition, offset);
+        lock(&shared.offsets).start(partition, offset);
         match record {
             Some(Ok(TurnRecord::Turn { turn, reply_to })) => {
                 let session = turn.session_id.clone();
@@ -573,7 +533,7 @@ async fn turn_loop(
                 });
             }
             Some(Ok(TurnRecord::Cancel { turn_id })) => {
-                let running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+                let running = lock(&shared.running);
                 if let Some(cancel) = running.get(&turn_id) {
                     cancel.cancel();
                 }
@@ -592,11 +552,7 @@ async fn turn_loop(
 /// Stopping: let go of the turn consumer so that, once the supervisor drops its handle too,
 /// it closes and leaves the group (committing what is finished) at once.
 fn leave(shared: &Shared) -> Result<(), Failure> {
-    shared
-        .turns_consumer
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    lock(&shared.turns_consumer).take();
     Ok(())
 }
 
@@ -605,11 +561,7 @@ async fn run_job(shared: Arc<Shared>, job: Job, stop: CancellationToken) {
     let turn_id = job.turn.turn_id.clone().unwrap_or_default();
     let run = format!("run-{}", uuid::Uuid::new_v4());
     let cancel = stop.child_token();
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(turn_id.clone(), cancel.clone());
+    lock(&shared.running).insert(turn_id.clone(), cancel.clone());
     let started = Instant::now();
     shared.ran.fetch_add(1, Ordering::Relaxed);
     shared.send_reply(
@@ -655,11 +607,7 @@ async fn run_job(shared: Arc<Shared>, job: Job, stop: CancellationToken) {
             Err(EngineError::Remote("the turn failed unexpectedly".into()))
         });
     let _ = forward.await;
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&turn_id);
+    lock(&shared.running).remove(&turn_id);
     if stop.is_cancelled() && matches!(result, Err(EngineError::Model(ModelError::Cancelled))) {
         // This replica is stopping: leave the turn uncommitted for the next owner.
         return;
@@ -757,7 +705,7 @@ impl MessageBus for KafkaBus {
                 tx
             });
             let (done_tx, done_rx) = oneshot::channel();
-            shared.lock_pending().insert(
+            lock(&shared.pending).insert(
                 turn_id.clone(),
                 Pending {
                     events,
@@ -769,7 +717,7 @@ impl MessageBus for KafkaBus {
             struct Unregister(Arc<Shared>, String);
             impl Drop for Unregister {
                 fn drop(&mut self) {
-                    self.0.lock_pending().remove(&self.1);
+                    lock(&self.0.pending).remove(&self.1);
                 }
             }
             let _unregister = Unregister(shared.clone(), turn_id.clone());
@@ -823,17 +771,14 @@ impl MessageBus for KafkaBus {
             ok: broker_up,
             kind: "kafka",
             detail: serde_json::json!({
-                "replica": s.replica,
-                "brokers": s.cfg.brokers,
                 "broker_reachable": broker_up,
                 "partitions": assigned,
-                "pending": s.lock_pending().len(),
-                "running": s.running.lock().unwrap_or_else(|p| p.into_inner()).len(),
-                "unfinished_offsets": s.offsets.lock().unwrap_or_else(|p| p.into_inner()).running(),
+                "pending": lock(&s.pending).len(),
+                "running": lock(&s.running).len(),
+                "unfinished_offsets": lock(&s.offsets).running(),
                 "rebalances": s.rebalances.load(Ordering::Relaxed),
                 "submitted": s.submitted.load(Ordering::Relaxed),
                 "ran": s.ran.load(Ordering::Relaxed),
-                "last_error": *s.last_error.lock().unwrap_or_else(|p| p.into_inner()),
             }),
         }
     }

@@ -15,6 +15,7 @@ use moltbot_engine::{
 use moltbot_fakes::FakeOpenAi;
 use moltbot_models::providers::openai::OpenAiProvider;
 use moltbot_store::Store;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -125,19 +126,42 @@ async fn settle(replicas: &[&Replica], partitions: usize) {
     }
 }
 
+/// Two replicas named `names` sharing one store (in `dir`), their group settled over
+/// `partitions` partitions of fresh topics.
+async fn two_replicas(
+    brokers: &str,
+    fake: &FakeOpenAi,
+    dir: &Path,
+    partitions: u32,
+    names: [&str; 2],
+) -> (Store, Replica, Replica) {
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let store = Store::open(&dir.join("shared.db")).unwrap();
+    let a = replica(
+        &store,
+        fake,
+        &bus_config(brokers, &prefix, names[0], partitions),
+    )
+    .await;
+    let b = replica(
+        &store,
+        fake,
+        &bus_config(brokers, &prefix, names[1], partitions),
+    )
+    .await;
+    settle(&[&a, &b], partitions as usize).await;
+    (store, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turns_cross_replicas_in_session_order_and_are_answered_once() {
     let Some(brokers) = brokers() else { return };
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let fake = FakeOpenAi::builder()
         .chunk_delay(Duration::from_millis(2))
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("shared.db")).unwrap();
-    let a = replica(&store, &fake, &bus_config(&brokers, &prefix, "a", 4)).await;
-    let b = replica(&store, &fake, &bus_config(&brokers, &prefix, "b", 4)).await;
-    settle(&[&a, &b], 4).await;
+    let (store, a, b) = two_replicas(&brokers, &fake, dir.path(), 4, ["a", "b"]).await;
 
     // 16 sessions, 3 turns each, in order within a session, all sessions at once; each
     // session alternates the replica it talks to.
@@ -193,17 +217,14 @@ async fn turns_cross_replicas_in_session_order_and_are_answered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_whose_replica_stops_mid_turn_is_finished_by_another_once() {
     let Some(brokers) = brokers() else { return };
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     // Slow answers: the replica running the turn is stopped while it waits for the model.
     let fake = FakeOpenAi::builder()
         .delay(Duration::from_secs(3))
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("shared.db")).unwrap();
-    let first = replica(&store, &fake, &bus_config(&brokers, &prefix, "first", 2)).await;
-    let second = replica(&store, &fake, &bus_config(&brokers, &prefix, "second", 2)).await;
-    settle(&[&first, &second], 2).await;
+    let (store, first, second) =
+        two_replicas(&brokers, &fake, dir.path(), 2, ["first", "second"]).await;
     // A session whose partition the first replica owns, asked through the second.
     let owned = first.bus.assigned();
     let session = (0..1000)

@@ -30,7 +30,8 @@ pub trait MessageBus: Send + Sync + 'static {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<TurnOutcome, EngineError>>;
 
-    /// State for `/health` (`ok` false when the bus cannot carry turns now).
+    /// State for `/health` (`ok` false when the bus cannot carry turns now). `/health` is
+    /// open to anyone who reaches the port: no addresses, names or error texts in `detail`.
     fn health(&self) -> BusHealth;
 }
 

@@ -406,6 +406,16 @@ impl Engine {
             guard = slot.history.lock() => guard,
             () = cancel.cancelled() => return Err(ModelError::Cancelled.into()),
         };
+        // Under the session's lock, so a duplicate of a running turn waits for it; before
+        // the history, which a turn answered already does not need.
+        let seen = match &req.turn_id {
+            Some(id) => self.inner.store.turn_record(id).await?,
+            None => TurnRecord::default(),
+        };
+        if let Some(reply) = seen.reply {
+            drop(history);
+            return Ok(self.replay(&req, &run_id, reply, events, started).await);
+        }
         // The hot history cache: a hit skips reading the session from the store.
         let cache = if history.is_some() { "hit" } else { "miss" };
         metrics::counter!("moltbot_session_cache_total", "result" => cache).increment(1);
@@ -417,41 +427,26 @@ impl Engine {
                 .await?;
             *history = Some(rows.into_iter().map(to_chat).collect());
         }
-        // Under the session's lock, so a duplicate of a running turn waits for it.
-        let seen = match &req.turn_id {
-            Some(id) => self.inner.store.turn_record(id).await?,
-            None => TurnRecord::default(),
-        };
-        if let Some(reply) = seen.reply {
-            drop(history);
-            return Ok(self.replay(&req, &run_id, reply, events, started).await);
-        }
         let past = history.get_or_insert_with(VecDeque::new);
 
         // The user's message is accepted from here on: it is persisted even if the model
         // fails. The write runs while the model starts (it commits in the store's next group)
         // and is awaited before the reply is stored, so ids stay in order. A message stored
         // by an earlier delivery of this turn is already in the history.
-        let persist_user = {
-            let store = self.inner.store.clone();
-            let (session_id, user, channel) =
-                (req.session_id.clone(), req.user.clone(), req.channel);
-            let (turn_id, message) = (req.turn_id.clone(), req.message.clone());
-            let stored = seen.user_stored;
-            async move {
-                if stored {
-                    return Ok(());
-                }
-                store
-                    .append_turn(
-                        &session_id,
-                        user.as_deref(),
-                        channel,
-                        turn_id.as_deref(),
-                        vec![NewMessage::new(Role::User, message)],
-                    )
-                    .await
+        let persist_user = async {
+            if seen.user_stored {
+                return Ok(());
             }
+            self.inner
+                .store
+                .append_turn(
+                    &req.session_id,
+                    req.user.as_deref(),
+                    req.channel,
+                    req.turn_id.as_deref(),
+                    vec![NewMessage::new(Role::User, req.message.clone())],
+                )
+                .await
         };
         if !seen.user_stored {
             push_bounded(
