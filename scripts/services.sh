@@ -114,6 +114,11 @@ start_postgres() {
     "${psql[@]}" -c "CREATE ROLE moltbot LOGIN CREATEDB" >/dev/null
   [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname='moltbot'")" = 1 ] ||
     "${psql[@]}" -c "CREATE DATABASE moltbot OWNER moltbot" >/dev/null
+  # Tests make a schema each (t_<uuid>); drop those of earlier runs.
+  "${psql[@]}" -d moltbot -c "SET client_min_messages = warning" -c "DO \$\$ DECLARE s text; BEGIN
+      FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\_%' LOOP
+        EXECUTE 'DROP SCHEMA ' || quote_ident(s) || ' CASCADE';
+      END LOOP; END \$\$" >/dev/null
   log "postgres on 127.0.0.1:$PG_PORT (data $PG_DIR/data)"
 }
 

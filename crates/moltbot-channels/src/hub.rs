@@ -45,6 +45,9 @@ const TYPING_EVERY: Duration = Duration::from_secs(4);
 const SEND_CONCURRENCY: usize = 8;
 /// Pending inbox rows read per dispatcher pass.
 const PENDING_BATCH: usize = 256;
+/// How long a claim on an inbox or outbox row holds when its owner stops renewing it (the
+/// process died): then another replica takes the row over. Renewed every [`POLL_EVERY`].
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
 /// How often finished inbox rows and sent outbox rows past retention are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -213,6 +216,10 @@ struct HubInner {
     /// Inbox rows handed to a worker and not finished yet: the dispatcher skips them when
     /// it reads the pending rows again.
     inflight: Mutex<HashSet<i64>>,
+    /// Who this process is when it claims inbox rows (the replica id): replicas sharing a
+    /// store never run the same message, and after a restart under the same name this
+    /// process takes back at once what it held.
+    owner: String,
     /// Per-session queues of rows; a worker exists while its queue has work. Unbounded in
     /// type, bounded in fact by the pending rows in the store (each row is queued once).
     workers: Mutex<HashMap<String, mpsc::UnboundedSender<InboxRow>>>,
@@ -235,12 +242,22 @@ impl ChannelHub {
         channels: Vec<Arc<dyn Channel>>,
         shutdown: CancellationToken,
     ) -> ChannelHub {
-        Self::start_supervised(engine, cfg, sink, channels, shutdown, Supervisor::new())
+        let owner = moltbot_core::config::BusConfig::default().resolved_replica_id();
+        Self::start_supervised(
+            engine,
+            cfg,
+            sink,
+            channels,
+            shutdown,
+            Supervisor::new(),
+            owner,
+        )
     }
 
     /// [`ChannelHub::start`] with the hub's loops run by `supervisor`: each channel's
     /// receive loop (`channel.<kind>`), the inbox dispatcher (`channels.dispatch`) and the
     /// outbox sender (`channels.outbox`) restart with backoff if they fail or panic.
+    /// `owner` names this process among replicas sharing the store (`bus.replica_id`).
     pub fn start_supervised(
         engine: Engine,
         cfg: ChannelsConfig,
@@ -248,6 +265,7 @@ impl ChannelHub {
         channels: Vec<Arc<dyn Channel>>,
         shutdown: CancellationToken,
         supervisor: Supervisor,
+        owner: String,
     ) -> ChannelHub {
         let rules = channels
             .iter()
@@ -263,6 +281,7 @@ impl ChannelHub {
                 channels: channels.iter().map(|c| (c.kind(), c.clone())).collect(),
                 rules,
                 inflight: Mutex::new(HashSet::new()),
+                owner,
                 workers: Mutex::new(HashMap::new()),
                 outbox_wake: Notify::new(),
                 turn_permits,
@@ -423,10 +442,17 @@ impl ChannelHub {
         self.inner.outbox_wake.notify_one();
     }
 
-    /// Read pending inbox rows and hand each to its session's worker.
+    /// Claim pending inbox rows and hand each to its session's worker. Claiming again
+    /// every round renews this process's claims on rows still running.
     async fn dispatch_loop(&self) {
         loop {
-            match self.inner.store.inbox_pending(PENDING_BATCH).await {
+            let claim = self.inner.store.inbox_claim(
+                &self.inner.owner,
+                now_ms(),
+                CLAIM_LEASE.as_millis() as i64,
+                PENDING_BATCH,
+            );
+            match claim.await {
                 Ok(rows) => {
                     for row in rows {
                         self.dispatch(row);
@@ -747,7 +773,12 @@ impl ChannelHub {
                 }
             }
             let now = now_ms();
-            match self.inner.store.outbox_due(now, 64).await {
+            // Claimed: another replica sharing the store does not send the same rows.
+            let claim = self
+                .inner
+                .store
+                .outbox_claim(now, CLAIM_LEASE.as_millis() as i64, 64);
+            match claim.await {
                 Ok(due) if !due.is_empty() => {
                     let recorded = std::sync::atomic::AtomicBool::new(true);
                     futures::stream::iter(due)

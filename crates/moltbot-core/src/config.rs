@@ -109,6 +109,12 @@ impl Default for GatewayConfig {
 pub struct DataConfig {
     /// Where the store and the model cache live. Default: `~/.moltbot`.
     pub dir: Option<PathBuf>,
+    /// Keep sessions, channels and cron in PostgreSQL instead of the SQLite file in `dir`
+    /// (`postgres://user:password@host:5432/db`): what several gateway replicas share.
+    /// Also read from `MOLTBOT_DATA__DATABASE_URL`.
+    pub database_url: Option<Secret>,
+    /// The PostgreSQL schema for the tables (created if missing). Default: `public`.
+    pub database_schema: Option<String>,
 }
 
 impl DataConfig {

@@ -173,10 +173,21 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::InvalidInput(m) => ApiError::BadRequest(m),
             EngineError::NotReady(m) => ApiError::Unavailable(m),
-            EngineError::Store(e) => ApiError::Internal(e.to_string()),
+            EngineError::Store(e) => e.into(),
             EngineError::Bus(m) => ApiError::Unavailable(format!("message bus: {m}")),
             EngineError::Remote(m) => ApiError::Internal(m),
             EngineError::Model(e) => e.into(),
+        }
+    }
+}
+
+impl From<moltbot_store::StoreError> for ApiError {
+    fn from(e: moltbot_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            // The database is down or restarting: a retry later may succeed.
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
         }
     }
 }

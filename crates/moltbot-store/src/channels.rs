@@ -11,7 +11,9 @@
 //! - **channel_cursors**: small adapter state (Telegram's update offset) written in the same
 //!   transaction as the inbox rows it covers.
 
-use crate::{now_ms, Store, StoreError};
+use crate::rows::Cols;
+use crate::sqlite::SqliteStore;
+use crate::{now_ms, StoreError};
 use moltbot_core::Inbound;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -121,45 +123,62 @@ pub struct OutboxRow {
     pub created_at: i64,
 }
 
-const OUTBOX_COLUMNS: &str = "id, channel, chat_id, text, reply_to, thread, status, attempts, \
+/// Outbox rows that may be sent at `?1` (alias `o`): each chat's oldest pending row, once
+/// due. The same text serves both backends (`$1` there).
+pub(crate) const OUTBOX_DUE: &str = "o.status = 'pending' AND o.next_attempt_at <= ?1
+    AND o.id = (SELECT MIN(id) FROM outbox h WHERE h.status = 'pending'
+                AND h.channel = o.channel AND h.chat_id = o.chat_id)";
+
+/// Inbox rows that owner `?1` may claim at `?2` (alias `i`): pending, not held by another
+/// owner's unexpired claim, and with no earlier message of their chat held by another
+/// owner (one chat is answered by one process at a time, in order).
+pub(crate) const INBOX_CLAIMABLE: &str = "i.status = 'pending'
+    AND (i.claimed_until IS NULL OR i.claimed_until <= ?2 OR i.claimed_by = ?1)
+    AND NOT EXISTS (SELECT 1 FROM inbox e WHERE e.status = 'pending'
+        AND e.channel = i.channel AND e.chat_id = i.chat_id AND e.id < i.id
+        AND e.claimed_by <> ?1 AND e.claimed_until > ?2)";
+
+pub(crate) const OUTBOX_COLUMNS: &str =
+    "id, channel, chat_id, text, reply_to, thread, status, attempts, \
      next_attempt_at, last_error, platform_id, created_at";
 
-fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+pub(crate) fn row_to_outbox<R: Cols>(r: &R) -> Result<OutboxRow, R::Error> {
     Ok(OutboxRow {
-        id: r.get(0)?,
-        channel: r.get(1)?,
-        chat_id: r.get(2)?,
-        text: r.get(3)?,
-        reply_to: r.get(4)?,
-        thread: r.get(5)?,
-        status: r.get(6)?,
-        attempts: r.get(7)?,
-        next_attempt_at: r.get(8)?,
-        last_error: r.get(9)?,
-        platform_id: r.get(10)?,
-        created_at: r.get(11)?,
+        id: r.int(0)?,
+        channel: r.text(1)?,
+        chat_id: r.text(2)?,
+        text: r.text(3)?,
+        reply_to: r.opt_text(4)?,
+        thread: r.opt_text(5)?,
+        status: r.text(6)?,
+        attempts: r.int(7)?,
+        next_attempt_at: r.int(8)?,
+        last_error: r.opt_text(9)?,
+        platform_id: r.opt_text(10)?,
+        created_at: r.int(11)?,
     })
 }
 
-const INBOX_COLUMNS: &str = "id, channel, external_id, chat_id, sender_id, sender_name, text, \
+pub(crate) const INBOX_COLUMNS: &str =
+    "id, channel, external_id, chat_id, sender_id, sender_name, text, \
      is_group, mentioned, reply_to, thread, received_at, status";
 
-fn row_to_inbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
+pub(crate) fn row_to_inbox<R: Cols>(r: &R) -> Result<InboxRow, R::Error> {
     Ok(InboxRow {
-        id: r.get(0)?,
-        received_at: r.get(11)?,
-        status: r.get(12)?,
+        id: r.int(0)?,
+        received_at: r.int(11)?,
+        status: r.text(12)?,
         message: Inbound {
-            channel: r.get(1)?,
-            external_id: r.get(2)?,
-            chat_id: r.get(3)?,
-            sender_id: r.get(4)?,
-            sender_name: r.get(5)?,
-            text: r.get(6)?,
-            is_group: r.get(7)?,
-            mentioned: r.get(8)?,
-            reply_to: r.get(9)?,
-            thread: r.get(10)?,
+            channel: r.text(1)?,
+            external_id: r.text(2)?,
+            chat_id: r.text(3)?,
+            sender_id: r.text(4)?,
+            sender_name: r.opt_text(5)?,
+            text: r.text(6)?,
+            is_group: r.flag(7)?,
+            mentioned: r.flag(8)?,
+            reply_to: r.opt_text(9)?,
+            thread: r.opt_text(10)?,
         },
     })
 }
@@ -197,7 +216,7 @@ fn insert_outbox(tx: &Connection, items: &[NewOutbox], now: i64) -> Result<Vec<i
     Ok(ids)
 }
 
-impl Store {
+impl SqliteStore {
     /// Store received messages, skipping ids already seen, and save `cursor` in the same
     /// transaction. Returns the rows that were new.
     pub async fn inbox_accept(
@@ -269,11 +288,40 @@ impl Store {
                 "SELECT {INBOX_COLUMNS} FROM inbox WHERE status = 'pending' ORDER BY id LIMIT ?1"
             ))?;
             let rows = stmt
-                .query_map(params![limit as i64], row_to_inbox)?
+                .query_map(params![limit as i64], |r| row_to_inbox(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await
+    }
+
+    pub async fn inbox_claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxRow>, StoreError> {
+        let owner = owner.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "UPDATE inbox SET claimed_by = ?1, claimed_until = ?2 + ?3
+                 WHERE id IN (SELECT id FROM inbox i WHERE {INBOX_CLAIMABLE} ORDER BY id LIMIT ?4)
+                 RETURNING {INBOX_COLUMNS}"
+            ))?;
+            let mut rows: Vec<InboxRow> = stmt
+                .query_map(params![owner, now, lease_ms, limit as i64], |r| {
+                    row_to_inbox(r)
+                })?
+                .collect::<Result<_, _>>()?;
+            rows.sort_by_key(|r| r.id);
+            let n = rows.len() as i64;
+            let _ = tx.send(rows);
+            Ok(n)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// The status of one inbox row (`pending`, `done`, `ignored`, `pairing`, `failed`).
@@ -377,18 +425,41 @@ impl Store {
     pub async fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox o
-                 WHERE status = 'pending' AND next_attempt_at <= ?1
-                   AND id = (SELECT MIN(id) FROM outbox i WHERE i.status = 'pending'
-                             AND i.channel = o.channel AND i.chat_id = o.chat_id)
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE {OUTBOX_DUE}
                  ORDER BY next_attempt_at, id LIMIT ?2"
             ))?;
             let rows = stmt
-                .query_map(params![now, limit as i64], row_to_outbox)?
+                .query_map(params![now, limit as i64], |r| row_to_outbox(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await
+    }
+
+    pub async fn outbox_claim(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "UPDATE outbox SET next_attempt_at = ?1 + ?2
+                 WHERE id IN (SELECT id FROM outbox o WHERE {OUTBOX_DUE}
+                              ORDER BY next_attempt_at, id LIMIT ?3)
+                 RETURNING {OUTBOX_COLUMNS}"
+            ))?;
+            let mut rows: Vec<OutboxRow> = stmt
+                .query_map(params![now, lease_ms, limit as i64], |r| row_to_outbox(r))?
+                .collect::<Result<_, _>>()?;
+            rows.sort_by_key(|r| r.id);
+            let n = rows.len() as i64;
+            let _ = tx.send(rows);
+            Ok(n)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// When the next pending message becomes due (milliseconds since the epoch), if any.
@@ -412,7 +483,7 @@ impl Store {
                 .query_row(
                     &format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1"),
                     params![id],
-                    row_to_outbox,
+                    |r| row_to_outbox(r),
                 )
                 .optional()?)
         })
@@ -426,7 +497,7 @@ impl Store {
                 "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
             ))?;
             let rows = stmt
-                .query_map(params![limit as i64], row_to_outbox)?
+                .query_map(params![limit as i64], |r| row_to_outbox(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -491,6 +562,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     fn msg(id: &str, chat: &str) -> Inbound {
         Inbound {

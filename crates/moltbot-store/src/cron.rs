@@ -5,7 +5,9 @@
 //! A manual "run now" (from the CLI, possibly in another process) only sets `run_now`; the
 //! gateway's scheduler re-reads the store every few seconds and picks it up.
 
-use crate::{Store, StoreError};
+use crate::rows::Cols;
+use crate::sqlite::SqliteStore;
+use crate::StoreError;
 use moltbot_core::config::MisfirePolicy;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -197,7 +199,7 @@ pub struct NewCronRun {
     pub output: Option<String>,
 }
 
-fn misfire_str(m: MisfirePolicy) -> &'static str {
+pub(crate) fn misfire_str(m: MisfirePolicy) -> &'static str {
     match m {
         MisfirePolicy::RunOnce => "run_once",
         MisfirePolicy::Skip => "skip",
@@ -212,84 +214,82 @@ fn misfire_parse(s: &str) -> Option<MisfirePolicy> {
     }
 }
 
-const JOB_COLUMNS: &str = "id, name, schedule_kind, schedule_expr, tz, payload_kind, \
+/// Jobs due at `?1` and not claimed by anyone (or whose claim ran out).
+pub(crate) const CRON_CLAIMABLE: &str = "(run_now = 1 OR (enabled = 1 AND next_run_ms <= ?1))
+     AND (claimed_until IS NULL OR claimed_until <= ?1)";
+
+pub(crate) const JOB_COLUMNS: &str = "id, name, schedule_kind, schedule_expr, tz, payload_kind, \
      payload_text, payload_args, target_channel, target_chat_id, target_session, enabled, \
      run_now, next_run_ms, last_run_ms, last_status, misfire, owner, created_ms";
 
-fn bad_row(col: usize, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(col, rusqlite::types::Type::Text, what.into())
-}
-
-fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<CronJob> {
-    let payload_kind: String = r.get(5)?;
-    let payload_text: String = r.get(6)?;
+pub(crate) fn row_to_job<R: Cols>(r: &R) -> Result<CronJob, R::Error> {
+    let payload_kind = r.text(5)?;
+    let payload_text = r.text(6)?;
     let payload = match payload_kind.as_str() {
         "message" => CronPayload::Message { text: payload_text },
         "prompt" => CronPayload::Prompt { text: payload_text },
         "tool" => CronPayload::Tool {
             name: payload_text,
-            args: r
-                .get::<_, Option<String>>(7)?
-                .unwrap_or_else(|| "{}".into()),
+            args: r.opt_text(7)?.unwrap_or_else(|| "{}".into()),
         },
-        other => return Err(bad_row(5, format!("unknown payload kind {other:?}"))),
+        other => return Err(R::bad(5, format!("unknown payload kind {other:?}"))),
     };
-    let target = match r.get::<_, Option<String>>(10)? {
+    let target = match r.opt_text(10)? {
         Some(id) => CronTarget::Session { id },
         None => CronTarget::Chat {
-            channel: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
-            chat_id: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+            channel: r.opt_text(8)?.unwrap_or_default(),
+            chat_id: r.opt_text(9)?.unwrap_or_default(),
         },
     };
-    let last_status: Option<String> = r.get(15)?;
-    let misfire: Option<String> = r.get(16)?;
+    let last_status = r.opt_text(15)?;
+    let misfire = r.opt_text(16)?;
     Ok(CronJob {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        schedule_kind: r.get(2)?,
-        schedule_expr: r.get(3)?,
-        tz: r.get(4)?,
+        id: r.text(0)?,
+        name: r.text(1)?,
+        schedule_kind: r.text(2)?,
+        schedule_expr: r.text(3)?,
+        tz: r.text(4)?,
         payload,
         target,
-        enabled: r.get(11)?,
-        run_now: r.get(12)?,
-        next_run_ms: r.get(13)?,
-        last_run_ms: r.get(14)?,
+        enabled: r.flag(11)?,
+        run_now: r.flag(12)?,
+        next_run_ms: r.opt_int(13)?,
+        last_run_ms: r.opt_int(14)?,
         last_status: last_status.as_deref().and_then(CronRunStatus::parse),
         misfire: misfire.as_deref().and_then(misfire_parse),
-        owner: r.get(17)?,
-        created_ms: r.get(18)?,
+        owner: r.opt_text(17)?,
+        created_ms: r.int(18)?,
     })
 }
 
-const RUN_COLUMNS: &str =
+pub(crate) const RUN_COLUMNS: &str =
     "id, job_id, scheduled_ms, started_ms, finished_ms, status, trigger, output";
 
-fn row_to_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<CronRun> {
-    let status: String = r.get(5)?;
-    let trigger: String = r.get(6)?;
+pub(crate) fn row_to_run<R: Cols>(r: &R) -> Result<CronRun, R::Error> {
+    let status = r.text(5)?;
+    let trigger = r.text(6)?;
     Ok(CronRun {
-        id: r.get(0)?,
-        job_id: r.get(1)?,
-        scheduled_ms: r.get(2)?,
-        started_ms: r.get(3)?,
-        finished_ms: r.get(4)?,
+        id: r.int(0)?,
+        job_id: r.text(1)?,
+        scheduled_ms: r.int(2)?,
+        started_ms: r.int(3)?,
+        finished_ms: r.int(4)?,
         status: CronRunStatus::parse(&status)
-            .ok_or_else(|| bad_row(5, format!("unknown run status {status:?}")))?,
+            .ok_or_else(|| R::bad(5, format!("unknown run status {status:?}")))?,
         trigger: CronTrigger::parse(&trigger)
-            .ok_or_else(|| bad_row(6, format!("unknown run trigger {trigger:?}")))?,
-        output: r.get(7)?,
+            .ok_or_else(|| R::bad(6, format!("unknown run trigger {trigger:?}")))?,
+        output: r.opt_text(7)?,
     })
 }
 
-fn cut(s: String, max_chars: usize) -> String {
+pub(crate) fn cut(s: String, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Add a job unless there are already `max_jobs`. Returns whether it was stored.
     pub async fn cron_add(&self, job: CronJob, max_jobs: usize) -> Result<bool, StoreError> {
         let n = self
@@ -347,7 +347,7 @@ impl Store {
                 .query_row(
                     &format!("SELECT {JOB_COLUMNS} FROM cron_jobs WHERE id = ?1"),
                     params![id],
-                    row_to_job,
+                    |r| row_to_job(r),
                 )
                 .optional()?)
         })
@@ -360,7 +360,9 @@ impl Store {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {JOB_COLUMNS} FROM cron_jobs ORDER BY created_ms, rowid"
             ))?;
-            let rows = stmt.query_map([], row_to_job)?.collect::<Result<_, _>>()?;
+            let rows = stmt
+                .query_map([], |r| row_to_job(r))?
+                .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await
@@ -470,11 +472,51 @@ impl Store {
                  ORDER BY run_now DESC, next_run_ms, id LIMIT ?2"
             ))?;
             let rows = stmt
-                .query_map(params![now, limit as i64], row_to_job)?
+                .query_map(params![now, limit as i64], |r| row_to_job(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
         .await
+    }
+
+    pub async fn cron_claim_due(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<CronJob>, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "UPDATE cron_jobs SET claimed_until = ?1 + ?2
+                 WHERE id IN (SELECT id FROM cron_jobs WHERE {CRON_CLAIMABLE}
+                              ORDER BY run_now DESC, next_run_ms, id LIMIT ?3)
+                 RETURNING {JOB_COLUMNS}"
+            ))?;
+            let mut jobs: Vec<CronJob> = stmt
+                .query_map(params![now, lease_ms, limit as i64], |r| row_to_job(r))?
+                .collect::<Result<_, _>>()?;
+            jobs.sort_by(|a, b| {
+                (!a.run_now, a.next_run_ms, &a.id).cmp(&(!b.run_now, b.next_run_ms, &b.id))
+            });
+            let n = jobs.len() as i64;
+            let _ = tx.send(jobs);
+            Ok(n)
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    pub async fn cron_release(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "UPDATE cron_jobs SET claimed_until = NULL WHERE id = ?1",
+                params![id],
+            )? as i64)
+        })
+        .await
+        .map(drop)
     }
 
     /// When the next job falls due (ms since the epoch): 0 when a manual run is waiting,
@@ -543,7 +585,7 @@ impl Store {
                 "SELECT {RUN_COLUMNS} FROM cron_runs WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2"
             ))?;
             let rows = stmt
-                .query_map(params![job_id, limit as i64], row_to_run)?
+                .query_map(params![job_id, limit as i64], |r| row_to_run(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -554,6 +596,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     fn job(id: &str, next: Option<i64>) -> CronJob {
         CronJob {
@@ -715,7 +758,7 @@ mod tests {
         let path = dir.path().join("v2.db");
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(crate::SCHEMA_V1).unwrap();
+            conn.execute_batch(crate::sqlite::SCHEMA_V1).unwrap();
             conn.execute_batch(crate::channels::SCHEMA_V2).unwrap();
             conn.pragma_update(None, "user_version", 2).unwrap();
             conn.execute(
@@ -741,6 +784,6 @@ mod tests {
         let version: i32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, crate::SCHEMA_VERSION);
+        assert_eq!(version, crate::sqlite::SCHEMA_VERSION);
     }
 }

@@ -1,24 +1,30 @@
-//! The session store: conversations persisted in SQLite in WAL mode.
+//! Persistent state: sessions and messages, the channels' inbox/outbox, pairing and cron.
 //!
 //! # Layout
-//! - [`Store`]: a cheap-clone handle; every call runs its SQL on the blocking pool so async
-//!   workers never wait on disk.
+//! - [`Store`]: a cheap-clone handle over one of two backends with the same methods:
+//!   - SQLite (`sqlite.rs`, the default): one file in the data folder, no server.
+//!   - PostgreSQL (`postgres/`): for several gateway replicas on several machines
+//!     ([`Store::connect_postgres`], `[data] database_url`).
 //! - [`SessionRow`], [`StoredMessage`], [`NewMessage`]: what goes in and out.
 //! - `channels`: the messaging channels' durable state: inbox (received messages,
 //!   de-duplicated by platform id), outbox (replies until sent), pairing requests, approved
 //!   senders and adapter cursors ([`InboxRow`], [`OutboxRow`], [`PairingRequest`]…).
-//! - `cron`: scheduled jobs and their run history ([`CronJob`], [`CronRun`]); schema v3.
+//! - `cron`: scheduled jobs and their run history ([`CronJob`], [`CronRun`]).
 //!
-//! Writes go to one writer thread that owns the write connection and commits in groups:
-//! it takes every write waiting in its queue, runs each inside its own savepoint (so one
-//! failing write does not undo the others) and commits them in one transaction. Under load
-//! that turns hundreds of commits per second into a few, without delaying a lone write.
-//! Reads use a second connection behind a std `Mutex`, only ever held inside
-//! `spawn_blocking` (never across an `.await`); WAL lets it read while the writer commits.
+//! # Claims (several processes, one store)
+//! Work that must happen once — running an inbox message, sending an outbox row, firing a
+//! cron job — is *claimed* before it is done: [`Store::inbox_claim`], [`Store::outbox_claim`]
+//! and [`Store::cron_claim_due`] mark rows with a lease in the same statement that selects
+//! them (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent claimers skip each other's rows
+//! instead of waiting; SQLite: its single writer serialises them). A claimer that dies
+//! leaves a lease that runs out, and another process takes the work over.
 
 mod channels;
 mod cron;
 mod pairing;
+mod postgres;
+mod rows;
+mod sqlite;
 
 pub use channels::{InboxItem, InboxRow, NewOutbox, OutboxRow};
 pub use cron::{
@@ -26,12 +32,14 @@ pub use cron::{
     CRON_OUTPUT_MAX_CHARS,
 };
 pub use pairing::{AllowedSender, PairingRequest};
+pub use postgres::PgOptions;
 
-use moltbot_core::Role;
-use rusqlite::{params, Connection, OptionalExtension};
+use moltbot_core::{Inbound, Role};
+use postgres::PgStore;
+use rows::Cols;
 use serde::Serialize;
+use sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +54,22 @@ pub enum StoreError {
     Commit(String),
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be reached now (PostgreSQL down or restarting, pool exhausted):
+    /// the request may succeed later, so it is answered 503 rather than 500.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Postgres(String),
 }
 
 impl StoreError {
     pub fn kind(&self) -> &'static str {
         "store"
+    }
+
+    /// Whether retrying later may succeed (the database is unreachable, not the query bad).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Closed)
     }
 }
 
@@ -115,215 +134,62 @@ pub struct StoredReply {
     pub completion_tokens: Option<u32>,
 }
 
+/// The store handle. Clones share one backend (connection pool or writer thread).
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Backend,
 }
 
-struct Inner {
-    path: PathBuf,
-    writer: tokio::sync::mpsc::Sender<WriteJob>,
-    reader: Mutex<Connection>,
-}
-
-/// One write: SQL run on the writer connection inside a savepoint; returns a row count.
-type WriteOp = Box<dyn FnOnce(&Connection) -> Result<i64, StoreError> + Send>;
-
-struct WriteJob {
-    op: WriteOp,
-    done: tokio::sync::oneshot::Sender<Result<i64, StoreError>>,
-}
-
-/// Most writes folded into one commit.
-const MAX_GROUP: usize = 256;
-
-/// The writer thread: group commit until every `Store` handle is gone.
-fn writer_loop(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
-    while let Some(first) = jobs.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut results = Vec::with_capacity(group.len());
-        let mut waiting = Vec::with_capacity(group.len());
-        let committed = (|| -> Result<(), rusqlite::Error> {
-            let mut tx = conn.transaction()?;
-            for job in group {
-                let mut sp = tx.savepoint()?;
-                let r = (job.op)(&sp);
-                if r.is_ok() {
-                    sp.commit()?;
-                } else {
-                    sp.rollback()?;
-                }
-                results.push(r);
-                waiting.push(job.done);
-            }
-            tx.commit()
-        })();
-        match committed {
-            Ok(()) => {
-                for (done, r) in waiting.into_iter().zip(results) {
-                    let _ = done.send(r);
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for done in waiting {
-                    let _ = done.send(Err(StoreError::Commit(msg.clone())));
-                }
-            }
-        }
-    }
-}
-
-const SCHEMA_VERSION: i32 = 4;
-
-const SCHEMA_V1: &str = "
-CREATE TABLE IF NOT EXISTS sessions (
-    id            TEXT PRIMARY KEY,
-    user          TEXT,
-    channel       TEXT NOT NULL,
-    created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL,
-    message_count INTEGER NOT NULL DEFAULT 0,
-    title         TEXT
-);
-CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_at DESC);
-CREATE TABLE IF NOT EXISTS messages (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-    role              TEXT NOT NULL,
-    content           TEXT NOT NULL,
-    created_at        INTEGER NOT NULL,
-    model             TEXT,
-    prompt_tokens     INTEGER,
-    completion_tokens INTEGER
-);
-CREATE INDEX IF NOT EXISTS messages_session ON messages(session_id, id);
-";
-
-/// v4: messages remember the turn that wrote them, so a turn delivered twice (the message
-/// bus after a crash, a client retrying with an idempotency key) is stored once.
-fn migrate_v4(conn: &Connection) -> rusqlite::Result<()> {
-    let has: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'turn_id'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has == 0 {
-        conn.execute_batch("ALTER TABLE messages ADD COLUMN turn_id TEXT;")?;
-    }
-    conn.execute_batch(
-        "CREATE UNIQUE INDEX IF NOT EXISTS messages_turn ON messages(turn_id, role)
-         WHERE turn_id IS NOT NULL;",
-    )
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    // First: other processes may hold the database (replicas sharing one file on a host),
-    // and even switching to WAL waits for their locks.
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    // WAL: readers never block the writer. NORMAL sync is durable across process crashes
-    // (only an OS crash can lose the last commits), the usual trade-off for WAL.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    // 1 MiB page cache per connection (SQLite's default is 2 MiB): the hot history lives in
-    // the engine's own cache, so SQLite's mostly serves appends and cold loads.
-    conn.pragma_update(None, "cache_size", -1024)?;
-    Ok(())
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Open (creating if needed) the database at `path` and bring its schema up to date.
+    /// Open (creating if needed) the SQLite database at `path` and bring its schema up to
+    /// date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |cause: String| StoreError::Open {
-            path: path.to_path_buf(),
-            cause,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        }
-        let writer = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        configure(&writer).map_err(|e| open_err(e.to_string()))?;
-        let version: i32 = writer
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| open_err(e.to_string()))?;
-        if version > SCHEMA_VERSION {
-            return Err(open_err(format!(
-                "schema version {version} is newer than this moltbot understands \
-                 ({SCHEMA_VERSION}); upgrade moltbot"
-            )));
-        }
-        writer
-            .execute_batch(SCHEMA_V1)
-            .and_then(|()| writer.execute_batch(channels::SCHEMA_V2))
-            .and_then(|()| writer.execute_batch(cron::SCHEMA_V3))
-            .and_then(|()| migrate_v4(&writer))
-            .map_err(|e| open_err(e.to_string()))?;
-        writer
-            .pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|e| open_err(e.to_string()))?;
-        let reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        configure(&reader).map_err(|e| open_err(e.to_string()))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
-        std::thread::Builder::new()
-            .name("moltbot-store-writer".into())
-            .spawn(move || writer_loop(writer, rx))
-            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                writer: tx,
-                reader: Mutex::new(reader),
-            }),
+            backend: Backend::Sqlite(SqliteStore::open(path)?),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// Queue a write for the writer thread and wait until it is committed.
-    pub(crate) async fn write(
-        &self,
-        op: impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static,
-    ) -> Result<i64, StoreError> {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.inner
-            .writer
-            .send(WriteJob {
-                op: Box::new(op),
-                done,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
-    }
-
-    pub(crate) async fn with_reader<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock only means another query panicked; the connection is fine.
-            let conn = inner.reader.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
+    /// Connect to PostgreSQL and run its migrations (under PostgreSQL's migration lock, so
+    /// replicas starting together do not collide).
+    pub async fn connect_postgres(opts: &PgOptions) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(PgStore::connect(opts).await?),
         })
-        .await
-        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// The store a configuration names: PostgreSQL when `database_url` is set, else the
+    /// SQLite file `moltbot.db` in the data folder.
+    pub async fn from_config(data: &moltbot_core::config::DataConfig) -> Result<Store, StoreError> {
+        match &data.database_url {
+            Some(url) => {
+                let mut opts = PgOptions::new(url.expose());
+                opts.schema = data.database_schema.clone();
+                Store::connect_postgres(&opts).await
+            }
+            None => Store::open(&data.resolved_dir().join("moltbot.db")),
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The database file, for SQLite.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(s.path()),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Append messages to a session in one transaction, creating the session if new.
@@ -337,197 +203,181 @@ impl Store {
         self.append_turn(session_id, user, channel, None, messages)
             .await
     }
+}
 
+/// The public methods, each forwarded to the backend's method of the same name and
+/// signature. A macro instead of a `dyn` trait: the ~50 async methods would each need a
+/// boxed future and every caller a trait import; this way a backend missing a method, or
+/// with a different signature, fails to compile here.
+macro_rules! forward {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$doc])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    match &self.backend {
+                        Backend::Sqlite(s) => s.$name($($arg),*).await,
+                        Backend::Postgres(p) => p.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+forward! {
     /// [`Store::append`] for a turn: with a `turn_id`, a message of a role that turn
     /// already stored is skipped (at most one user message and one reply per turn id).
-    pub async fn append_turn(
+    fn append_turn(
         &self,
         session_id: &str,
         user: Option<&str>,
         channel: &str,
         turn_id: Option<&str>,
         messages: Vec<NewMessage>,
-    ) -> Result<(), StoreError> {
-        let turn_id = turn_id.map(str::to_string);
-        let session_id = session_id.to_string();
-        let user = user.map(str::to_string);
-        let channel = channel.to_string();
-        self.write(move |tx| {
-            let now = now_ms();
-            let mut inserted = 0i64;
-            let title = messages
-                .iter()
-                .find(|m| m.role == Role::User)
-                .map(|m| shorten(&m.content, 80));
-            tx.execute(
-                "INSERT INTO sessions (id, user, channel, created_at, updated_at, message_count, title)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)
-                 ON CONFLICT(id) DO UPDATE SET updated_at = ?4,
-                     user = COALESCE(sessions.user, excluded.user),
-                     title = COALESCE(sessions.title, excluded.title)",
-                params![session_id, user, channel, now, title],
-            )?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (session_id, role, content, created_at, model, prompt_tokens, completion_tokens, turn_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for m in &messages {
-                    inserted += insert.execute(params![
-                        session_id,
-                        m.role.as_str(),
-                        m.content,
-                        now,
-                        m.model,
-                        m.prompt_tokens,
-                        m.completion_tokens,
-                        turn_id
-                    ])? as i64;
-                }
-            }
-            tx.execute(
-                "UPDATE sessions SET message_count = message_count + ?2 WHERE id = ?1",
-                params![session_id, inserted],
-            )?;
-            Ok(inserted)
-        })
-        .await
-        .map(drop)
-    }
-
+    ) -> ();
     /// Which of a turn's messages are stored.
-    pub async fn turn_record(&self, turn_id: &str) -> Result<TurnRecord, StoreError> {
-        let turn_id = turn_id.to_string();
-        self.with_reader(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT role, content, model, prompt_tokens, completion_tokens FROM messages
-                 WHERE turn_id = ?1",
-            )?;
-            let mut record = TurnRecord::default();
-            let mut rows = stmt.query(params![turn_id])?;
-            while let Some(r) = rows.next()? {
-                let role: String = r.get(0)?;
-                match Role::parse(&role) {
-                    Some(Role::User) => record.user_stored = true,
-                    Some(Role::Assistant) => {
-                        record.reply = Some(StoredReply {
-                            content: r.get(1)?,
-                            model: r.get(2)?,
-                            prompt_tokens: r.get(3)?,
-                            completion_tokens: r.get(4)?,
-                        })
-                    }
-                    _ => {}
-                }
-            }
-            Ok(record)
-        })
-        .await
-    }
-
+    fn turn_record(&self, turn_id: &str) -> TurnRecord;
     /// The last `limit` messages of a session, oldest first.
-    pub async fn recent_messages(
-        &self,
-        session_id: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        let session_id = session_id.to_string();
-        self.with_reader(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, role, content, created_at, model FROM messages
-                 WHERE session_id = ?1 ORDER BY id DESC LIMIT ?2",
-            )?;
-            let mut rows: Vec<StoredMessage> = stmt
-                .query_map(params![session_id, limit as i64], row_to_message)?
-                .collect::<Result<_, _>>()?;
-            rows.reverse();
-            Ok(rows)
-        })
-        .await
-    }
-
+    fn recent_messages(&self, session_id: &str, limit: usize) -> Vec<StoredMessage>;
     /// Sessions, most recently updated first, and the total count.
-    pub async fn list_sessions(
-        &self,
-        limit: usize,
-        offset: usize,
-    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
-        self.with_reader(move |conn| {
-            let total: i64 = conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0))?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, user, channel, created_at, updated_at, message_count, title
-                 FROM sessions ORDER BY updated_at DESC, id LIMIT ?1 OFFSET ?2",
-            )?;
-            let rows = stmt
-                .query_map(params![limit as i64, offset as i64], row_to_session)?
-                .collect::<Result<_, _>>()?;
-            Ok((rows, total))
-        })
-        .await
-    }
-
-    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
-        let id = id.to_string();
-        self.with_reader(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT id, user, channel, created_at, updated_at, message_count, title
-                     FROM sessions WHERE id = ?1",
-                    params![id],
-                    row_to_session,
-                )
-                .optional()?)
-        })
-        .await
-    }
-
+    fn list_sessions(&self, limit: usize, offset: usize) -> (Vec<SessionRow>, i64);
+    fn session(&self, id: &str) -> Option<SessionRow>;
     /// Delete a session and its messages. Returns whether it existed.
-    pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
-        let id = id.to_string();
-        let n = self
-            .write(move |tx| {
-                tx.execute("DELETE FROM messages WHERE session_id = ?1", params![id])?;
-                Ok(tx.execute("DELETE FROM sessions WHERE id = ?1", params![id])? as i64)
-            })
-            .await?;
-        Ok(n > 0)
-    }
+    fn delete_session(&self, id: &str) -> bool;
+    /// A cheap liveness check for `/health`.
+    fn ping(&self) -> ();
 
-    /// A cheap liveness check for `/health`: the reader answers a query and the writer
-    /// thread commits an empty group (so a dead writer shows up here, not at the next turn).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with_reader(|conn| {
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
-            Ok(())
-        })
-        .await?;
-        self.write(|_| Ok(0)).await.map(drop)
-    }
+    /// Store received messages, skipping ids already seen, and save `cursor` in the same
+    /// transaction. Returns the rows that were new.
+    fn inbox_accept(
+        &self,
+        channel: &str,
+        batch: Vec<Inbound>,
+        cursor: Option<(String, String)>,
+    ) -> Vec<InboxRow>;
+    /// Up to `limit` messages received but not yet answered, oldest first.
+    fn inbox_pending(&self, limit: usize) -> Vec<InboxRow>;
+    /// Claim up to `limit` unanswered messages for `owner` until `now + lease_ms`, oldest
+    /// first: unclaimed ones, ones whose lease ran out, and `owner`'s own (which renews
+    /// their lease). A message waits while an earlier one of its chat is claimed by another
+    /// owner, so one chat's messages are run by one process, in order.
+    fn inbox_claim(&self, owner: &str, now: i64, lease_ms: i64, limit: usize) -> Vec<InboxRow>;
+    /// The status of one inbox row (`pending`, `done`, `ignored`, `pairing`, `failed`).
+    fn inbox_status(&self, id: i64) -> Option<String>;
+    /// Delete finished inbox rows and sent outbox rows older than `before` (ms since the
+    /// epoch). Pending and failed rows stay. Returns how many rows went.
+    fn channels_prune(&self, before: i64) -> i64;
+    /// Close an inbox row (`done`, `ignored`, `failed`) and queue its replies, atomically.
+    /// Returns the outbox ids.
+    fn inbox_finish(&self, inbox_id: i64, status: &'static str, replies: Vec<NewOutbox>) -> Vec<i64>;
+    fn cursor_get(&self, channel: &str, key: &str) -> Option<String>;
+    fn cursor_set(&self, channel: &str, key: &str, value: &str) -> ();
+    /// Queue messages to send (not tied to a received message: pairing notices, `moltbot
+    /// message send`, cron deliveries). Returns their ids.
+    fn outbox_enqueue(&self, items: Vec<NewOutbox>) -> Vec<i64>;
+    /// Messages whose turn has come: for each chat, its oldest pending message, if due.
+    fn outbox_due(&self, now: i64, limit: usize) -> Vec<OutboxRow>;
+    /// [`Store::outbox_due`], claimed: each row's next attempt moves to `now + lease_ms`,
+    /// so no other process sends it meanwhile; recording the attempt sets the real one.
+    fn outbox_claim(&self, now: i64, lease_ms: i64, limit: usize) -> Vec<OutboxRow>;
+    /// When the next pending message becomes due (milliseconds since the epoch), if any.
+    fn outbox_next_due(&self) -> Option<i64>;
+    fn outbox_get(&self, id: i64) -> Option<OutboxRow>;
+    /// Recent outbox rows, newest first (for status pages and tests).
+    fn outbox_recent(&self, limit: usize) -> Vec<OutboxRow>;
+    /// Pending and failed counts per channel.
+    fn outbox_counts(&self) -> Vec<(String, i64, i64)>;
+    fn outbox_sent(&self, id: i64, platform_id: &str) -> ();
+    /// Record a failed attempt: retry at `next_attempt_at`, or give up when `None`.
+    fn outbox_attempt_failed(&self, id: i64, next_attempt_at: Option<i64>, error: &str) -> ();
+
+    fn pairing_get(&self, channel: &str, sender_id: &str) -> Option<PairingRequest>;
+    /// Create or replace the sender's pairing request, unless the channel already has
+    /// `max_pending` unexpired requests from other senders. Returns whether it was stored.
+    fn pairing_put(&self, req: PairingRequest, max_pending: usize) -> bool;
+    fn pairing_touch(&self, channel: &str, sender_id: &str, at: i64) -> ();
+    /// Unexpired pairing requests, oldest first.
+    fn pairing_list(&self, now: i64) -> Vec<PairingRequest>;
+    /// Approve the unexpired request of `channel` with this code (case-insensitive): the
+    /// sender becomes allowed and the request goes away, in one transaction.
+    fn pairing_approve(&self, channel: &str, code: &str, now: i64) -> Option<PairingRequest>;
+    fn allowed_contains(&self, channel: &str, sender_id: &str) -> bool;
+    fn allowed_list(&self) -> Vec<AllowedSender>;
+    /// Allow a sender directly (`moltbot pairing allow`), without a code.
+    fn allowed_add(&self, channel: &str, sender_id: &str, via: &str) -> ();
+    /// Revoke a sender. Returns whether they were allowed.
+    fn allowed_remove(&self, channel: &str, sender_id: &str) -> bool;
+
+    /// Add a job unless there are already `max_jobs`. Returns whether it was stored.
+    fn cron_add(&self, job: CronJob, max_jobs: usize) -> bool;
+    fn cron_get(&self, id: &str) -> Option<CronJob>;
+    /// Every job, oldest first.
+    fn cron_list(&self) -> Vec<CronJob>;
+    fn cron_count(&self) -> i64;
+    /// Delete a job and its history. Returns whether it existed.
+    fn cron_remove(&self, id: &str) -> bool;
+    /// Pause or resume a job; resuming sets its next run (`next_run_ms`). Returns whether
+    /// the job exists.
+    fn cron_set_enabled(&self, id: &str, enabled: bool, next_run_ms: Option<i64>) -> bool;
+    /// Set when a job runs next; `None` leaves nothing scheduled and disables it (a spent
+    /// one-shot). Returns whether the job exists.
+    fn cron_set_next_run(&self, id: &str, next_run_ms: Option<i64>) -> bool;
+    /// Ask for a run as soon as possible, whatever the schedule (also for a paused job);
+    /// the regular schedule is unchanged. Returns whether the job exists.
+    fn cron_run_now(&self, id: &str) -> bool;
+    /// Clear a job's manual-run flag (its manual run has started).
+    fn cron_clear_run_now(&self, id: &str) -> ();
+    /// Jobs to start now: enabled and due at `now` (ms), or asked to run now. Earliest first.
+    fn cron_due(&self, now: i64, limit: usize) -> Vec<CronJob>;
+    /// [`Store::cron_due`], claimed until `now + lease_ms` (jobs claimed by another process
+    /// are skipped). The claimer moves the job's next run, then [`Store::cron_release`]s it.
+    fn cron_claim_due(&self, now: i64, lease_ms: i64, limit: usize) -> Vec<CronJob>;
+    /// End a claim taken by [`Store::cron_claim_due`].
+    fn cron_release(&self, id: &str) -> ();
+    /// When the next job falls due (ms since the epoch): 0 when a manual run is waiting,
+    /// `None` when nothing is scheduled.
+    fn cron_next_due(&self) -> Option<i64>;
+    /// Record a run, note it on the job and keep only the newest `keep` runs of the job.
+    /// A run of a job deleted meanwhile is dropped. Returns the run id, if stored.
+    fn cron_record_run(&self, run: NewCronRun, keep: usize) -> Option<i64>;
+    /// A job's newest runs, newest first.
+    fn cron_runs(&self, job_id: &str, limit: usize) -> Vec<CronRun>;
 }
 
-fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
-    let role: String = r.get(1)?;
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, \"user\", channel, created_at, updated_at, message_count, title";
+pub(crate) const MESSAGE_COLUMNS: &str = "id, role, content, created_at, model";
+
+pub(crate) fn row_to_message<R: Cols>(r: &R) -> Result<StoredMessage, R::Error> {
     Ok(StoredMessage {
-        id: r.get(0)?,
+        id: r.int(0)?,
         // Only our own code writes this column; an unknown value is read as a user turn
         // rather than failing the whole history.
-        role: Role::parse(&role).unwrap_or(Role::User),
-        content: r.get(2)?,
-        created_at: r.get(3)?,
-        model: r.get(4)?,
+        role: Role::parse(&r.text(1)?).unwrap_or(Role::User),
+        content: r.text(2)?,
+        created_at: r.int(3)?,
+        model: r.opt_text(4)?,
     })
 }
 
-fn row_to_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(crate) fn row_to_session<R: Cols>(r: &R) -> Result<SessionRow, R::Error> {
     Ok(SessionRow {
-        id: r.get(0)?,
-        user: r.get(1)?,
-        channel: r.get(2)?,
-        created_at: r.get(3)?,
-        updated_at: r.get(4)?,
-        message_count: r.get(5)?,
-        title: r.get(6)?,
+        id: r.text(0)?,
+        user: r.opt_text(1)?,
+        channel: r.text(2)?,
+        created_at: r.int(3)?,
+        updated_at: r.int(4)?,
+        message_count: r.int(5)?,
+        title: r.opt_text(6)?,
     })
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn shorten(s: &str, max_chars: usize) -> String {
@@ -607,51 +457,6 @@ mod tests {
         assert!(store.recent_messages("s", 3).await.unwrap().is_empty());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writes_commit_in_groups_and_failures_stay_isolated() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("g.db")).unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let s = store.clone();
-            tasks.push(tokio::spawn(async move {
-                if i % 10 == 0 {
-                    // A write that fails half-way: its first statement must be rolled back.
-                    s.write(move |c| {
-                        c.execute(
-                            "INSERT INTO sessions (id, channel, created_at, updated_at) \
-                             VALUES (?1, 'x', 0, 0)",
-                            params![format!("bad-{i}")],
-                        )?;
-                        c.execute("INSERT INTO nope VALUES (1)", [])?;
-                        Ok(1)
-                    })
-                    .await
-                    .map(drop)
-                } else {
-                    s.append(
-                        &format!("s{}", i % 7),
-                        None,
-                        "test",
-                        vec![NewMessage::new(Role::User, format!("m{i}"))],
-                    )
-                    .await
-                }
-            }));
-        }
-        let mut failed = 0;
-        for t in tasks {
-            if t.await.unwrap().is_err() {
-                failed += 1;
-            }
-        }
-        assert_eq!(failed, 20);
-        let (rows, total) = store.list_sessions(100, 0).await.unwrap();
-        assert_eq!(total, 7, "no half-written session survived");
-        let messages: i64 = rows.iter().map(|r| r.message_count).sum();
-        assert_eq!(messages, 180);
-    }
-
     #[tokio::test]
     async fn a_turn_id_stores_each_side_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -694,44 +499,6 @@ mod tests {
         store.append("s", None, "http", user()).await.unwrap();
         store.append("s", None, "http", user()).await.unwrap();
         assert_eq!(store.session("s").await.unwrap().unwrap().message_count, 4);
-    }
-
-    #[test]
-    fn a_v3_database_gains_turn_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA_V1).unwrap();
-            c.execute_batch(
-                "INSERT INTO sessions (id, channel, created_at, updated_at) VALUES ('s','x',0,0);
-                 INSERT INTO messages (session_id, role, content, created_at) VALUES ('s','user','old',0);
-                 PRAGMA user_version = 3;",
-            )
-            .unwrap();
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = Store::open(&path).unwrap();
-            let old = store.recent_messages("s", 5).await.unwrap();
-            assert_eq!(old[0].content, "old");
-            store
-                .append_turn(
-                    "s",
-                    None,
-                    "x",
-                    Some("t"),
-                    vec![NewMessage::new(Role::User, "new")],
-                )
-                .await
-                .unwrap();
-            assert!(store.turn_record("t").await.unwrap().user_stored);
-        });
-        // Opening again (already v4) is fine.
-        drop(Store::open(&path).unwrap());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! unknown senders, bounded per channel, expiring) and the senders the owner approved.
 //! The tables are created with the rest of the channel state (`channels::SCHEMA_V2`).
 
-use crate::{now_ms, Store, StoreError};
+use crate::rows::Cols;
+use crate::sqlite::SqliteStore;
+use crate::{now_ms, StoreError};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
@@ -28,23 +30,35 @@ pub struct AllowedSender {
     pub via: String,
 }
 
-const PAIRING_COLUMNS: &str =
+pub(crate) const PAIRING_COLUMNS: &str =
     "channel, sender_id, sender_name, chat_id, code, created_at, expires_at, last_sent_at";
 
-fn row_to_pairing(r: &rusqlite::Row<'_>) -> rusqlite::Result<PairingRequest> {
+pub(crate) fn row_to_pairing<R: Cols>(r: &R) -> Result<PairingRequest, R::Error> {
     Ok(PairingRequest {
-        channel: r.get(0)?,
-        sender_id: r.get(1)?,
-        sender_name: r.get(2)?,
-        chat_id: r.get(3)?,
-        code: r.get(4)?,
-        created_at: r.get(5)?,
-        expires_at: r.get(6)?,
-        last_sent_at: r.get(7)?,
+        channel: r.text(0)?,
+        sender_id: r.text(1)?,
+        sender_name: r.opt_text(2)?,
+        chat_id: r.text(3)?,
+        code: r.text(4)?,
+        created_at: r.int(5)?,
+        expires_at: r.int(6)?,
+        last_sent_at: r.int(7)?,
     })
 }
 
-impl Store {
+pub(crate) const ALLOWED_COLUMNS: &str = "channel, sender_id, sender_name, approved_at, via";
+
+pub(crate) fn row_to_allowed<R: Cols>(r: &R) -> Result<AllowedSender, R::Error> {
+    Ok(AllowedSender {
+        channel: r.text(0)?,
+        sender_id: r.text(1)?,
+        sender_name: r.opt_text(2)?,
+        approved_at: r.int(3)?,
+        via: r.text(4)?,
+    })
+}
+
+impl SqliteStore {
     pub async fn pairing_get(
         &self,
         channel: &str,
@@ -59,7 +73,7 @@ impl Store {
                          WHERE channel = ?1 AND sender_id = ?2"
                     ),
                     params![channel, sender_id],
-                    row_to_pairing,
+                    |r| row_to_pairing(r),
                 )
                 .optional()?)
         })
@@ -136,7 +150,7 @@ impl Store {
                  ORDER BY created_at"
             ))?;
             let rows = stmt
-                .query_map(params![now], row_to_pairing)?
+                .query_map(params![now], |r| row_to_pairing(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -161,7 +175,7 @@ impl Store {
                          WHERE channel = ?1 AND code = ?2 AND expires_at > ?3"
                     ),
                     params![channel, code, now],
-                    row_to_pairing,
+                    |r| row_to_pairing(r),
                 )
                 .optional()?;
             if let Some(req) = &found {
@@ -205,20 +219,11 @@ impl Store {
 
     pub async fn allowed_list(&self) -> Result<Vec<AllowedSender>, StoreError> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT channel, sender_id, sender_name, approved_at, via FROM allowed_senders
-                 ORDER BY channel, approved_at",
-            )?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {ALLOWED_COLUMNS} FROM allowed_senders ORDER BY channel, approved_at"
+            ))?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok(AllowedSender {
-                        channel: r.get(0)?,
-                        sender_id: r.get(1)?,
-                        sender_name: r.get(2)?,
-                        approved_at: r.get(3)?,
-                        via: r.get(4)?,
-                    })
-                })?
+                .query_map([], |r| row_to_allowed(r))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -267,6 +272,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Store;
 
     #[tokio::test]
     async fn pairing_requests_are_bounded_expire_and_approve_once() {

@@ -95,7 +95,7 @@ pub async fn send(
     loop {
         let mut rows = Vec::with_capacity(ids.len());
         for id in &ids {
-            if let Some(row) = hub.store().outbox_get(*id).await.map_err(internal)? {
+            if let Some(row) = hub.store().outbox_get(*id).await? {
                 rows.push(row);
             }
         }
@@ -134,8 +134,8 @@ pub async fn send(
 /// `GET /api/v1/pairing`: codes waiting for approval and the approved senders.
 pub async fn pairing_list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let store = state.engine().store();
-    let requests = store.pairing_list(now_ms()).await.map_err(internal)?;
-    let allowed = store.allowed_list().await.map_err(internal)?;
+    let requests = store.pairing_list(now_ms()).await?;
+    let allowed = store.allowed_list().await?;
     Ok(Json(json!({ "requests": requests, "allowed": allowed })))
 }
 
@@ -168,11 +168,7 @@ pub async fn pairing_approve(
         )));
     }
     let store = state.engine().store();
-    let Some(req) = store
-        .pairing_approve(&body.channel, code, now_ms())
-        .await
-        .map_err(internal)?
-    else {
+    let Some(req) = store.pairing_approve(&body.channel, code, now_ms()).await? else {
         return Err(ApiError::NotFound(format!(
             "no pending pairing request on `{}` with code {code} (expired or already used?)",
             body.channel

@@ -260,12 +260,7 @@ pub async fn list_sessions(
         )));
     }
     let offset = q.offset.unwrap_or(0);
-    let (rows, total) = state
-        .engine()
-        .store()
-        .list_sessions(limit, offset)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (rows, total) = state.engine().store().list_sessions(limit, offset).await?;
     Ok(
         Json(json!({"sessions": rows, "total": total, "limit": limit, "offset": offset}))
             .into_response(),
@@ -287,17 +282,10 @@ pub async fn get_session(
     validate_session_id("id", &id)?;
     let limit = q.limit.unwrap_or(256).clamp(1, 10_000);
     let store = state.engine().store();
-    let Some(row) = store
-        .session(&id)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-    else {
+    let Some(row) = store.session(&id).await? else {
         return Err(ApiError::NotFound(format!("no session with id {id:?}")));
     };
-    let messages = store
-        .recent_messages(&id, limit)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let messages = store.recent_messages(&id, limit).await?;
     Ok(Json(json!({"session": row, "messages": messages})).into_response())
 }
 

@@ -241,7 +241,11 @@ async fn health(conn: &Conn) -> Result<Value, RpcError> {
             json!({"key": r["key"], "updatedAt": updated, "age": now - updated})
         })
         .collect();
-    let path = conn.state.engine().store().path().display().to_string();
+    let store = conn.state.engine().store();
+    let path = match store.path() {
+        Some(p) => p.display().to_string(),
+        None => store.backend_name().to_string(),
+    };
     let sessions = json!({"path": path, "count": count, "recent": recent});
     Ok(json!({
         "ok": true,

@@ -137,6 +137,7 @@ impl World {
             built.channels,
             stop.clone(),
             supervisor.clone(),
+            "test-replica".into(),
         );
         caps.connect_channels(&hub, &supervisor, stop.clone());
         let state = AppState::build(engine, cfg, Some(hub.clone()), supervisor);

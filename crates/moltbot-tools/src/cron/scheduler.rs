@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! loop {
-//!     start every job due now (store.cron_due), moving its next_run on first
+//!     claim every job due now (store.cron_claim_due), move its next_run, release it,
+//!     start it
 //!     select! { sleep until the next due time (at most `poll`), handle.poke(), shutdown }
 //! }
 //! ```
@@ -37,6 +38,9 @@ pub const REMINDER_PREFIX: &str = "⏰ Reminder: ";
 
 /// Jobs started per wake-up, at most (the rest start on the next turn of the loop).
 const DUE_BATCH: usize = 64;
+
+/// How long a claim on a due job holds if its claimer dies before moving the job's next run.
+const CLAIM_LEASE_MS: i64 = 60_000;
 
 /// Runs the jobs that need more than the store: `prompt` jobs (the dialogue engine) and
 /// `tool` jobs (the tool registry), and delivers to sessions. `message` jobs and deliveries
@@ -200,54 +204,77 @@ impl Scheduler {
         let now = self.shared.clock.now();
         let now_ms = now.timestamp_millis();
         let store = &self.shared.store;
-        for job in store.cron_due(now_ms, DUE_BATCH).await? {
-            let scheduled_due = job.enabled && job.next_run_ms.is_some_and(|t| t <= now_ms);
-            if job.run_now {
-                store.cron_clear_run_now(&job.id).await?;
-                if !scheduled_due {
-                    self.start(tasks, shutdown, job, CronTrigger::Manual, now_ms)
-                        .await;
-                    continue;
-                }
-            }
-            let due_ms = job.next_run_ms.unwrap_or(now_ms);
-            let schedule =
-                match Schedule::from_stored(&job.schedule_kind, &job.schedule_expr, &job.tz) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Only a hand-edited row gets here: stop it and say why.
-                        store.cron_set_next_run(&job.id, None).await?;
-                        let msg = format!("the stored schedule is invalid, job disabled: {e}");
-                        self.shared
-                            .record(&job, due_ms, now_ms, CronTrigger::Scheduled, Err(msg))
-                            .await;
-                        continue;
-                    }
-                };
-            let due = DateTime::<Utc>::from_timestamp_millis(due_ms).unwrap_or(now);
-            let next = schedule.next_due(due, now).map(|t| t.timestamp_millis());
-            store.cron_set_next_run(&job.id, next).await?;
-            let late_ms = now_ms - due_ms;
-            if late_ms <= self.opts.grace.as_millis() as i64 {
-                self.start(tasks, shutdown, job, CronTrigger::Scheduled, due_ms)
+        // Claimed first: replicas sharing the store each see a due job, one gets it. The
+        // claim ends once the job's next run is moved (or its manual flag cleared); if
+        // this process dies in between, the claim runs out and another replica takes it.
+        let claimed = store
+            .cron_claim_due(now_ms, CLAIM_LEASE_MS, DUE_BATCH)
+            .await?;
+        for job in claimed {
+            let id = job.id.clone();
+            let started = self.start_claimed(tasks, shutdown, job, now).await;
+            store.cron_release(&id).await?;
+            started?;
+        }
+        Ok(())
+    }
+
+    /// Start (or skip) one claimed job, moving its next run first.
+    async fn start_claimed(
+        &self,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+        job: CronJob,
+        now: DateTime<Utc>,
+    ) -> Result<(), moltbot_store::StoreError> {
+        let now_ms = now.timestamp_millis();
+        let store = &self.shared.store;
+        let scheduled_due = job.enabled && job.next_run_ms.is_some_and(|t| t <= now_ms);
+        if job.run_now {
+            store.cron_clear_run_now(&job.id).await?;
+            if !scheduled_due {
+                self.start(tasks, shutdown, job, CronTrigger::Manual, now_ms)
                     .await;
-                continue;
+                return Ok(());
             }
-            match job.misfire.unwrap_or(self.handle.misfire()) {
-                MisfirePolicy::RunOnce => {
-                    self.start(tasks, shutdown, job, CronTrigger::Catchup, due_ms)
-                        .await
-                }
-                MisfirePolicy::Skip => {
-                    let tz = super::parse_tz(&job.tz).unwrap_or(chrono_tz::UTC);
-                    let why = format!(
-                        "missed the run due {} (misfire policy: skip)",
-                        format_local(due, tz)
-                    );
-                    self.shared
-                        .record_skipped(&job, due_ms, now_ms, CronTrigger::Catchup, why)
-                        .await;
-                }
+        }
+        let due_ms = job.next_run_ms.unwrap_or(now_ms);
+        let schedule = match Schedule::from_stored(&job.schedule_kind, &job.schedule_expr, &job.tz)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Only a hand-edited row gets here: stop it and say why.
+                store.cron_set_next_run(&job.id, None).await?;
+                let msg = format!("the stored schedule is invalid, job disabled: {e}");
+                self.shared
+                    .record(&job, due_ms, now_ms, CronTrigger::Scheduled, Err(msg))
+                    .await;
+                return Ok(());
+            }
+        };
+        let due = DateTime::<Utc>::from_timestamp_millis(due_ms).unwrap_or(now);
+        let next = schedule.next_due(due, now).map(|t| t.timestamp_millis());
+        store.cron_set_next_run(&job.id, next).await?;
+        let late_ms = now_ms - due_ms;
+        if late_ms <= self.opts.grace.as_millis() as i64 {
+            self.start(tasks, shutdown, job, CronTrigger::Scheduled, due_ms)
+                .await;
+            return Ok(());
+        }
+        match job.misfire.unwrap_or(self.handle.misfire()) {
+            MisfirePolicy::RunOnce => {
+                self.start(tasks, shutdown, job, CronTrigger::Catchup, due_ms)
+                    .await
+            }
+            MisfirePolicy::Skip => {
+                let tz = super::parse_tz(&job.tz).unwrap_or(chrono_tz::UTC);
+                let why = format!(
+                    "missed the run due {} (misfire policy: skip)",
+                    format_local(due, tz)
+                );
+                self.shared
+                    .record_skipped(&job, due_ms, now_ms, CronTrigger::Catchup, why)
+                    .await;
             }
         }
         Ok(())

@@ -735,3 +735,101 @@ async fn the_tool_reads_the_schedule_from_the_users_words() {
         "{jobs:?}"
     );
 }
+
+/// The stores three replicas would share: three handles on one SQLite file (processes on
+/// one host) and, when `MOLTBOT_TEST_POSTGRES` is set, three pools on one PostgreSQL schema.
+async fn shared_stores(dir: &std::path::Path) -> Vec<(&'static str, Vec<Store>)> {
+    let path = dir.join("shared.db");
+    let mut out = vec![(
+        "sqlite",
+        (0..3).map(|_| Store::open(&path).unwrap()).collect(),
+    )];
+    if let Some(url) = std::env::var("MOLTBOT_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            let opts = moltbot_store::PgOptions::new(&url).schema(schema.clone());
+            stores.push(Store::connect_postgres(&opts).await.unwrap());
+        }
+        out.push(("postgres", stores));
+    }
+    out
+}
+
+/// Three schedulers (three replicas) on one store, waking at the same instants: each due
+/// run is claimed by one of them, so every minute fires exactly once.
+#[tokio::test(start_paused = true)]
+async fn three_schedulers_sharing_a_store_fire_each_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (freeze, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || held.recv());
+    for (name, stores) in shared_stores(dir.path()).await {
+        let clock = Arc::new(TokioClock::starting_at(tokio_now_utc()));
+        let cfg = CronConfig::default();
+        let shutdown = CancellationToken::new();
+        let handles: Vec<CronHandle> = stores
+            .iter()
+            .map(|s| CronHandle::with_clock(s.clone(), &cfg, clock.clone()).unwrap())
+            .collect();
+        let job = handles[0]
+            .add(NewJob {
+                name: "tick".into(),
+                schedule: Schedule::every("1m").unwrap(),
+                tz: chrono_tz::UTC,
+                payload: message("tick"),
+                target: chat(),
+                owner: None,
+                misfire: None,
+            })
+            .await
+            .unwrap();
+        let runner = Arc::new(FakeRunner::default());
+        let loops: Vec<_> = handles
+            .iter()
+            .map(|h| {
+                let s = Scheduler::with_options(h.clone(), runner.clone(), Default::default());
+                tokio::spawn(s.run(shutdown.clone()))
+            })
+            .collect();
+        let store = &stores[0];
+        for minute in 1..=8 {
+            advance(MIN).await;
+            let mut n = 0;
+            for _ in 0..5_000 {
+                n = store.cron_runs(&job.id, 100).await.unwrap().len();
+                if n >= minute {
+                    break;
+                }
+                real_pause().await;
+            }
+            assert!(n >= minute, "{name}: {n} runs after {minute} minutes");
+        }
+        // Let any late duplicate show up before counting.
+        for _ in 0..200 {
+            real_pause().await;
+        }
+        let runs = store.cron_runs(&job.id, 100).await.unwrap();
+        let mut due: Vec<i64> = runs.iter().map(|r| r.scheduled_ms).collect();
+        due.sort_unstable();
+        let expected: Vec<i64> = (1..=8)
+            .map(|m| job.next_run_ms.unwrap() + (m - 1) * 60_000)
+            .collect();
+        assert_eq!(due, expected, "{name}: each minute once");
+        let sent = store.outbox_recent(100).await.unwrap();
+        assert_eq!(sent.len(), 8, "{name}: one reminder per run");
+        shutdown.cancel();
+        for l in loops {
+            l.await.unwrap();
+        }
+    }
+    drop(freeze);
+}
+
+/// Wall-clock now, rounded to the second, as the paused clock's starting point.
+fn tokio_now_utc() -> DateTime<Utc> {
+    let now = Utc::now().timestamp();
+    DateTime::<Utc>::from_timestamp(now, 0).unwrap()
+}

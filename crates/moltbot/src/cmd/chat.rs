@@ -21,7 +21,7 @@ pub fn run(config_path: Option<&Path>, args: ChatArgs) -> anyhow::Result<ExitCod
             .enable_all()
             .build()?;
         return rt.block_on(async {
-            let engine = super::gateway::start_engine(&cfg)?;
+            let engine = super::gateway::start_engine(&cfg).await?;
             repl(&args, &session, |msg| local_turn(&engine, &session, msg)).await
         });
     }

@@ -6,7 +6,6 @@
 //! success, 1 failure (bad schedule, unknown job), 2 bad usage.
 
 use crate::cli::{CronAddArgs, CronCommand};
-use moltbot_store::Store;
 use moltbot_tools::cron::{
     format_local_ms, parse_tz, CronHandle, CronJob, CronPayload, CronRun, CronTarget, NewJob,
     Schedule, Tz,
@@ -18,10 +17,9 @@ const CHANNELS: [&str; 4] = ["telegram", "whatsapp", "discord", "slack"];
 
 pub fn run(config_path: Option<&Path>, command: CronCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config_path)?;
-    let db = cfg.data.resolved_dir().join("moltbot.db");
-    let store = Store::open(&db)?;
-    let handle = CronHandle::new(store, &cfg.tools.cron)?;
     let rt = super::small_runtime()?;
+    let store = super::open_store(&cfg, &rt)?;
+    let handle = CronHandle::new(store, &cfg.tools.cron)?;
     rt.block_on(async {
         match command {
             CronCommand::Add(args) => add(&handle, *args).await,

@@ -128,7 +128,21 @@ pub fn run(config_path: Option<&Path>, args: DoctorArgs) -> anyhow::Result<ExitC
 
     let rt = super::small_runtime()?;
     let db = data_dir.join("moltbot.db");
-    if db.is_file() {
+    if cfg.data.database_url.is_some() {
+        // Replicas share PostgreSQL: it must answer, and its schema is brought up to date.
+        let opened = rt.block_on(async {
+            let store = moltbot_store::Store::from_config(&cfg.data).await?;
+            store.ping().await
+        });
+        checks.push(match opened {
+            Ok(()) => check(
+                "store",
+                Level::Ok,
+                "PostgreSQL (data.database_url) answers; schema up to date",
+            ),
+            Err(e) => check("store", Level::Fail, format!("PostgreSQL: {e}")),
+        });
+    } else if db.is_file() {
         checks.push(store_integrity(&db));
         checks.push(private_mode("store permissions", &db, 0o600, args.fix));
     } else if data_dir.exists() {

@@ -58,19 +58,22 @@ pub fn engine_options(cfg: &Config) -> EngineOptions {
 
 /// Open the store and start loading the model in the background; returns the engine at
 /// once so the gateway can answer probes while the model loads.
-pub fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
-    start_engine_with(cfg, None)
+pub async fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
+    start_engine_with(cfg, None).await
 }
 
 /// [`start_engine`], also handing the loaded model, wrapped for hot swaps, to `versions`.
-pub fn start_engine_with(
+pub async fn start_engine_with(
     cfg: &Config,
     versions: Option<Arc<OnceLock<Arc<ModelVersions>>>>,
 ) -> anyhow::Result<Engine> {
     let data_dir = cfg.data.resolved_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let store = Store::open(&data_dir.join("moltbot.db"))?;
+    let store = Store::from_config(&cfg.data)
+        .await
+        .context("opening the store")?;
+    tracing::info!(backend = store.backend_name(), "store open");
     let slot = ModelSlot::loading(format!(
         "loading {}",
         cfg.model
@@ -187,7 +190,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr} (is another gateway running?)"))?;
     let versions = Arc::new(OnceLock::new());
-    let engine = start_engine_with(&cfg, Some(versions.clone()))?;
+    let engine = start_engine_with(&cfg, Some(versions.clone())).await?;
     let stop_channels = CancellationToken::new();
     // One supervisor restarts every background component and tells `/health` about them.
     let supervisor = moltbot_core::Supervisor::new();
@@ -277,6 +280,7 @@ pub fn start_channels(
         built.channels,
         stop,
         supervisor.clone(),
+        cfg.bus.resolved_replica_id(),
     );
     Ok((Some(hub), built.routes))
 }

@@ -56,6 +56,17 @@ pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 /// A current-thread runtime for short client commands.
+/// The configured store — PostgreSQL when `data.database_url` is set, else the SQLite file
+/// in the data folder — opened on `rt`.
+pub fn open_store(
+    cfg: &moltbot_core::config::Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<moltbot_store::Store> {
+    use anyhow::Context as _;
+    rt.block_on(moltbot_store::Store::from_config(&cfg.data))
+        .context("opening the store")
+}
+
 pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,7 +4,7 @@
 
 use crate::cli::PairingCommand;
 use moltbot_channels::pairing::{APPROVED_MESSAGE, CODE_LEN};
-use moltbot_store::{NewOutbox, Store};
+use moltbot_store::NewOutbox;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,9 +29,8 @@ fn check_channel(channel: &str) -> anyhow::Result<()> {
 
 pub fn run(config_path: Option<&Path>, command: PairingCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config_path)?;
-    let db = cfg.data.resolved_dir().join("moltbot.db");
-    let store = Store::open(&db)?;
     let rt = super::small_runtime()?;
+    let store = super::open_store(&cfg, &rt)?;
     rt.block_on(async {
         match command {
             PairingCommand::List { json } => {

@@ -1,17 +1,18 @@
 //! `moltbot sessions list|show`: read the store directly (works with the gateway running,
-//! thanks to WAL, or stopped).
+//! thanks to WAL or PostgreSQL, or stopped).
 
 use crate::cli::SessionsCommand;
-use moltbot_store::Store;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn run(config_path: Option<&Path>, command: SessionsCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config_path)?;
-    let db = cfg.data.resolved_dir().join("moltbot.db");
-    anyhow::ensure!(db.exists(), "no session store at {} yet", db.display());
-    let store = Store::open(&db)?;
+    if cfg.data.database_url.is_none() {
+        let db = cfg.data.resolved_dir().join("moltbot.db");
+        anyhow::ensure!(db.exists(), "no session store at {} yet", db.display());
+    }
     let rt = super::small_runtime()?;
+    let store = super::open_store(&cfg, &rt)?;
     rt.block_on(async {
         match command {
             SessionsCommand::List { limit, json } => {

@@ -169,17 +169,18 @@ pub fn run(config_path: Option<&Path>, args: MigrateArgs) -> anyhow::Result<Exit
             .into_iter()
             .map(|(c, s)| (c, s, "approved pairing".to_string())),
     );
+    let rt = super::small_runtime()?;
     let store = if args.dry_run {
         None
     } else {
         std::fs::create_dir_all(&data_dir)?;
-        Some(Store::open(&data_dir.join("moltbot.db"))?)
+        Some(super::open_store(&cfg, &rt)?)
     };
-    // A dry run looks into an existing store read-only, to tell what is already there.
+    // A dry run looks into an existing SQLite store read-only, to tell what is already
+    // there (with PostgreSQL it reports everything as new).
     let peek = Peek::open(&data_dir.join("moltbot.db"), args.dry_run);
     let default_tz = parse_tz(&cfg.tools.cron.default_tz).unwrap_or(Tz::UTC);
     let max_jobs = cfg.tools.cron.max_jobs as usize;
-    let rt = super::small_runtime()?;
     rt.block_on(async {
         allowed(store.as_ref(), &peek, &allow, &mut report).await?;
         for job in &jobs {
