@@ -1,10 +1,13 @@
 //! Three `moltbot gateway` processes on one Kafka-protocol broker (tansu, started by
-//! `scripts/services.sh`; `MOLTBOT_TEST_KAFKA` names it) and one shared store, answering
-//! chats from many sessions at once while one replica is killed with SIGKILL mid-load.
-//! Every turn must be answered, and stored exactly once, in order: turns the dead replica
-//! was running are run again by the others, and clients whose connection died retry on
-//! another replica with the same `Idempotency-Key`. The dead replica then comes back under
-//! its old name and serves again.
+//! `scripts/services.sh`; `MOLTBOT_TEST_KAFKA` names it) and one shared store — PostgreSQL
+//! when `MOLTBOT_TEST_POSTGRES` names a server (each replica then has a data folder of its
+//! own, as on separate machines), else one SQLite file — answering chats from many
+//! sessions at once while one replica is killed with SIGKILL mid-load. Every turn must be
+//! answered, and stored exactly once, in order: turns the dead replica was running are run
+//! again by the others, and clients whose connection died retry on another replica with
+//! the same `Idempotency-Key`. The dead replica then comes back under its old name and
+//! serves again. Meanwhile a cron job added with `moltbot cron add` fires every 10 s on
+//! whichever replica claims it: each due run happens exactly once across the three.
 
 use moltbot_fakes::FakeOpenAi;
 use moltbot_store::Store;
@@ -45,23 +48,50 @@ struct Setup<'a> {
     prefix: &'a str,
     data: &'a Path,
     openai: &'a str,
+    /// PostgreSQL URL and schema, when the replicas share PostgreSQL.
+    pg: Option<(String, String)>,
+}
+
+impl Setup<'_> {
+    /// The shared store, as the replicas see it.
+    async fn store(&self) -> Store {
+        match &self.pg {
+            Some((url, schema)) => {
+                let opts = moltbot_store::PgOptions::new(url).schema(schema.clone());
+                Store::connect_postgres(&opts).await.unwrap()
+            }
+            None => Store::open(&self.data.join("moltbot.db")).unwrap(),
+        }
+    }
+
+    /// `moltbot` with a replica's environment: the store (its own data folder when the
+    /// store is PostgreSQL, else the shared one), the fake model, no extras.
+    fn command(&self, home: &Path) -> Command {
+        std::fs::create_dir_all(home).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moltbot"));
+        cmd.env_clear()
+            .env("HOME", home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        match &self.pg {
+            Some((url, schema)) => cmd
+                .env("MOLTBOT_DATA__DIR", home.join("data"))
+                .env("MOLTBOT_DATA__DATABASE_URL", url)
+                .env("MOLTBOT_DATA__DATABASE_SCHEMA", schema),
+            None => cmd.env("MOLTBOT_DATA__DIR", self.data),
+        };
+        cmd
+    }
 }
 
 fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
-    std::fs::create_dir_all(home).unwrap();
+    let mut cmd = s.command(home);
     let log = std::fs::File::create(home.join("gateway.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_moltbot"))
-        .env_clear()
-        .env("HOME", home)
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("MOLTBOT_DATA__DIR", s.data)
-        .env("MOLTBOT_GATEWAY__PORT", port.to_string())
+    cmd.env("MOLTBOT_GATEWAY__PORT", port.to_string())
         .env("MOLTBOT_GATEWAY_TOKEN", TOKEN)
         .env("MOLTBOT_UNDERSTANDING__ENCODER", "none")
         .env("MOLTBOT_ROUTER__ENABLED", "false")
         .env("MOLTBOT_KNOWLEDGE__ENABLED", "false")
         .env("MOLTBOT_TOOLS__MEMORY__ENABLED", "false")
-        .env("MOLTBOT_TOOLS__CRON__ENABLED", "false")
         .env("MOLTBOT_TOOLS__AGENT__ENABLED", "false")
         .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
         .env("MOLTBOT_MODEL__OPENAI__BASE_URL", s.openai)
@@ -220,11 +250,19 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
     let openai = fake.base_url();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shared");
+    let pg = std::env::var("MOLTBOT_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|url| (url, format!("t_{}", uuid::Uuid::new_v4().simple())));
+    if pg.is_none() {
+        eprintln!("MOLTBOT_TEST_POSTGRES unset: the replicas share one SQLite file");
+    }
     let setup = Setup {
         brokers: &brokers,
         prefix: &prefix,
         data: &data,
         openai: &openai,
+        pg,
     };
     let names = ["r0", "r1", "r2"];
     let mut replicas: Vec<Replica> = names
@@ -244,6 +282,21 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
         .unwrap();
     let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
     settle(&client, &ports, "three replicas joining", dir.path()).await;
+
+    // A job every 10 s, added from the command line straight into the shared store; the
+    // replicas' schedulers pick it up within their poll interval.
+    let added = setup
+        .command(&dir.path().join("cli"))
+        .args(["cron", "add", "--every", "10s", "--message", "tick"])
+        .args(["--session", "cron-target", "--name", "tick"])
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "cron add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let cron_started = Instant::now();
 
     let targets: Vec<(u16, Arc<AtomicBool>)> =
         replicas.iter().map(|r| (r.port, r.alive.clone())).collect();
@@ -281,7 +334,7 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
     eprintln!("killed r2 after {killed_at}/{total} turns; {retries} client retries");
 
     // Each session holds each turn once, in order: no loss, no double.
-    let store = Store::open(&data.join("moltbot.db")).unwrap();
+    let store = setup.store().await;
     for s in 0..SESSIONS {
         let session = format!("session-{s}");
         let got: Vec<String> = store
@@ -314,4 +367,34 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
     let (reply, attempts) = ask(&client, &targets, 2, "after-restart", 0).await;
     assert_eq!(reply, "echo: turn 0 of after-restart");
     assert_eq!(attempts, 1, "the restarted replica answered at once");
+
+    // The cron job: at least three runs by now (it has had 30 s), each due time once, and
+    // one reminder in the target session per run.
+    let jobs = store.cron_list().await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = &jobs[0];
+    let wait = Duration::from_secs(35).saturating_sub(cron_started.elapsed());
+    tokio::time::sleep(wait).await;
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs = store.cron_runs(&job.id, 100).await.unwrap();
+        if runs.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(runs.len() >= 3, "cron runs: {runs:?}{}", logs(dir.path()));
+    // Pause it and let a run already started finish, then count.
+    store.cron_set_enabled(&job.id, false, None).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs = store.cron_runs(&job.id, 100).await.unwrap();
+    let due: std::collections::HashSet<i64> = runs.iter().map(|r| r.scheduled_ms).collect();
+    assert_eq!(due.len(), runs.len(), "a due time ran twice: {runs:?}");
+    let reminders = store.recent_messages("cron-target", 1000).await.unwrap();
+    assert_eq!(
+        reminders.len(),
+        runs.len(),
+        "one reminder per run: {reminders:?} {runs:?}"
+    );
+    eprintln!("cron: {} runs, each once", runs.len());
 }

@@ -11,9 +11,10 @@ use serde_json::{json, Value};
 /// Whether the gateway as a whole can serve turns, whether every supervised component is
 /// healthy (from the same snapshot as the JSON), and each component's status.
 async fn components(state: &AppState) -> (bool, bool, Value) {
+    let backend = state.engine().store().backend_name();
     let store = match state.engine().store().ping().await {
-        Ok(()) => json!({"status": "ok"}),
-        Err(e) => json!({"status": "down", "error": e.to_string()}),
+        Ok(()) => json!({"status": "ok", "backend": backend}),
+        Err(e) => json!({"status": "down", "backend": backend, "error": e.to_string()}),
     };
     let store_ok = store["status"] == "ok";
     let model_state = state.engine().model().state();

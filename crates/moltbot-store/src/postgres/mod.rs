@@ -126,11 +126,18 @@ impl PgStore {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(connect.clone())
                 .await?;
+            // `IF NOT EXISTS` is not safe against a concurrent create (replicas starting
+            // together): serialise the creators.
+            let mut tx = admin.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('moltbot-schema', 0))")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
-            .execute(&admin)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             admin.close().await;
             connect = connect.options([("search_path", schema.as_str())]);
         }

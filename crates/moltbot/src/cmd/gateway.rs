@@ -62,6 +62,24 @@ pub async fn start_engine(cfg: &Config) -> anyhow::Result<Engine> {
     start_engine_with(cfg, None).await
 }
 
+/// The configured store. A database that is not reachable yet (PostgreSQL starting beside
+/// the gateway) is waited for, up to a minute, before giving up.
+async fn open_store_waiting(cfg: &Config) -> anyhow::Result<Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut pause = std::time::Duration::from_millis(250);
+    loop {
+        match Store::from_config(&cfg.data).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.is_unavailable() && std::time::Instant::now() < deadline => {
+                tracing::warn!(cause = %e, "the store is not reachable yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("opening the store")),
+        }
+    }
+}
+
 /// [`start_engine`], also handing the loaded model, wrapped for hot swaps, to `versions`.
 pub async fn start_engine_with(
     cfg: &Config,
@@ -70,9 +88,7 @@ pub async fn start_engine_with(
     let data_dir = cfg.data.resolved_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
-    let store = Store::from_config(&cfg.data)
-        .await
-        .context("opening the store")?;
+    let store = open_store_waiting(cfg).await?;
     tracing::info!(backend = store.backend_name(), "store open");
     let slot = ModelSlot::loading(format!(
         "loading {}",
