@@ -9,180 +9,17 @@
 //! serves again. Meanwhile a cron job added with `moltbot cron add` fires every 10 s on
 //! whichever replica claims it: each due run happens exactly once across the three.
 
+mod common;
+
+use common::{free_port, logs, settle, spawn, Replica, Setup, TOKEN};
 use moltbot_fakes::FakeOpenAi;
-use moltbot_store::Store;
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "scaleout-token";
-const PARTITIONS: u32 = 6;
 const SESSIONS: usize = 12;
 const TURNS: usize = 6;
-
-struct Replica {
-    child: Option<Child>,
-    port: u16,
-    alive: Arc<AtomicBool>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-struct Setup<'a> {
-    brokers: &'a str,
-    prefix: &'a str,
-    data: &'a Path,
-    openai: &'a str,
-    /// PostgreSQL URL and schema, when the replicas share PostgreSQL.
-    pg: Option<(String, String)>,
-}
-
-impl Setup<'_> {
-    /// The shared store, as the replicas see it.
-    async fn store(&self) -> Store {
-        match &self.pg {
-            Some((url, schema)) => {
-                let opts = moltbot_store::PgOptions::new(url).schema(schema.clone());
-                Store::connect_postgres(&opts).await.unwrap()
-            }
-            None => Store::open(&self.data.join("moltbot.db")).unwrap(),
-        }
-    }
-
-    /// `moltbot` with a replica's environment: the store (its own data folder when the
-    /// store is PostgreSQL, else the shared one), the fake model, no extras.
-    fn command(&self, home: &Path) -> Command {
-        std::fs::create_dir_all(home).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moltbot"));
-        cmd.env_clear()
-            .env("HOME", home)
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
-        match &self.pg {
-            Some((url, schema)) => cmd
-                .env("MOLTBOT_DATA__DIR", home.join("data"))
-                .env("MOLTBOT_DATA__DATABASE_URL", url)
-                .env("MOLTBOT_DATA__DATABASE_SCHEMA", schema),
-            None => cmd.env("MOLTBOT_DATA__DIR", self.data),
-        };
-        cmd
-    }
-}
-
-fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
-    let mut cmd = s.command(home);
-    let log = std::fs::File::create(home.join("gateway.log")).unwrap();
-    cmd.env("MOLTBOT_GATEWAY__PORT", port.to_string())
-        .env("MOLTBOT_GATEWAY_TOKEN", TOKEN)
-        .env("MOLTBOT_UNDERSTANDING__ENCODER", "none")
-        .env("MOLTBOT_ROUTER__ENABLED", "false")
-        .env("MOLTBOT_KNOWLEDGE__ENABLED", "false")
-        .env("MOLTBOT_TOOLS__MEMORY__ENABLED", "false")
-        .env("MOLTBOT_TOOLS__AGENT__ENABLED", "false")
-        .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
-        .env("MOLTBOT_MODEL__OPENAI__BASE_URL", s.openai)
-        .env("MOLTBOT_BUS__KIND", "kafka")
-        .env("MOLTBOT_BUS__BROKERS", s.brokers)
-        .env("MOLTBOT_BUS__TOPIC_PREFIX", s.prefix)
-        .env("MOLTBOT_BUS__GROUP_ID", format!("{}-group", s.prefix))
-        .env("MOLTBOT_BUS__REPLICA_ID", name)
-        .env("MOLTBOT_BUS__PARTITIONS", PARTITIONS.to_string())
-        .env("MOLTBOT_BUS__SESSION_TIMEOUT_MS", "6000")
-        .env("MOLTBOT_LOG__LEVEL", "info")
-        .arg("gateway")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the moltbot binary")
-}
-
-async fn health(client: &reqwest::Client, port: u16) -> Option<Value> {
-    client
-        .get(format!("http://127.0.0.1:{port}/health"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// Partitions each replica owns, from `/health`.
-async fn owned(client: &reqwest::Client, ports: &[u16]) -> Vec<usize> {
-    let mut out = Vec::new();
-    for p in ports {
-        let n = match health(client, *p).await {
-            Some(h) => h["components"]["bus"]["detail"]["partitions"]
-                .as_array()
-                .map_or(0, Vec::len),
-            None => 0,
-        };
-        out.push(n);
-    }
-    out
-}
-
-/// The last lines of each replica's log, for failure messages.
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for entry in walk(dir) {
-        if entry.file_name().is_some_and(|n| n == "gateway.log") {
-            let text = std::fs::read_to_string(&entry).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("\n--- {}\n", entry.display()));
-            for l in tail.iter().rev() {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Wait until the live replicas own every partition between them, each some.
-async fn settle(client: &reqwest::Client, ports: &[u16], what: &str, dir: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(150);
-    loop {
-        let got = owned(client, ports).await;
-        if got.iter().sum::<usize>() == PARTITIONS as usize && got.iter().all(|n| *n > 0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: partitions {got:?}{}",
-            logs(dir)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// One turn, retried on another live replica (same idempotency key) until answered.
 async fn ask(
@@ -250,10 +87,7 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
     let openai = fake.base_url();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("shared");
-    let pg = std::env::var("MOLTBOT_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map(|url| (url, format!("t_{}", uuid::Uuid::new_v4().simple())));
+    let pg = common::pg_from_env();
     if pg.is_none() {
         eprintln!("MOLTBOT_TEST_POSTGRES unset: the replicas share one SQLite file");
     }
@@ -264,18 +98,7 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
         openai: &openai,
         pg,
     };
-    let names = ["r0", "r1", "r2"];
-    let mut replicas: Vec<Replica> = names
-        .iter()
-        .map(|name| {
-            let port = free_port();
-            Replica {
-                child: Some(spawn(&setup, name, port, &dir.path().join(name))),
-                port,
-                alive: Arc::new(AtomicBool::new(true)),
-            }
-        })
-        .collect();
+    let mut replicas = common::start_replicas(&setup, &["r0", "r1", "r2"], dir.path());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(200))
         .build()

@@ -107,3 +107,59 @@ fn dockerfile_builds_a_non_root_image_with_health_check() {
         }
     }
 }
+
+/// The scale-out overlay wires every replica to the shared PostgreSQL and Kafka with the
+/// gateway's own configuration keys, and waits for both to be healthy.
+#[test]
+fn the_scale_overlay_shares_postgres_and_kafka() {
+    let doc: Value = serde_yaml_ng::from_str(&crate::read("docker-compose.scale.yml")).unwrap();
+    let svc = &doc["services"];
+    let env = &svc["moltbot"]["environment"];
+    let url = env["MOLTBOT_DATA__DATABASE_URL"].as_str().unwrap();
+    assert!(url.starts_with("postgres://moltbot:") && url.ends_with("@postgres:5432/moltbot"));
+    assert_eq!(env["MOLTBOT_BUS__KIND"].as_str(), Some("kafka"));
+    assert_eq!(env["MOLTBOT_BUS__BROKERS"].as_str(), Some("kafka:9092"));
+    for dep in ["postgres", "kafka"] {
+        assert_eq!(
+            svc["moltbot"]["depends_on"][dep]["condition"].as_str(),
+            Some("service_healthy"),
+            "{dep}"
+        );
+        assert!(
+            svc[dep]["healthcheck"]["test"].as_sequence().is_some(),
+            "{dep}"
+        );
+    }
+    assert_eq!(
+        svc["postgres"]["environment"]["POSTGRES_PASSWORD"].as_str(),
+        Some("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}")
+    );
+    // The keys are the gateway's own: its config loader takes them as they are.
+    let env: Vec<(String, String)> = env
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .unwrap()
+                .replace("${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}", "pw");
+            (k.as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let empty = std::env::temp_dir().join(format!("moltbot-scale-{}.toml", std::process::id()));
+    std::fs::write(&empty, "").unwrap();
+    let cfg = moltbot_core::config::Config::load_with_env(Some(&empty), &env);
+    let _ = std::fs::remove_file(&empty);
+    let cfg = cfg.unwrap();
+    assert_eq!(cfg.bus.kind, moltbot_core::config::BusKind::Kafka);
+    assert_eq!(cfg.bus.brokers, "kafka:9092");
+    assert_eq!(cfg.bus.partitions, 12);
+    assert_eq!(
+        cfg.data
+            .database_url
+            .map(|u| u.expose().to_string())
+            .as_deref(),
+        Some("postgres://moltbot:pw@postgres:5432/moltbot")
+    );
+}

@@ -1,0 +1,198 @@
+//! Gateway replicas as real processes for the scale-out tests: each a `moltbot gateway`
+//! on the Kafka bus with a shared store (PostgreSQL or one SQLite file), the fake model.
+#![allow(dead_code)] // each test binary uses its own part
+
+use moltbot_store::Store;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "scaleout-token";
+pub const PARTITIONS: u32 = 6;
+
+pub struct Replica {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub alive: Arc<AtomicBool>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub struct Setup<'a> {
+    pub brokers: &'a str,
+    pub prefix: &'a str,
+    pub data: &'a Path,
+    pub openai: &'a str,
+    /// PostgreSQL URL and schema, when the replicas share PostgreSQL.
+    pub pg: Option<(String, String)>,
+}
+
+impl Setup<'_> {
+    /// The shared store, as the replicas see it.
+    pub async fn store(&self) -> Store {
+        match &self.pg {
+            Some((url, schema)) => {
+                let opts = moltbot_store::PgOptions::new(url).schema(schema.clone());
+                Store::connect_postgres(&opts).await.unwrap()
+            }
+            None => Store::open(&self.data.join("moltbot.db")).unwrap(),
+        }
+    }
+
+    /// `moltbot` with a replica's environment: the store (its own data folder when the
+    /// store is PostgreSQL, else the shared one), the fake model, no extras.
+    pub fn command(&self, home: &Path) -> Command {
+        std::fs::create_dir_all(home).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moltbot"));
+        cmd.env_clear()
+            .env("HOME", home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        match &self.pg {
+            Some((url, schema)) => cmd
+                .env("MOLTBOT_DATA__DIR", home.join("data"))
+                .env("MOLTBOT_DATA__DATABASE_URL", url)
+                .env("MOLTBOT_DATA__DATABASE_SCHEMA", schema),
+            None => cmd.env("MOLTBOT_DATA__DIR", self.data),
+        };
+        cmd
+    }
+}
+
+pub fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
+    let mut cmd = s.command(home);
+    let log = std::fs::File::create(home.join("gateway.log")).unwrap();
+    cmd.env("MOLTBOT_GATEWAY__PORT", port.to_string())
+        .env("MOLTBOT_GATEWAY_TOKEN", TOKEN)
+        .env("MOLTBOT_UNDERSTANDING__ENCODER", "none")
+        .env("MOLTBOT_ROUTER__ENABLED", "false")
+        .env("MOLTBOT_KNOWLEDGE__ENABLED", "false")
+        .env("MOLTBOT_TOOLS__MEMORY__ENABLED", "false")
+        .env("MOLTBOT_TOOLS__AGENT__ENABLED", "false")
+        .env("MOLTBOT_MODEL__PROVIDERS", "[\"openai\"]")
+        .env("MOLTBOT_MODEL__OPENAI__BASE_URL", s.openai)
+        .env("MOLTBOT_BUS__KIND", "kafka")
+        .env("MOLTBOT_BUS__BROKERS", s.brokers)
+        .env("MOLTBOT_BUS__TOPIC_PREFIX", s.prefix)
+        .env("MOLTBOT_BUS__GROUP_ID", format!("{}-group", s.prefix))
+        .env("MOLTBOT_BUS__REPLICA_ID", name)
+        .env("MOLTBOT_BUS__PARTITIONS", PARTITIONS.to_string())
+        .env("MOLTBOT_BUS__SESSION_TIMEOUT_MS", "6000")
+        .env("MOLTBOT_LOG__LEVEL", "info")
+        .arg("gateway")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the moltbot binary")
+}
+
+pub async fn health(client: &reqwest::Client, port: u16) -> Option<Value> {
+    client
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Partitions each replica owns, from `/health`.
+pub async fn owned(client: &reqwest::Client, ports: &[u16]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for p in ports {
+        let n = match health(client, *p).await {
+            Some(h) => h["components"]["bus"]["detail"]["partitions"]
+                .as_array()
+                .map_or(0, Vec::len),
+            None => 0,
+        };
+        out.push(n);
+    }
+    out
+}
+
+/// The last lines of each replica's log, for failure messages.
+pub fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for entry in walk(dir) {
+        if entry.file_name().is_some_and(|n| n == "gateway.log") {
+            let text = std::fs::read_to_string(&entry).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("\n--- {}\n", entry.display()));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Wait until the live replicas own every partition between them, each some.
+pub async fn settle(client: &reqwest::Client, ports: &[u16], what: &str, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let got = owned(client, ports).await;
+        if got.iter().sum::<usize>() == PARTITIONS as usize && got.iter().all(|n| *n > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: partitions {got:?}{}",
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The shared PostgreSQL (URL and a fresh schema) when `MOLTBOT_TEST_POSTGRES` is set.
+pub fn pg_from_env() -> Option<(String, String)> {
+    std::env::var("MOLTBOT_TEST_POSTGRES")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map(|url| (url, format!("t_{}", uuid::Uuid::new_v4().simple())))
+}
+
+/// Start replicas `names` (ports chosen here), each in a folder of its own under `dir`.
+pub fn start_replicas(setup: &Setup<'_>, names: &[&str], dir: &Path) -> Vec<Replica> {
+    names
+        .iter()
+        .map(|name| {
+            let port = free_port();
+            Replica {
+                child: Some(spawn(setup, name, port, &dir.join(name))),
+                port,
+                alive: Arc::new(AtomicBool::new(true)),
+            }
+        })
+        .collect()
+}
