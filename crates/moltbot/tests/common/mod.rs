@@ -3,10 +3,11 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use moltbot_store::Store;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,4 +196,52 @@ pub fn start_replicas(setup: &Setup<'_>, names: &[&str], dir: &Path) -> Vec<Repl
             }
         })
         .collect()
+}
+
+/// One turn, retried on another live replica (same idempotency key) until answered.
+pub async fn ask(
+    client: &reqwest::Client,
+    replicas: &[(u16, Arc<AtomicBool>)],
+    first: usize,
+    session: &str,
+    turn: usize,
+) -> (String, usize) {
+    let message = format!("turn {turn} of {session}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut attempt = 0;
+    loop {
+        let (port, alive) = &replicas[(first + attempt) % replicas.len()];
+        attempt += 1;
+        if !alive.load(Ordering::Relaxed) {
+            continue;
+        }
+        let sent = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/chat"))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", format!("t{turn}"))
+            .json(&json!({"session_id": session, "message": message}))
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                let v: Value = r.json().await.unwrap();
+                return (v["reply"].as_str().unwrap_or_default().to_string(), attempt);
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                assert!(
+                    status.is_server_error(),
+                    "{session}/{turn}: HTTP {status}: {body}"
+                );
+            }
+            // The replica died under the request: try another.
+            Err(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{session}/{turn} was never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -1,0 +1,155 @@
+//! The Kafka broker stops answering mid-load and comes back: every turn is still answered,
+//! exactly once and in order, and `/health` says the bus is down while it is gone.
+//!
+//! The broker is a tansu of this test's own (`MOLTBOT_TEST_TANSU_BIN`, printed by
+//! `scripts/services.sh env`), so the outage disturbs no other test. It is frozen with
+//! SIGSTOP and thawed with SIGCONT: to the replicas that is a broker that went away and
+//! came back with its topics, offsets and groups intact, which is what a restart of a
+//! broker with durable storage looks like. (The tansu build on PyPI keeps everything in
+//! memory — its PostgreSQL and SQLite storage are not compiled in — so a real restart would
+//! also wipe the topics; that case is not tested.)
+
+mod common;
+
+use common::{ask, logs, settle, Setup};
+use moltbot_fakes::FakeOpenAi;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 8;
+const TURNS: usize = 6;
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        signal(&self.0, "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
+    let Some(tansu) = std::env::var("MOLTBOT_TEST_TANSU_BIN")
+        .ok()
+        .filter(|b| !b.is_empty())
+    else {
+        eprintln!("skipping: set MOLTBOT_TEST_TANSU_BIN (scripts/services.sh env)");
+        return;
+    };
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker(
+        Command::new(tansu)
+            .arg("broker")
+            .args(["--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let fake = FakeOpenAi::builder()
+        .chunk_delay(Duration::from_millis(20))
+        .start()
+        .await;
+    let openai = fake.base_url();
+    let data = dir.path().join("shared");
+    let setup = Setup {
+        brokers: &addr,
+        prefix: "outage",
+        data: &data,
+        openai: &openai,
+        pg: common::pg_from_env(),
+    };
+    let replicas = common::start_replicas(&setup, &["b0", "b1"], dir.path());
+    let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+    let client = reqwest::Client::builder()
+        // A turn lost with the broker is retried (same idempotency key) after this long.
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    settle(&client, &ports, "two replicas joining", dir.path()).await;
+
+    let targets: Vec<_> = replicas.iter().map(|r| (r.port, r.alive.clone())).collect();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for s in 0..SESSIONS {
+        let (client, targets, answered) = (client.clone(), targets.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let session = format!("outage-{s}");
+            for t in 0..TURNS {
+                let (reply, _) = ask(&client, &targets, s + t, &session, t).await;
+                assert_eq!(reply, format!("echo: turn {t} of {session}"));
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let total = SESSIONS * TURNS;
+    while answered.load(Ordering::Relaxed) < total / 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&broker.0, "STOP");
+    let frozen_at = answered.load(Ordering::Relaxed);
+    // While it is gone the replicas say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = common::health(&client, ports[0]).await;
+        if h.as_ref()
+            .is_some_and(|h| h["components"]["bus"]["status"] == "down")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bus never reported down: {h:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal(&broker.0, "CONT");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    eprintln!("broker frozen after {frozen_at}/{total} turns; all answered");
+    assert!(frozen_at < total, "the outage landed before the load ended");
+
+    let store = setup.store().await;
+    for s in 0..SESSIONS {
+        let session = format!("outage-{s}");
+        let got: Vec<String> = store
+            .recent_messages(&session, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
+        let want: Vec<String> = (0..TURNS)
+            .flat_map(|t| {
+                let q = format!("turn {t} of {session}");
+                [q.clone(), format!("echo: {q}")]
+            })
+            .collect();
+        assert_eq!(got, want, "{session}{}", logs(dir.path()));
+    }
+    let h = common::health(&client, ports[0]).await.unwrap();
+    assert_eq!(h["components"]["bus"]["status"], "ok", "{h}");
+}
