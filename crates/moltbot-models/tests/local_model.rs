@@ -608,13 +608,16 @@ async fn a_grammar_holds_tool_arguments_to_the_schema() {
 }
 
 /// With sampling (temperature 0.7, several seeds) and a schema of many optional fields,
-/// every answer is still a call that parses: the grammar, not luck, keeps it valid.
+/// every finished answer is a call that parses: the grammar, not luck, keeps it valid. The
+/// grammar cannot make a sampled string end within the token budget, though: a call cut by
+/// `max_tokens` must come back as the clear protocol error saying so (the agent then retries
+/// the step unforced), never as a half call. Most seeds must finish.
 #[tokio::test]
 async fn sampled_tool_calls_always_parse() {
     let Some((_turn, model)) = load("sampled_tool_calls_always_parse").await else {
         return;
     };
-    let mut req = ask("remind me tomorrow at 9 to call Anna", 128);
+    let mut req = ask("remind me tomorrow at 9 to call Anna", 256);
     req.tools = vec![serde_json::json!({"type": "function", "function": {
         "name": "cron",
         "description": "Set reminders and recurring tasks; list or remove them.",
@@ -625,24 +628,34 @@ async fn sampled_tool_calls_always_parse() {
             "tz": {"type": "string"}, "id": {"type": "string"}},
             "required": ["action"]}}})];
     req.tool_choice = moltbot_core::ToolChoice::Tool("cron".into());
+    let mut parsed = 0;
     for seed in 0..6 {
         let mut r = req.clone();
         r.temperature = Some(0.7);
         r.seed = Some(seed);
         let (_, items) = run(&model, r).await;
-        let call = items
-            .iter()
-            .find_map(|i| match i {
-                Ok(ChatChunk::ToolCall(d)) => Some(d.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("seed {seed}: no tool call in {items:?}"));
+        let call = items.iter().find_map(|i| match i {
+            Ok(ChatChunk::ToolCall(d)) => Some(d.clone()),
+            _ => None,
+        });
+        let Some(call) = call else {
+            let cut = items
+                .iter()
+                .any(|i| matches!(i, Err(ModelError::Protocol(m)) if m.contains("ended: length")));
+            assert!(
+                cut,
+                "seed {seed}: neither a call nor a length cut: {items:?}"
+            );
+            continue;
+        };
         let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
         assert!(
             ["add", "list", "remove"].contains(&args["action"].as_str().unwrap_or_default()),
             "seed {seed}: {args}"
         );
+        parsed += 1;
     }
+    assert!(parsed >= 5, "only {parsed} of 6 sampled calls finished");
 }
 
 /// A panic in the worker (injected: a bug would do the same) fails what was running, and

@@ -5,7 +5,8 @@
 //! The test runs its own PostgreSQL cluster (`scripts/services.sh` on a port and folder of
 //! its own) so stopping it disturbs no other test. Needs the PostgreSQL binaries, which
 //! `scripts/services.sh start postgres` installs: it runs when `MOLTBOT_TEST_POSTGRES` is
-//! set (that script has run), else it is skipped.
+//! set (that script has run), else it is skipped. The gateway's log must not contain the
+//! database password, whatever it logged about the outage.
 
 use moltbot_fakes::FakeOpenAi;
 use serde_json::{json, Value};
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "pg-restart-token";
+const PASSWORD: &str = "pw-must-not-be-logged-7f3a";
 
 /// A PostgreSQL cluster of this test's own; stopped and deleted on drop.
 struct Cluster {
@@ -116,9 +118,14 @@ async fn a_postgres_restart_gives_fast_503s_then_recovers() {
             .env("HOME", home.path())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("MOLTBOT_DATA__DIR", home.path().join("data"))
+            // The test cluster trusts loopback, so any password is accepted: this one is
+            // only there to be looked for in the log afterwards.
             .env(
                 "MOLTBOT_DATA__DATABASE_URL",
-                format!("postgres://moltbot@127.0.0.1:{}/moltbot", cluster.port),
+                format!(
+                    "postgres://moltbot:{PASSWORD}@127.0.0.1:{}/moltbot",
+                    cluster.port
+                ),
             )
             .env("MOLTBOT_GATEWAY__PORT", port.to_string())
             .env("MOLTBOT_GATEWAY_TOKEN", TOKEN)
@@ -217,4 +224,12 @@ async fn a_postgres_restart_gives_fast_503s_then_recovers() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(texts, ["before 0", "before 1", "before 2", "after"], "{r}");
+
+    // The database password never reached the log, not even in the connection errors.
+    let log = gateway_log();
+    assert!(log.contains("store"), "the log is the gateway's: {log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the database password is in the log:\n{log}"
+    );
 }

@@ -24,8 +24,8 @@ use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// How to reach the database.
-#[derive(Debug, Clone)]
+/// How to reach the database. `Debug` leaves the URL out (it may hold the password).
+#[derive(Clone)]
 pub struct PgOptions {
     /// `postgres://user:password@host:port/database`.
     url: String,
@@ -35,6 +35,17 @@ pub struct PgOptions {
     pub max_connections: u32,
     /// How long a call waits for a connection before failing with `Unavailable`.
     pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &"***")
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
 }
 
 impl PgOptions {
