@@ -669,7 +669,10 @@ impl ChannelHub {
         let typing = self.typing_loop(ch.clone(), msg.chat_id.clone());
         let turn = self.inner.engine.turn(
             TurnRequest {
-                turn_id: None,
+                // The received message's own id: a turn run again after a crash (or by
+                // another replica after a lease ran out) stores its question and answer
+                // once, and a reply already stored is reused instead of asked again.
+                turn_id: Some(format!("inbox:{}:{}", msg.channel, msg.external_id)),
                 session_id: session.to_string(),
                 run_id: None,
                 user: Some(format!("{}:{}", msg.channel, msg.sender_id)),
