@@ -110,9 +110,21 @@ async fn a_swap_under_load_fails_no_request() {
         .await;
     let gw = Admin::start(&v1).await;
 
-    // The admin API wants its own token.
+    // The admin API wants its own token, and the admin token opens nothing else.
     assert_eq!(gw.admin("GET", "/admin/models", None, TOKEN).await.0, 401);
     assert_eq!(gw.admin("GET", "/admin/models", None, "").await.0, 401);
+    let as_admin = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/chat", gw.addr))
+        .bearer_auth(ADMIN)
+        .json(&json!({"session_id": "s", "message": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        as_admin.status(),
+        401,
+        "the admin token is not a gateway token"
+    );
 
     // Steady load: four clients, each turn checked.
     let stop = Arc::new(AtomicBool::new(false));
