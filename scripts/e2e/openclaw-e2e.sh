@@ -217,8 +217,11 @@ status_line() {
     sed -e 's/[[:space:]]*$//'
 }
 # Problem lines, ignoring lines that echo our own message or the expected reply.
+# The TUI's banner ("OpenClaw <version> (<commit>) — <a random joke>") is not an error even
+# when the joke mentions one ("Reading the error message remains undefeated…").
 bad_lines() {
-  sed -e 's/[[:space:]]*$//' "$screen_file" | grep -iE 'error|failed|not connected|disconnected' |
+  sed -e 's/[[:space:]]*$//' "$screen_file" | grep -vE '^[[:space:]]*OpenClaw [0-9][^ ]* \([0-9a-f]+\) ' |
+    grep -iE 'error|failed|not connected|disconnected' |
     grep -vF -- "$TUI_MESSAGE" | { if [[ -n "$tui_want" ]]; then grep -vF -- "$tui_want"; else cat; fi; } || true
 }
 tui_want="$(expect_for "$TUI_MESSAGE")"
