@@ -282,6 +282,14 @@ pub(crate) fn row_to_run<R: Cols>(r: &R) -> Result<CronRun, R::Error> {
     })
 }
 
+/// Claimed jobs in the order they start: manual runs first, then the earliest due (the
+/// order of the claim query, which `RETURNING` does not keep).
+pub(crate) fn sort_due(jobs: &mut [CronJob]) {
+    jobs.sort_by(|a, b| {
+        (!a.run_now, a.next_run_ms, &a.id).cmp(&(!b.run_now, b.next_run_ms, &b.id))
+    });
+}
+
 pub(crate) fn cut(s: String, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -496,9 +504,7 @@ impl SqliteStore {
             let mut jobs: Vec<CronJob> = stmt
                 .query_map(params![now, lease_ms, limit as i64], |r| row_to_job(r))?
                 .collect::<Result<_, _>>()?;
-            jobs.sort_by(|a, b| {
-                (!a.run_now, a.next_run_ms, &a.id).cmp(&(!b.run_now, b.next_run_ms, &b.id))
-            });
+            sort_due(&mut jobs);
             let n = jobs.len() as i64;
             let _ = tx.send(jobs);
             Ok(n)

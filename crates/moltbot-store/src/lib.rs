@@ -380,6 +380,14 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A session's title: its first user message, shortened.
+pub(crate) fn title_of(messages: &[NewMessage]) -> Option<String> {
+    messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .map(|m| shorten(&m.content, 80))
+}
+
 fn shorten(s: &str, max_chars: usize) -> String {
     let s = s.trim();
     match s.char_indices().nth(max_chars) {

@@ -13,7 +13,7 @@
 //! (`channels.rs`, `pairing.rs`, `cron.rs`).
 
 use crate::{
-    now_ms, row_to_message, row_to_session, shorten, NewMessage, SessionRow, StoreError,
+    now_ms, row_to_message, row_to_session, title_of, NewMessage, SessionRow, StoreError,
     StoredMessage, StoredReply, TurnRecord, MESSAGE_COLUMNS, SESSION_COLUMNS,
 };
 use moltbot_core::Role;
@@ -257,10 +257,7 @@ impl SqliteStore {
         self.write(move |tx| {
             let now = now_ms();
             let mut inserted = 0i64;
-            let title = messages
-                .iter()
-                .find(|m| m.role == Role::User)
-                .map(|m| shorten(&m.content, 80));
+            let title = title_of(&messages);
             tx.execute(
                 "INSERT INTO sessions (id, \"user\", channel, created_at, updated_at, message_count, title)
                  VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)

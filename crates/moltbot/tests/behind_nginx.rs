@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{logs, settle, Setup, TOKEN};
+use common::{settle, Setup, TOKEN};
 use futures::{SinkExt, StreamExt};
 use moltbot_fakes::FakeOpenAi;
 use serde_json::{json, Value};
@@ -310,21 +310,5 @@ async fn three_replicas_behind_nginx_serve_http_sse_and_websocket() {
 
     // Each session's turns, wherever they ran, are stored once and in order.
     let store = setup.store().await;
-    for s in 0..SESSIONS {
-        let session = format!("ng-{s}");
-        let got: Vec<String> = store
-            .recent_messages(&session, 100)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.content)
-            .collect();
-        let want: Vec<String> = (0..TURNS)
-            .flat_map(|t| {
-                let q = format!("turn {t} of {session}");
-                [q.clone(), format!("echo: {q}")]
-            })
-            .collect();
-        assert_eq!(got, want, "{session}{}", logs(dir.path()));
-    }
+    common::assert_turns_stored_once(&store, "ng-", SESSIONS, TURNS, dir.path()).await;
 }

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{ask, logs, settle, Setup};
+use common::{ask, settle, Setup};
 use moltbot_fakes::FakeOpenAi;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,23 +133,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
     assert!(frozen_at < total, "the outage landed before the load ended");
 
     let store = setup.store().await;
-    for s in 0..SESSIONS {
-        let session = format!("outage-{s}");
-        let got: Vec<String> = store
-            .recent_messages(&session, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.content)
-            .collect();
-        let want: Vec<String> = (0..TURNS)
-            .flat_map(|t| {
-                let q = format!("turn {t} of {session}");
-                [q.clone(), format!("echo: {q}")]
-            })
-            .collect();
-        assert_eq!(got, want, "{session}{}", logs(dir.path()));
-    }
+    common::assert_turns_stored_once(&store, "outage-", SESSIONS, TURNS, dir.path()).await;
     let h = common::health(&client, ports[0]).await.unwrap();
     assert_eq!(h["components"]["bus"]["status"], "ok", "{h}");
 }

@@ -109,23 +109,7 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
 
     // Each session holds each turn once, in order: no loss, no double.
     let store = setup.store().await;
-    for s in 0..SESSIONS {
-        let session = format!("session-{s}");
-        let got: Vec<String> = store
-            .recent_messages(&session, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.content)
-            .collect();
-        let want: Vec<String> = (0..TURNS)
-            .flat_map(|t| {
-                let q = format!("turn {t} of {session}");
-                [q.clone(), format!("echo: {q}")]
-            })
-            .collect();
-        assert_eq!(got, want, "{session}");
-    }
+    common::assert_turns_stored_once(&store, "session-", SESSIONS, TURNS, dir.path()).await;
 
     // r2 comes back under its name and takes a share of the work again.
     let port = free_port();

@@ -3,7 +3,7 @@
 
 use super::channels::lock_key;
 use super::{decode, PgStore};
-use crate::cron::{cut, misfire_str, row_to_job, row_to_run, JOB_COLUMNS, RUN_COLUMNS};
+use crate::cron::{cut, misfire_str, row_to_job, row_to_run, sort_due, JOB_COLUMNS, RUN_COLUMNS};
 use crate::{
     CronJob, CronPayload, CronRun, CronRunStatus, CronTarget, NewCronRun, StoreError,
     CRON_OUTPUT_MAX_CHARS,
@@ -181,9 +181,7 @@ impl PgStore {
         .fetch_all(self.pool())
         .await?;
         let mut jobs = decode(&rows, row_to_job)?;
-        jobs.sort_by(|a, b| {
-            (!a.run_now, a.next_run_ms, &a.id).cmp(&(!b.run_now, b.next_run_ms, &b.id))
-        });
+        sort_due(&mut jobs);
         Ok(jobs)
     }
 

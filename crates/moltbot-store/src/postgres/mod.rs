@@ -14,7 +14,7 @@ mod channels;
 mod cron;
 
 use crate::{
-    now_ms, row_to_message, row_to_session, shorten, NewMessage, SessionRow, StoreError,
+    now_ms, row_to_message, row_to_session, title_of, NewMessage, SessionRow, StoreError,
     StoredMessage, StoredReply, TurnRecord, MESSAGE_COLUMNS, SESSION_COLUMNS,
 };
 use moltbot_core::Role;
@@ -176,10 +176,7 @@ impl PgStore {
         messages: Vec<NewMessage>,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let title = messages
-            .iter()
-            .find(|m| m.role == Role::User)
-            .map(|m| shorten(&m.content, 80));
+        let title = title_of(&messages);
         let mut tx = self.pool.begin().await?;
         // The session row first: it also serialises concurrent appends to one session.
         sqlx::query(

@@ -245,3 +245,32 @@ pub async fn ask(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Each session `<prefix><n>` (n < `sessions`) holds turns 0..`turns` exactly once, in
+/// order: `turn {t} of {session}` and the fake model's `echo: …` answer. `dir` holds the
+/// replicas' logs, shown on failure.
+pub async fn assert_turns_stored_once(
+    store: &Store,
+    prefix: &str,
+    sessions: usize,
+    turns: usize,
+    dir: &Path,
+) {
+    for s in 0..sessions {
+        let session = format!("{prefix}{s}");
+        let got: Vec<String> = store
+            .recent_messages(&session, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.content)
+            .collect();
+        let want: Vec<String> = (0..turns)
+            .flat_map(|t| {
+                let q = format!("turn {t} of {session}");
+                [q.clone(), format!("echo: {q}")]
+            })
+            .collect();
+        assert_eq!(got, want, "{session}{}", logs(dir));
+    }
+}
