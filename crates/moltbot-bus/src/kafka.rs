@@ -35,12 +35,20 @@ pub enum BusError {
 /// restart shorter than this loses nothing: queued records go out when it is back).
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A turn of which nothing was heard for this long (no `started`, no progress, no reply) is
+/// published again. Turns stream progress while they run, so only a lost turn or a lost
+/// reply stays silent this long (or a tool that works silently: its second run then waits
+/// behind the first in its session's queue and replays the stored reply).
+const SILENCE: Duration = Duration::from_secs(20);
+
 /// A caller waiting for its turn's reply on this replica.
 struct Pending {
     events: Option<mpsc::UnboundedSender<TurnEvent>>,
     done: Option<oneshot::Sender<Result<TurnOutcome, EngineError>>>,
     /// The run being followed (the newest `started` heard).
     run: Option<String>,
+    /// Woken by every record of the turn (its caller republishes after a long silence).
+    heard: Arc<tokio::sync::Notify>,
 }
 
 /// Every lock here guards plain data that a panicking holder cannot leave half-written
@@ -66,6 +74,9 @@ struct Shared {
     submitted: AtomicU64,
     ran: AtomicU64,
     broker_up: AtomicBool,
+    /// Bumped when one of our topics is found gone (a broker that restarted without its
+    /// data): callers then publish their waiting turns again.
+    epoch: tokio::sync::watch::Sender<u64>,
     /// The turn consumer, to store offsets with; taken when stopping so it can close.
     turns_consumer: Mutex<Option<Arc<StreamConsumer<TurnsContext>>>>,
 }
@@ -146,6 +157,7 @@ impl Shared {
             // Not ours any more (answered, timed out, or the caller left).
             return;
         };
+        entry.heard.notify_one();
         match rec.body {
             ReplyBody::Started { replica } => {
                 if entry.run.as_deref() != Some(rec.run.as_str()) {
@@ -284,7 +296,12 @@ fn client_config(cfg: &BusConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         // Our own logs say what matters; librdkafka's reconnect chatter stays at debug.
-        .set("log_level", "3");
+        .set("log_level", "3")
+        // Topics are created by us, with our partition count. A broker that restarted
+        // without its data would otherwise create them on the first metadata request with
+        // its default layout; a turns topic shrinking under a running client crashes
+        // librdkafka 2.12 (seen against tansu).
+        .set("allow.auto.create.topics", "false");
     c
 }
 
@@ -306,27 +323,9 @@ impl KafkaBus {
         let turns_topic = format!("{}.turns", cfg.topic_prefix);
         let reply_topic = format!("{}.replies.{replica}", cfg.topic_prefix);
 
-        let admin: AdminClient<DefaultClientContext> = client_config(cfg)
-            .create()
-            .map_err(|e| err(format!("cannot create the admin client: {e}")))?;
-        let partitions = i32::try_from(cfg.partitions).unwrap_or(i32::MAX);
-        let topics = [
-            NewTopic::new(&turns_topic, partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&reply_topic, 1, TopicReplication::Fixed(1)),
-        ];
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let created = admin
-            .create_topics(topics.iter(), &opts)
+        create_topics(cfg, &turns_topic, &reply_topic)
             .await
-            .map_err(|e| err(format!("cannot create topics: {e}")))?;
-        for r in created {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(err(format!("cannot create topic {topic}: {code}")))
-                }
-            }
-        }
+            .map_err(err)?;
 
         let producer: FutureProducer = client_config(cfg)
             // Retries never duplicate or reorder records.
@@ -348,6 +347,9 @@ impl KafkaBus {
         let replies: StreamConsumer = client_config(cfg)
             .set("group.id", format!("{}-replies-{replica}", cfg.group_id))
             .set("enable.auto.commit", "false")
+            // Only reached when the topic's log started over (a broker that lost its data):
+            // everything in the new log is new.
+            .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(|e| err(format!("cannot create the reply consumer: {e}")))?;
@@ -383,6 +385,7 @@ impl KafkaBus {
             submitted: AtomicU64::new(0),
             ran: AtomicU64::new(0),
             broker_up: AtomicBool::new(true),
+            epoch: tokio::sync::watch::Sender::new(0),
             turns_consumer: Mutex::new(None),
         });
 
@@ -641,20 +644,87 @@ fn coalesce(events: Vec<TurnEvent>) -> Vec<TurnEvent> {
     out
 }
 
-/// Is the broker reachable? Read every 5 s for `/health`.
+/// Publish a turn record, keyed by its session.
+async fn publish(shared: &Shared, session_id: &str, payload: &[u8]) -> Result<(), KafkaError> {
+    let sent = shared
+        .producer
+        .send(
+            FutureRecord::to(&shared.turns_topic)
+                .key(session_id)
+                .payload(payload),
+            Duration::from_secs(5),
+        )
+        .await;
+    match sent {
+        Ok(_) => Ok(()),
+        Err((e, _)) => {
+            metrics::counter!("moltbot_bus_publish_errors_total").increment(1);
+            Err(e)
+        }
+    }
+}
+
+/// Create the turns topic and this replica's reply topic when they do not exist.
+async fn create_topics(
+    cfg: &BusConfig,
+    turns_topic: &str,
+    reply_topic: &str,
+) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .map_err(|e| format!("cannot create the admin client: {e}"))?;
+    let partitions = i32::try_from(cfg.partitions).unwrap_or(i32::MAX);
+    let topics = [
+        NewTopic::new(turns_topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(reply_topic, 1, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let created = admin
+        .create_topics(topics.iter(), &opts)
+        .await
+        .map_err(|e| format!("cannot create topics: {e}"))?;
+    for r in created {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(format!("cannot create topic {topic}: {code}")),
+        }
+    }
+    Ok(())
+}
+
+/// Which of our topics the broker no longer has, if any (a broker that restarted without
+/// its data). Blocking (a broker round trip).
+fn log_reset(shared: &Shared) -> Result<Option<String>, KafkaError> {
+    let client = shared.producer.client();
+    // All topics: asking for one by name could make a broker that auto-creates topics
+    // create it with its default layout.
+    let metadata = client.fetch_metadata(None, Duration::from_secs(3))?;
+    for name in [&shared.turns_topic, &shared.reply_topic] {
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name.as_str())
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty());
+        if found.is_none() {
+            return Ok(Some(format!("topic {name} is gone")));
+        }
+    }
+    Ok(None)
+}
+
+/// Is the broker reachable, and does it still have our topics? Checked every 2 s: `/health`
+/// reads the first; when the second fails (a broker restarted without its data), the
+/// topics are created again and callers publish their waiting turns again at once.
 async fn probe_loop(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), Failure> {
     loop {
         let probe = {
             let shared = shared.clone();
-            tokio::task::spawn_blocking(move || {
-                shared
-                    .producer
-                    .client()
-                    .fetch_metadata(Some(&shared.turns_topic), Duration::from_secs(3))
-                    .map(drop)
-            })
+            tokio::task::spawn_blocking(move || log_reset(&shared))
         };
-        let up = matches!(probe.await, Ok(Ok(())));
+        let (up, reset) = match probe.await {
+            Ok(Ok(reset)) => (true, reset),
+            _ => (false, None),
+        };
         let was = shared.broker_up.swap(up, Ordering::Relaxed);
         if was != up {
             if up {
@@ -663,8 +733,22 @@ async fn probe_loop(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), 
                 shared.note_error("broker unreachable", &shared.cfg.brokers);
             }
         }
+        if let Some(why) = reset {
+            let waiting = lock(&shared.pending).len();
+            tracing::warn!(
+                replica = %shared.replica,
+                waiting,
+                "bus: the broker lost its log ({why}); creating the topics again and \
+                 publishing the waiting turns again"
+            );
+            metrics::counter!("moltbot_bus_log_resets_total").increment(1);
+            match create_topics(&shared.cfg, &shared.turns_topic, &shared.reply_topic).await {
+                Ok(()) => shared.epoch.send_modify(|e| *e += 1),
+                Err(e) => shared.note_error("cannot recreate the topics", e),
+            }
+        }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
             () = stop.cancelled() => return Ok(()),
         }
     }
@@ -705,12 +789,14 @@ impl MessageBus for KafkaBus {
                 tx
             });
             let (done_tx, done_rx) = oneshot::channel();
+            let heard = Arc::new(tokio::sync::Notify::new());
             lock(&shared.pending).insert(
                 turn_id.clone(),
                 Pending {
                     events,
                     done: Some(done_tx),
                     run: None,
+                    heard: heard.clone(),
                 },
             );
             // However this ends, the caller stops waiting.
@@ -730,35 +816,79 @@ impl MessageBus for KafkaBus {
             };
             let payload = serde_json::to_vec(&record)
                 .map_err(|e| EngineError::Bus(format!("cannot encode the turn: {e}")))?;
+            // Subscribed before publishing, so a lost log noticed from now on counts.
+            let mut epoch = shared.epoch.subscribe();
             let sent = tokio::select! {
-                r = shared.producer.send(
-                    FutureRecord::to(&shared.turns_topic).key(&session_id).payload(&payload),
-                    Duration::from_secs(5),
-                ) => r,
+                r = publish(&shared, &session_id, &payload) => r,
                 () = cancel.cancelled() => return Err(ModelError::Cancelled.into()),
             };
-            if let Err((e, _)) = sent {
-                metrics::counter!("moltbot_bus_publish_errors_total").increment(1);
+            if let Err(e) = sent {
                 return Err(EngineError::Bus(format!("cannot publish the turn: {e}")));
             }
             shared.submitted.fetch_add(1, Ordering::Relaxed);
             let timeout = Duration::from_secs(shared.cfg.turn_timeout_secs);
-            tokio::select! {
-                r = done_rx => r.unwrap_or_else(|_| Err(EngineError::Bus("the reply was lost".into()))),
-                () = cancel.cancelled() => {
-                    let stop = TurnRecord::Cancel { turn_id: turn_id.clone() };
-                    if let Ok(payload) = serde_json::to_vec(&stop) {
-                        // Best effort: the turn also stops when its reply finds nobody.
-                        let _ = shared.producer.send_result(
-                            FutureRecord::to(&shared.turns_topic).key(&session_id).payload(&payload),
-                        );
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut done_rx = done_rx;
+            // A turn or its reply can be lost with a broker that restarts without what it
+            // had not yet written out, or without its topics. Then publish the turn again —
+            // at once when our topics were found gone, else after SILENCE without a word
+            // about it (its id makes a second run harmless: a stored reply is replayed) —
+            // and keep trying while publishing fails.
+            let mut again_at: Option<tokio::time::Instant> = None;
+            let mut silent_until = tokio::time::Instant::now() + SILENCE;
+            loop {
+                let again = async {
+                    match again_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
                     }
-                    Err(ModelError::Cancelled.into())
+                };
+                tokio::select! {
+                    r = &mut done_rx => {
+                        return r.unwrap_or_else(|_| Err(EngineError::Bus("the reply was lost".into())));
+                    }
+                    () = cancel.cancelled() => {
+                        let stop = TurnRecord::Cancel { turn_id: turn_id.clone() };
+                        if let Ok(payload) = serde_json::to_vec(&stop) {
+                            // Best effort: the turn also stops when its reply finds nobody.
+                            let _ = shared.producer.send_result(
+                                FutureRecord::to(&shared.turns_topic).key(&session_id).payload(&payload),
+                            );
+                        }
+                        return Err(ModelError::Cancelled.into());
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(EngineError::Bus(format!(
+                            "no replica answered the turn within {} s",
+                            timeout.as_secs()
+                        )));
+                    }
+                    changed = epoch.changed(), if again_at.is_none() => {
+                        if changed.is_ok() {
+                            again_at = Some(tokio::time::Instant::now());
+                        }
+                    }
+                    () = heard.notified() => {
+                        silent_until = tokio::time::Instant::now() + SILENCE;
+                    }
+                    () = tokio::time::sleep_until(silent_until), if again_at.is_none() => {
+                        silent_until = tokio::time::Instant::now() + SILENCE;
+                        again_at = Some(tokio::time::Instant::now());
+                    }
+                    () = again => {
+                        again_at = None;
+                        match publish(&shared, &session_id, &payload).await {
+                            Ok(()) => {
+                                metrics::counter!("moltbot_bus_republished_total").increment(1);
+                                tracing::info!(%turn_id, "bus: turn published again (its topic was recreated, or nothing was heard of it)");
+                            }
+                            Err(e) => {
+                                shared.note_error("cannot publish a turn again (retrying)", e);
+                                again_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                            }
+                        }
+                    }
                 }
-                () = tokio::time::sleep(timeout) => Err(EngineError::Bus(format!(
-                    "no replica answered the turn within {} s",
-                    timeout.as_secs()
-                ))),
             }
         })
     }

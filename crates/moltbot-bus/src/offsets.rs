@@ -32,8 +32,17 @@ impl Offsets {
         self.partitions.remove(&partition);
     }
 
-    /// An offset was read and starts running.
+    /// An offset was read and starts running. An offset below what was already committed,
+    /// without a new assignment, means the partition's log started over (a broker that lost
+    /// its data and recreated the topic): what was tracked belongs to the old log.
     pub fn start(&mut self, partition: i32, offset: i64) {
+        if self
+            .partitions
+            .get(&partition)
+            .is_some_and(|p| offset < p.committed)
+        {
+            self.partitions.remove(&partition);
+        }
         let p = self
             .partitions
             .entry(partition)
@@ -72,6 +81,19 @@ impl Offsets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_that_starts_over_is_tracked_afresh() {
+        let mut o = Offsets::default();
+        o.start(0, 500);
+        assert_eq!(o.finish(0, 500), Some(501));
+        // The broker lost the topic: the new log starts at 0 while 500 was committed.
+        o.start(0, 0);
+        o.start(0, 1);
+        assert_eq!(o.running(), 2);
+        assert_eq!(o.finish(0, 1), None, "offset 0 still runs");
+        assert_eq!(o.finish(0, 0), Some(2));
+    }
 
     #[test]
     fn commits_only_a_finished_prefix() {

@@ -274,6 +274,12 @@ impl Engine {
         self.inner.sessions.forget_idle();
     }
 
+    /// The hot session cache: `(sessions, limit, bytes, budget_bytes)`. Sessions a turn is
+    /// using are never evicted, so the size may pass the limit by the turns in flight.
+    pub fn session_cache_usage(&self) -> (usize, usize, usize, usize) {
+        self.inner.sessions.usage()
+    }
+
     pub fn router(&self) -> Option<Arc<DialogueRouter>> {
         self.inner
             .router

@@ -134,6 +134,16 @@ impl SessionMap {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Its size and bounds, for `/health`: `(sessions, limit, bytes, budget_bytes)`.
+    pub fn usage(&self) -> (usize, usize, usize, usize) {
+        (
+            self.len(),
+            self.capacity,
+            self.total_bytes(),
+            self.budget_bytes,
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -5,15 +5,13 @@
 //! `scripts/services.sh env`), so the outage disturbs no other test. It is frozen with
 //! SIGSTOP and thawed with SIGCONT: to the replicas that is a broker that went away and
 //! came back with its topics, offsets and groups intact, which is what a restart of a
-//! broker with durable storage looks like. (The tansu build on PyPI keeps everything in
-//! memory — its PostgreSQL and SQLite storage are not compiled in — so a real restart would
-//! also wipe the topics; that case is not tested.)
+//! broker with durable storage looks like. A real kill -9 and restart, on S3 storage, is
+//! `broker_restart.rs`.
 
 mod common;
 
 use common::{ask, settle, Setup};
 use moltbot_fakes::FakeOpenAi;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,54 +19,15 @@ use std::time::{Duration, Instant};
 const SESSIONS: usize = 8;
 const TURNS: usize = 6;
 
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        signal(&self.0, "CONT");
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {}", child.id());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
-    let Some(tansu) = std::env::var("MOLTBOT_TEST_TANSU_BIN")
-        .ok()
-        .filter(|b| !b.is_empty())
-    else {
-        eprintln!("skipping: set MOLTBOT_TEST_TANSU_BIN (scripts/services.sh env)");
-        return;
-    };
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker(
-        Command::new(tansu)
-            .arg("broker")
-            .args(["--listener-url", &format!("tcp://{addr}")])
-            .args(["--advertised-listener-url", &format!("tcp://{addr}")])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("tansu.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let Some(broker) = common::Broker::start(&addr, &dir.path().join("tansu.log")).await else {
+        eprintln!("skipping: set MOLTBOT_TEST_TANSU_BIN (scripts/services.sh env)");
+        return;
+    };
 
     let fake = FakeOpenAi::builder()
         .chunk_delay(Duration::from_millis(20))
@@ -110,7 +69,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
     while answered.load(Ordering::Relaxed) < total / 3 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    signal(&broker.0, "STOP");
+    broker.signal("STOP");
     let frozen_at = answered.load(Ordering::Relaxed);
     // While it is gone the replicas say so.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -125,7 +84,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    signal(&broker.0, "CONT");
+    broker.signal("CONT");
     for t in tasks {
         t.await.unwrap();
     }

@@ -28,10 +28,13 @@ async fn components(state: &AppState) -> (bool, bool, Value) {
     };
     let admission = &state.inner.admission;
     let limit = state.config().gateway.max_concurrent_turns;
+    let (cached, cache_limit, cached_bytes, cache_budget) = state.engine().session_cache_usage();
     let gateway = json!({
         "status": "ok",
         "turns_in_flight": limit - admission.available_permits(),
         "max_concurrent_turns": limit,
+        "session_cache": {"sessions": cached, "limit": cache_limit,
+            "bytes": cached_bytes, "budget_bytes": cache_budget},
     });
     // With a message bus, turns need it: a replica that cannot reach the broker is unready.
     let (bus, bus_ok) = match state.engine().bus() {

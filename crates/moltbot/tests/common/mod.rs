@@ -274,3 +274,103 @@ pub async fn assert_turns_stored_once(
         assert_eq!(got, want, "{session}{}", logs(dir));
     }
 }
+
+/// A tansu broker of the test's own, stopped when dropped.
+pub struct Broker {
+    pub child: Child,
+    pub addr: String,
+}
+
+/// Where a test broker keeps its log.
+#[derive(Clone)]
+pub enum Storage {
+    /// In memory: a restart loses everything.
+    Memory,
+    /// In a bucket of the S3 store at the URL (moto, `MOLTBOT_TEST_S3`): a restart keeps
+    /// what the broker had written out, as a Kafka broker's disk does.
+    S3 { url: String, bucket: String },
+}
+
+impl Broker {
+    /// Start tansu (`MOLTBOT_TEST_TANSU_BIN`) on `addr` with memory storage, logging to
+    /// `log`; waits until it accepts connections. `None` when the variable is not set.
+    pub async fn start(addr: &str, log: &Path) -> Option<Broker> {
+        Self::start_with(addr, log, &Storage::Memory).await
+    }
+
+    pub async fn start_with(addr: &str, log: &Path, storage: &Storage) -> Option<Broker> {
+        let bin = std::env::var("MOLTBOT_TEST_TANSU_BIN")
+            .ok()
+            .filter(|b| !b.is_empty())?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("broker")
+            .args(["--listener-url", &format!("tcp://{addr}")])
+            .args(["--advertised-listener-url", &format!("tcp://{addr}")]);
+        match storage {
+            Storage::Memory => {
+                cmd.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Storage::S3 { url, bucket } => {
+                // moto takes any credentials; tansu's object store needs some.
+                cmd.args(["--storage-engine", &format!("s3://{bucket}/")])
+                    .env("AWS_ENDPOINT", url)
+                    .env("AWS_ACCESS_KEY_ID", "moltbot-test")
+                    .env("AWS_SECRET_ACCESS_KEY", "moltbot-test")
+                    .env("AWS_DEFAULT_REGION", "us-east-1")
+                    .env("AWS_ALLOW_HTTP", "true");
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on {addr}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Some(Broker {
+            child,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// A fresh bucket in the test S3 store (`MOLTBOT_TEST_S3`), or `None` without one.
+    pub async fn s3_bucket(prefix: &str) -> Option<Storage> {
+        let url = std::env::var("MOLTBOT_TEST_S3")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let bucket = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let r = reqwest::Client::new()
+            .put(format!("{url}/{bucket}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("the S3 store at {url} does not answer: {e}"));
+        assert!(
+            r.status().is_success(),
+            "cannot create bucket {bucket}: {}",
+            r.status()
+        );
+        Some(Storage::S3 { url, bucket })
+    }
+
+    /// Send the broker a signal (`STOP`, `CONT`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {}", self.child.id());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

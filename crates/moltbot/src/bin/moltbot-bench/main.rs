@@ -16,6 +16,7 @@
 //!   200, report the elapsed time and the process's RSS after it settles, then stop it.
 
 mod generate;
+mod mixed;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::{SinkExt, StreamExt};
@@ -56,6 +57,11 @@ enum Cmd {
         /// the store the way many users do.
         #[arg(long, default_value_t = 0)]
         session_turns: usize,
+        /// Mixed dialogue workloads instead of one short turn at a time: step weights such
+        /// as `short:60,long:15,multi:20,batch:5` (with `--mode http`, `ws` or `both`;
+        /// `--session-turns` is then the length of a `multi` session, 12 when unset).
+        #[arg(long)]
+        mix: Option<String>,
         #[arg(long, env = "MOLTBOT_GATEWAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Print one JSON object instead of text.
@@ -147,6 +153,8 @@ enum Mode {
     Http,
     Openai,
     Ws,
+    /// Half the clients over HTTP, half over the WebSocket.
+    Both,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -162,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             warmup,
             mode,
             session_turns,
+            mix,
             token,
             json,
         } => rt.block_on(load(
@@ -172,6 +181,7 @@ fn main() -> anyhow::Result<()> {
                 warmup,
                 sessions: Sessions::new(session_turns),
                 mode,
+                mix,
                 token,
             },
             json,
@@ -384,6 +394,7 @@ struct LoadSpec {
     warmup: usize,
     sessions: Sessions,
     mode: Mode,
+    mix: Option<String>,
     token: Option<String>,
 }
 
@@ -395,8 +406,19 @@ async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
         warmup,
         sessions,
         mode,
+        mix,
         token,
     } = spec;
+    let mix = match mix {
+        Some(m) => {
+            anyhow::ensure!(
+                mode != Mode::Openai,
+                "--mix drives chat sessions: use --mode http, ws or both, not openai"
+            );
+            Some((mixed::Mix::parse(&m)?, m))
+        }
+        None => None,
+    };
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients.max(1))
         .tcp_nodelay(true)
@@ -420,9 +442,29 @@ async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
         .filter(|u| !u.is_empty())
         .collect();
     anyhow::ensure!(!urls.is_empty(), "--url names no gateway");
+    let t_session_turns = target.sessions.every;
+    let mut mixed_tasks = Vec::new();
     for id in 0..clients {
         let mut t = target.clone();
         t.url = urls[id % urls.len()].clone();
+        if t.mode == Mode::Both {
+            t.mode = if id % 2 == 0 { Mode::Http } else { Mode::Ws };
+        }
+        if let Some((m, _)) = &mix {
+            let m = m.clone();
+            let b = barrier.clone();
+            let s = started.clone();
+            mixed_tasks.push(tokio::spawn(async move {
+                // Connections are set up before the clock starts, as in the plain load.
+                let ready = async move {
+                    b.wait().await;
+                    s.get_or_init(Instant::now);
+                };
+                let h = mixed::client(t, id, turns, &m, t_session_turns, ready).await?;
+                anyhow::Ok((h, Instant::now()))
+            }));
+            continue;
+        }
         let b = barrier.clone();
         let s = started.clone();
         tasks.push(tokio::spawn(async move {
@@ -452,6 +494,42 @@ async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
             anyhow::Ok((hist, Instant::now()))
         }));
     }
+    if let Some((_, spec)) = &mix {
+        let (mut hists, mut end) = (Vec::new(), None::<Instant>);
+        for t in mixed_tasks {
+            let (h, done) = t.await??;
+            hists.push(h);
+            end = Some(end.map_or(done, |e: Instant| e.max(done)));
+        }
+        let begin = *started
+            .get()
+            .ok_or_else(|| anyhow::anyhow!("no client started"))?;
+        let wall = end.unwrap_or(begin).duration_since(begin).as_secs_f64();
+        let report = mixed::report(hists, clients, wall, spec)?;
+        if as_json {
+            println!("{report}");
+        } else {
+            println!(
+                "{clients} clients, mix {spec}: {:.0} turns/s  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
+                report["turns_per_sec"].as_f64().unwrap_or(0.0),
+                report["p50_ms"].as_f64().unwrap_or(0.0),
+                report["p95_ms"].as_f64().unwrap_or(0.0),
+                report["p99_ms"].as_f64().unwrap_or(0.0),
+            );
+            for r in report["by_kind"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<6} {:<4} {:>6} turns  p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
+                    r["kind"].as_str().unwrap_or(""),
+                    r["transport"].as_str().unwrap_or(""),
+                    r["turns"],
+                    r["p50_ms"].as_f64().unwrap_or(0.0),
+                    r["p95_ms"].as_f64().unwrap_or(0.0),
+                    r["p99_ms"].as_f64().unwrap_or(0.0),
+                );
+            }
+        }
+        return Ok(());
+    }
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut end = None::<Instant>;
     for t in tasks {
@@ -466,7 +544,9 @@ async fn load(spec: LoadSpec, as_json: bool) -> anyhow::Result<()> {
     let total = (clients * turns) as f64;
     let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     let report = json!({
-        "mode": match mode { Mode::Http => "http", Mode::Openai => "openai", Mode::Ws => "ws" },
+        "mode": match mode {
+            Mode::Http => "http", Mode::Openai => "openai", Mode::Ws => "ws", Mode::Both => "both",
+        },
         "clients": clients, "turns": total, "seconds": wall,
         "turns_per_sec": total / wall,
         "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99), "max_ms": all.max() as f64 / 1000.0,
