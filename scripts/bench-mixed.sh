@@ -20,7 +20,7 @@ MIX=${BENCH_MIX:-short:60,long:15,multi:20,batch:5}
 NGINX=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null || true)
 [ -n "$NGINX" ] || { echo "nginx is needed (scripts/setup-deps.sh --test)" >&2; exit 2; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
-cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
 BIN=$CARGO_TARGET_DIR/release/moltbot
 BENCH=$CARGO_TARGET_DIR/release/moltbot-bench
 MOCK_PORT=18983

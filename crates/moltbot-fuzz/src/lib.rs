@@ -430,8 +430,11 @@ pub fn skill(data: &[u8]) {
     }
 }
 
-/// Fuzz target: a GGUF model file, opened as the local provider opens it (llama.cpp). The
-/// file must be refused with an error, never crash the process.
+/// Fuzz target: a GGUF model file, opened as the local provider opens it (llama.cpp). It
+/// finds inputs that make llama.cpp abort the process (a `GGML_ASSERT`, such as a layer
+/// count past its limit); the gateway survives those by loading a model file in a child
+/// process first (`moltbot models check`), so this target is for finding them, under
+/// libFuzzer.
 pub fn gguf(data: &[u8]) {
     let (_dir, path) = temp_file("model.gguf", data);
     let cfg = moltbot_core::config::LocalModelConfig {

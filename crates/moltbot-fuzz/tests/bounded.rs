@@ -96,8 +96,8 @@ fn skill_files() {
 }
 
 #[test]
-#[ignore = "llama.cpp aborts the process on some malformed GGUF headers (GGML_ASSERT on \
-            block_count); see docs/ROADMAP.md"]
+#[ignore = "in process, llama.cpp aborts on some malformed GGUF files (GGML_ASSERT); the \
+            gateway reads a file in a child process first (tests/bad_model.rs in moltbot)"]
 fn gguf_files() {
     run("gguf", mutants(1500), 64 * 1024);
 }

@@ -352,6 +352,13 @@ pub enum ModelsCommand {
     Fetch,
     /// List models in the cache.
     List,
+    /// Check that llama.cpp can load a GGUF file (as the gateway would). The gateway
+    /// runs this in a child process before loading a model in its own, because llama.cpp
+    /// aborts the whole process on some malformed files.
+    Check {
+        /// The GGUF file.
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -62,9 +62,44 @@ fn build_local(
     } else {
         cfg.local.threads
     };
+    check_in_child(&path)?;
     let model = moltbot_models::providers::local::LocalModel::load(&path, &cfg.local, threads)
         .with_context(|| format!("loading {}", path.display()))?;
     Ok(Arc::new(model))
+}
+
+/// llama.cpp aborts the whole process (`GGML_ASSERT`) on some malformed GGUF files instead
+/// of returning an error — the GGUF fuzz target found a layer count past its limit. A file is
+/// therefore loaded first by a child process (`moltbot models check`, weights
+/// memory-mapped); if the child fails or dies, the file is refused with the child's last
+/// words and this process (a running gateway, during a hot swap) lives on.
+#[cfg(feature = "local")]
+fn check_in_child(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().context("cannot find the moltbot executable")?;
+    let out = std::process::Command::new(exe)
+        .args(["models", "check"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run `moltbot models check`")?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr
+        .lines()
+        .find(|l| l.contains("GGML_ASSERT"))
+        .or_else(|| stderr.lines().rfind(|l| l.starts_with("error")))
+        .unwrap_or("")
+        .trim();
+    match out.status.signal() {
+        Some(sig) => anyhow::bail!(
+            "llama.cpp crashed (signal {sig}) reading {}: {said}; the file is malformed",
+            path.display()
+        ),
+        None => anyhow::bail!("{} cannot be loaded: {said}", path.display()),
+    }
 }
 
 #[cfg(not(feature = "local"))]

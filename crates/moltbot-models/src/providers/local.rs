@@ -189,6 +189,30 @@ impl std::fmt::Debug for LocalModel {
     }
 }
 
+/// Load `path` with llama.cpp as [`LocalModel::load`] does (weights memory-mapped, no
+/// context), then drop it: an error when llama.cpp refuses the file. llama.cpp *aborts the
+/// process* on some malformed files instead of returning an error (a `GGML_ASSERT` on the
+/// layer count, found by the GGUF fuzz target), so callers that must survive a bad file run
+/// this in a child process first (`moltbot models check`). A vocabulary-only load is not
+/// enough: it stops before the assert that the fuzzer hit.
+pub fn check_file(path: &Path) -> Result<(), ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::Unavailable(format!(
+            "model file {} does not exist",
+            path.display()
+        )));
+    }
+    let backend = backend()?;
+    LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map(drop)
+        .map_err(|e| {
+            ModelError::Unavailable(format!(
+                "llama.cpp cannot read {} ({e}); is it a GGUF file?",
+                path.display()
+            ))
+        })
+}
+
 impl LocalModel {
     /// Load `path` and start its worker thread.
     ///

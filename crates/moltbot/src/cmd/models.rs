@@ -38,6 +38,26 @@ pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result
                 );
             }
         }
+        ModelsCommand::Check { path } => return check(&path),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "local")]
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    match moltbot_models::providers::local::check_file(path) {
+        Ok(()) => {
+            println!("ok: llama.cpp reads {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(not(feature = "local"))]
+fn check(_path: &Path) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("this moltbot was built without the `local` feature")
 }
