@@ -22,39 +22,6 @@ bash scripts/services.sh start tansu
 BROKERS=$(bash scripts/services.sh env | sed -n 's/^MOLTBOT_TEST_KAFKA=//p')
 PREFIX=bench$(date +%s)
 
-# start_gw PORT NAME [kafka]: a gateway in the background, its pid in `pids`.
-start_gw() {
-  local port=$1 name=$2 bus=${3:-}
-  if [ "$bus" = kafka ]; then
-    MOLTBOT_BUS__KIND=kafka MOLTBOT_BUS__BROKERS=$BROKERS MOLTBOT_BUS__TOPIC_PREFIX=$PREFIX \
-      MOLTBOT_BUS__GROUP_ID=$PREFIX-group MOLTBOT_BUS__REPLICA_ID=$name \
-      MOLTBOT_BUS__SESSION_TIMEOUT_MS=6000 MOLTBOT_BUS__TURN_TIMEOUT_SECS=60 \
-      "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
-  else
-    "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
-  fi
-  pids+=($!)
-  for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.05; done
-  echo "gateway $name did not start:" >&2; tail -20 "$WORK/$name.log" >&2; return 1
-}
-
-# settle PORT...: wait until the replicas own all 12 partitions between them, each some.
-settle() {
-  for _ in $(seq 1 600); do
-    local owned=()
-    for p in "$@"; do
-      owned+=("$(curl -fs "http://127.0.0.1:$p/health" | python3 -c \
-        'import json,sys; print(len(json.load(sys.stdin)["components"]["bus"]["detail"]["partitions"]))' 2>/dev/null || echo 0)")
-    done
-    local sum=0 zero=0
-    for n in "${owned[@]}"; do sum=$((sum + n)); [ "$n" -eq 0 ] && zero=1; done
-    # Then a few seconds more: a join still in flight would move partitions mid-load.
-    if [ "$sum" -eq 12 ] && [ "$zero" -eq 0 ]; then sleep 5; return 0; fi
-    sleep 0.25
-  done
-  echo "the consumer group did not settle" >&2; return 1
-}
-
 stop_all() { for p in "${pids[@]:1}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; pids=("${pids[0]}"); }
 
 run() {

@@ -27,40 +27,10 @@ MOCK_PORT=18983
 source scripts/bench-mock-env.sh
 bash scripts/services.sh start all >&2
 eval "$(bash scripts/services.sh env | sed 's/^/export /')"
+BROKERS=$MOLTBOT_TEST_KAFKA
 PREFIX=mixed$(date +%s)
 export MOLTBOT_GATEWAY__MAX_CONCURRENT_TURNS=1024
 export MOLTBOT_UNDERSTANDING__ENCODER=${BENCH_ENCODER:-none}
-
-# start_gw PORT NAME [kafka]: a gateway in the background, its pid in `pids`.
-start_gw() {
-  local port=$1 name=$2 bus=${3:-}
-  if [ "$bus" = kafka ]; then
-    MOLTBOT_BUS__KIND=kafka MOLTBOT_BUS__BROKERS=$MOLTBOT_TEST_KAFKA \
-      MOLTBOT_BUS__TOPIC_PREFIX=$PREFIX MOLTBOT_BUS__GROUP_ID=$PREFIX-group \
-      MOLTBOT_BUS__REPLICA_ID=$name MOLTBOT_BUS__SESSION_TIMEOUT_MS=6000 \
-      MOLTBOT_BUS__TURN_TIMEOUT_SECS=60 "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
-  else
-    "$BIN" gateway --port "$port" 2>"$WORK/$name.log" &
-  fi
-  pids+=($!)
-  for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && return 0; sleep 0.05; done
-  echo "gateway $name did not start:" >&2; tail -20 "$WORK/$name.log" >&2; return 1
-}
-
-# settle PORT...: the replicas own all 12 partitions between them, each some; then 5 s more.
-settle() {
-  for _ in $(seq 1 600); do
-    local sum=0 zero=0 n
-    for p in "$@"; do
-      n=$(curl -fs "http://127.0.0.1:$p/health" | python3 -c \
-        'import json,sys; print(len(json.load(sys.stdin)["components"]["bus"]["detail"]["partitions"]))' 2>/dev/null || echo 0)
-      sum=$((sum + n)); [ "$n" -eq 0 ] && zero=1
-    done
-    if [ "$sum" -eq 12 ] && [ "$zero" -eq 0 ]; then sleep 5; return 0; fi
-    sleep 0.25
-  done
-  echo "the consumer group did not settle" >&2; return 1
-}
 
 # nginx_up LISTEN_PORT UPSTREAM_PORT...: the shipped site file with loopback upstreams and a
 # plain-HTTP listener (TLS lines dropped), in a minimal main config of its own.

@@ -10,8 +10,7 @@
 
 mod common;
 
-use common::{ask, settle, Setup};
-use moltbot_fakes::FakeOpenAi;
+use common::{ask, Pair};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,27 +28,17 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
         return;
     };
 
-    let fake = FakeOpenAi::builder()
-        .chunk_delay(Duration::from_millis(20))
-        .start()
-        .await;
-    let openai = fake.base_url();
-    let data = dir.path().join("shared");
-    let setup = Setup {
-        brokers: &addr,
-        prefix: "outage",
-        data: &data,
-        openai: &openai,
-        pg: common::pg_from_env(),
-    };
-    let replicas = common::start_replicas(&setup, &["b0", "b1"], dir.path());
-    let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
-    let client = reqwest::Client::builder()
+    let pair = Pair::start(
+        &addr,
+        "outage",
+        &["b0", "b1"],
+        Duration::from_millis(20),
         // A turn lost with the broker is retried (same idempotency key) after this long.
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    settle(&client, &ports, "two replicas joining", dir.path()).await;
+        Duration::from_secs(20),
+        dir.path(),
+    )
+    .await;
+    let (replicas, ports, client) = (&pair.replicas, &pair.ports, &pair.client);
 
     let targets: Vec<_> = replicas.iter().map(|r| (r.port, r.alive.clone())).collect();
     let answered = Arc::new(AtomicUsize::new(0));
@@ -74,7 +63,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
     // While it is gone the replicas say so.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let h = common::health(&client, ports[0]).await;
+        let h = common::health(client, ports[0]).await;
         if h.as_ref()
             .is_some_and(|h| h["components"]["bus"]["status"] == "down")
         {
@@ -91,8 +80,8 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
     eprintln!("broker frozen after {frozen_at}/{total} turns; all answered");
     assert!(frozen_at < total, "the outage landed before the load ended");
 
-    let store = setup.store().await;
+    let store = pair.setup().store().await;
     common::assert_turns_stored_once(&store, "outage-", SESSIONS, TURNS, dir.path()).await;
-    let h = common::health(&client, ports[0]).await.unwrap();
+    let h = common::health(client, ports[0]).await.unwrap();
     assert_eq!(h["components"]["bus"]["status"], "ok", "{h}");
 }

@@ -374,3 +374,63 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// Two replicas on the broker at `addr`, sharing a store (PostgreSQL when
+/// `MOLTBOT_TEST_POSTGRES` is set, else one SQLite file), answered by the fake model
+/// streaming a chunk every `chunk_delay`; ready once they own the partitions between them.
+pub struct Pair {
+    pub fake: moltbot_fakes::FakeOpenAi,
+    pub replicas: Vec<Replica>,
+    pub ports: Vec<u16>,
+    /// A client whose requests give up after `client_timeout`.
+    pub client: reqwest::Client,
+    addr: String,
+    prefix: String,
+    openai: String,
+    data: std::path::PathBuf,
+    pg: Option<(String, String)>,
+}
+
+impl Pair {
+    pub async fn start(
+        addr: &str,
+        prefix: &str,
+        names: &[&str],
+        chunk_delay: Duration,
+        client_timeout: Duration,
+        dir: &Path,
+    ) -> Pair {
+        let fake = moltbot_fakes::FakeOpenAi::builder()
+            .chunk_delay(chunk_delay)
+            .start()
+            .await;
+        let mut pair = Pair {
+            openai: fake.base_url(),
+            fake,
+            replicas: Vec::new(),
+            ports: Vec::new(),
+            client: reqwest::Client::builder()
+                .timeout(client_timeout)
+                .build()
+                .unwrap(),
+            addr: addr.to_string(),
+            prefix: prefix.to_string(),
+            data: dir.join("shared"),
+            pg: pg_from_env(),
+        };
+        pair.replicas = start_replicas(&pair.setup(), names, dir);
+        pair.ports = pair.replicas.iter().map(|r| r.port).collect();
+        settle(&pair.client, &pair.ports, "replicas joining", dir).await;
+        pair
+    }
+
+    pub fn setup(&self) -> Setup<'_> {
+        Setup {
+            brokers: &self.addr,
+            prefix: &self.prefix,
+            data: &self.data,
+            openai: &self.openai,
+            pg: self.pg.clone(),
+        }
+    }
+}
