@@ -10,7 +10,8 @@
 #
 # Writes bench/soak/rss-<date>.csv (seconds, RSS, turns done, the session cache's size and
 # bounds from /health) and prints the RSS after the
-# warm-up (the first fifth of the run, at least 2 min), at the end, the growth between them
+# warm-up (the first fifth of the run, at least 2 min) and over the last 3 minutes (medians
+# of 3 minutes of samples each), the growth between them, the median of each 5 minutes
 # and the turns/s of each load round. Exits 1 when RSS grew by 5 % or more after warm-up,
 # or when the session cache held more than its bounds allow.
 set -euo pipefail
@@ -98,13 +99,22 @@ print(f"session cache: at most {most} sessions (limit {limit}), "
 cache_ok = most <= limit + in_flight and most_bytes <= budget
 total = int(sys.argv[2]) * 60
 warm = max(120, total // 5)
-after = [kib for s, kib in rows if warm <= s < warm + 60]
-end = [kib for s, kib in rows[-3:]]
+# RSS swings by ±10 % between samples (load rounds start and end), so each side is the
+# median of three minutes of samples: right after the warm-up, and the last three minutes.
+last = rows[-1][0]
+after = [kib for s, kib in rows if warm <= s < warm + 180]
+end = [kib for s, kib in rows if s > last - 180]
 if not after or not end:
     sys.exit(f"too few samples in {sys.argv[1]}")
 a, e = statistics.median(after), statistics.median(end)
 growth = (e - a) / a * 100
 print(f"samples: {len(rows)} in {rows[-1][0]} s ({sys.argv[1]})")
+curve = []
+for lo in range(0, last, 300):
+    w = [kib for s, kib in rows if lo <= s < lo + 300]
+    if w:
+        curve.append(f"{statistics.median(w) / 1024:.0f}")
+print("RSS median per 5 min (MiB): " + " / ".join(curve))
 print(f"RSS after warm-up ({warm} s): {a / 1024:.1f} MiB; at the end: {e / 1024:.1f} MiB; "
       f"growth {growth:+.2f} %; peak {max(k for _, k in rows) / 1024:.1f} MiB")
 if not cache_ok:

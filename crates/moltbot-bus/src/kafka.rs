@@ -350,7 +350,7 @@ impl KafkaBus {
             // Only reached when the topic's log started over (a broker that lost its data):
             // everything in the new log is new.
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
             .create()
             .map_err(|e| err(format!("cannot create the reply consumer: {e}")))?;
         let topic = reply_topic.clone();
@@ -403,7 +403,7 @@ impl KafkaBus {
                 "heartbeat.interval.ms",
                 (cfg.session_timeout_ms / 5).max(100).to_string(),
             )
-            .set("fetch.wait.max.ms", "10")
+            .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
             .create_with_context(TurnsContext {
                 shared: Arc::downgrade(&shared),
             })
@@ -478,7 +478,10 @@ async fn reply_loop(
             Ok(m) => {
                 let Some(payload) = m.payload() else { continue };
                 match serde_json::from_slice::<ReplyRecord>(payload) {
-                    Ok(rec) => shared.deliver(rec),
+                    Ok(rec) => {
+                        tracing::debug!(offset = m.offset(), turn_id = %rec.turn_id, run = %rec.run, "bus: reply record read");
+                        shared.deliver(rec);
+                    }
                     Err(e) => shared.note_error("unreadable reply record", e),
                 }
             }
@@ -522,6 +525,7 @@ async fn turn_loop(
         lock(&shared.offsets).start(partition, offset);
         match record {
             Some(Ok(TurnRecord::Turn { turn, reply_to })) => {
+                tracing::debug!(partition, offset, turn_id = ?turn.turn_id, "bus: turn read");
                 let session = turn.session_id.clone();
                 let job = Job {
                     turn: *turn,
@@ -624,10 +628,11 @@ async fn run_job(shared: Arc<Shared>, job: Job, stop: CancellationToken) {
         },
     };
     metrics::histogram!("moltbot_bus_turn_seconds").record(started.elapsed().as_secs_f64());
-    if shared
+    let sent = shared
         .send_final(&job.reply_to, &turn_id, &run, body, &stop)
-        .await
-    {
+        .await;
+    tracing::debug!(%turn_id, %run, sent, "bus: turn finished");
+    if sent {
         shared.finish_offset(job.partition, job.offset);
     }
 }
@@ -656,7 +661,15 @@ async fn publish(shared: &Shared, session_id: &str, payload: &[u8]) -> Result<()
         )
         .await;
     match sent {
-        Ok(_) => Ok(()),
+        Ok(delivery) => {
+            tracing::debug!(
+                session_id,
+                partition = delivery.partition,
+                offset = delivery.offset,
+                "bus: turn record published"
+            );
+            Ok(())
+        }
         Err((e, _)) => {
             metrics::counter!("moltbot_bus_publish_errors_total").increment(1);
             Err(e)

@@ -119,42 +119,5 @@ mod tests {
         o.start(3, 5);
         assert_eq!(o.finish(3, 5), Some(6));
     }
-
-    /// Random interleavings against a model: the commit position never passes an
-    /// unfinished offset and reaches the end once all are finished.
-    #[test]
-    fn never_commits_past_a_running_offset() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..200 {
-            let mut o = Offsets::default();
-            let n = (rand() % 40 + 1) as i64;
-            let base = (rand() % 1000) as i64;
-            let mut open: Vec<i64> = Vec::new();
-            let mut read = 0;
-            let mut position = base;
-            while read < n || !open.is_empty() {
-                if read < n && (open.is_empty() || rand() % 2 == 0) {
-                    o.start(1, base + read);
-                    open.push(base + read);
-                    read += 1;
-                } else {
-                    let i = (rand() as usize) % open.len();
-                    let off = open.swap_remove(i);
-                    if let Some(p) = o.finish(1, off) {
-                        assert!(p > position);
-                        position = p;
-                    }
-                    let lowest_open = open.iter().min().copied().unwrap_or(base + read);
-                    assert!(position <= lowest_open, "committed past a running offset");
-                }
-            }
-            assert_eq!(position, base + n);
-        }
-    }
+    // Random interleavings: tests/properties.rs.
 }

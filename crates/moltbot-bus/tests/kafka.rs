@@ -48,6 +48,7 @@ fn bus_config(brokers: &str, prefix: &str, replica: &str, partitions: u32) -> Bu
         turn_timeout_secs: 240,
         max_in_flight: 64,
         session_timeout_ms: 6_000,
+        fetch_wait_ms: 10,
     }
 }
 

@@ -324,6 +324,12 @@ pub struct BusConfig {
     /// How fast a dead replica's partitions move to the others (Kafka's consumer session
     /// timeout).
     pub session_timeout_ms: u32,
+    /// How long a fetch may wait at the broker for new records (Kafka's
+    /// `fetch.wait.max.ms`). A Kafka broker answers as soon as records arrive, so a larger
+    /// value only saves idle round trips; a broker that waits the whole time (tansu) adds up
+    /// to this much latency per hop, while a small value costs a fetch per partition this
+    /// often (a storage engine behind the broker, such as S3, may not keep up).
+    pub fetch_wait_ms: u32,
 }
 
 impl Default for BusConfig {
@@ -338,6 +344,7 @@ impl Default for BusConfig {
             turn_timeout_secs: 300,
             max_in_flight: 256,
             session_timeout_ms: 10_000,
+            fetch_wait_ms: 10,
         }
     }
 }
@@ -497,6 +504,12 @@ impl Config {
                 return bad(format!(
                     "bus.max_in_flight must be between 1 and 100000, got {}",
                     self.bus.max_in_flight
+                ));
+            }
+            if self.bus.fetch_wait_ms > 300_000 {
+                return bad(format!(
+                    "bus.fetch_wait_ms must be at most 300000 (5 minutes), got {}",
+                    self.bus.fetch_wait_ms
                 ));
             }
             let id = self.bus.resolved_replica_id();

@@ -174,6 +174,7 @@ async fn three_replicas_behind_nginx_serve_http_sse_and_websocket() {
         data: &data,
         openai: &openai,
         pg: Some(pg),
+        fetch_wait_ms: None,
     };
     let replicas = common::start_replicas(&setup, &["n0", "n1", "n2"], dir.path());
     let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();

@@ -55,9 +55,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
         }));
     }
     let total = SESSIONS * TURNS;
-    while answered.load(Ordering::Relaxed) < total / 3 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_count(&answered, total / 3, Duration::from_secs(120), dir.path()).await;
     broker.signal("STOP");
     let frozen_at = answered.load(Ordering::Relaxed);
     // While it is gone the replicas say so.

@@ -48,6 +48,7 @@ async fn three_replicas_lose_and_double_nothing_when_one_is_killed() {
         data: &data,
         openai: &openai,
         pg,
+        fetch_wait_ms: None,
     };
     let mut replicas = common::start_replicas(&setup, &["r0", "r1", "r2"], dir.path());
     let client = reqwest::Client::builder()

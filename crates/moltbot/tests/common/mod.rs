@@ -41,6 +41,8 @@ pub struct Setup<'a> {
     pub openai: &'a str,
     /// PostgreSQL URL and schema, when the replicas share PostgreSQL.
     pub pg: Option<(String, String)>,
+    /// `bus.fetch_wait_ms` when not the default (a broker on slow storage).
+    pub fetch_wait_ms: Option<u32>,
 }
 
 impl Setup<'_> {
@@ -93,7 +95,14 @@ pub fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
         .env("MOLTBOT_BUS__REPLICA_ID", name)
         .env("MOLTBOT_BUS__PARTITIONS", PARTITIONS.to_string())
         .env("MOLTBOT_BUS__SESSION_TIMEOUT_MS", "6000")
-        .env("MOLTBOT_LOG__LEVEL", "info")
+        .env(
+            "MOLTBOT_BUS__FETCH_WAIT_MS",
+            s.fetch_wait_ms.unwrap_or(10).to_string(),
+        )
+        .env(
+            "MOLTBOT_LOG__LEVEL",
+            std::env::var("MOLTBOT_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .arg("gateway")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -128,9 +137,26 @@ pub async fn owned(client: &reqwest::Client, ports: &[u16]) -> Vec<usize> {
     out
 }
 
-/// The last lines of each replica's log, for failure messages.
+/// The last lines of each replica's log, for failure messages. With `MOLTBOT_TEST_KEEP`
+/// set to a folder, the whole test folder (every log) is also copied there.
 pub fn logs(dir: &Path) -> String {
     let mut out = String::new();
+    if let Some(keep) = std::env::var_os("MOLTBOT_TEST_KEEP") {
+        let to = Path::new(&keep).join(format!(
+            "{}-{}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        for f in walk(dir) {
+            let rel = f.strip_prefix(dir).unwrap();
+            if f.extension().is_some_and(|e| e == "log") {
+                let dest = to.join(rel);
+                std::fs::create_dir_all(dest.parent().unwrap()).ok();
+                std::fs::copy(&f, &dest).ok();
+            }
+        }
+        out.push_str(&format!("\n(logs kept in {})", to.display()));
+    }
     for entry in walk(dir) {
         if entry.file_name().is_some_and(|n| n == "gateway.log") {
             let text = std::fs::read_to_string(&entry).unwrap_or_default();
@@ -156,6 +182,25 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Wait until `count` reaches `n`; fails the test with the replicas' logs after `within`.
+pub async fn wait_count(
+    count: &std::sync::atomic::AtomicUsize,
+    n: usize,
+    within: Duration,
+    dir: &Path,
+) {
+    let deadline = Instant::now() + within;
+    while count.load(std::sync::atomic::Ordering::Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} turns answered in {within:?}{}",
+            count.load(std::sync::atomic::Ordering::Relaxed),
+            logs(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Wait until the live replicas own every partition between them, each some.
@@ -389,6 +434,7 @@ pub struct Pair {
     openai: String,
     data: std::path::PathBuf,
     pg: Option<(String, String)>,
+    fetch_wait_ms: Option<u32>,
 }
 
 impl Pair {
@@ -399,6 +445,19 @@ impl Pair {
         chunk_delay: Duration,
         client_timeout: Duration,
         dir: &Path,
+    ) -> Pair {
+        Self::start_with(addr, prefix, names, chunk_delay, client_timeout, dir, None).await
+    }
+
+    /// As `start`, with `bus.fetch_wait_ms` set for the replicas.
+    pub async fn start_with(
+        addr: &str,
+        prefix: &str,
+        names: &[&str],
+        chunk_delay: Duration,
+        client_timeout: Duration,
+        dir: &Path,
+        fetch_wait_ms: Option<u32>,
     ) -> Pair {
         let fake = moltbot_fakes::FakeOpenAi::builder()
             .chunk_delay(chunk_delay)
@@ -417,6 +476,7 @@ impl Pair {
             prefix: prefix.to_string(),
             data: dir.join("shared"),
             pg: pg_from_env(),
+            fetch_wait_ms,
         };
         pair.replicas = start_replicas(&pair.setup(), names, dir);
         pair.ports = pair.replicas.iter().map(|r| r.port).collect();
@@ -431,6 +491,7 @@ impl Pair {
             data: &self.data,
             openai: &self.openai,
             pg: self.pg.clone(),
+            fetch_wait_ms: self.fetch_wait_ms,
         }
     }
 }
