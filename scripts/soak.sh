@@ -11,8 +11,9 @@
 # Writes bench/soak/rss-<date>.csv (seconds, RSS, turns done, the session cache's size and
 # bounds from /health) and prints the RSS after the
 # warm-up (the first fifth of the run, at least 2 min) and over the last 3 minutes (medians
-# of 3 minutes of samples each), the growth between them, the median of each 5 minutes
-# and the turns/s of each load round. Exits 1 when RSS grew by 5 % or more after warm-up,
+# of 3 minutes of samples each), the growth between them, the median of each 5 minutes,
+# the trend of a line fitted through the samples after the warm-up, and the turns/s of each
+# load round. Exits 1 when RSS grew by 5 % or more after warm-up (by either measure),
 # or when the session cache held more than its bounds allow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,7 +118,16 @@ for lo in range(0, last, 300):
 print("RSS median per 5 min (MiB): " + " / ".join(curve))
 print(f"RSS after warm-up ({warm} s): {a / 1024:.1f} MiB; at the end: {e / 1024:.1f} MiB; "
       f"growth {growth:+.2f} %; peak {max(k for _, k in rows) / 1024:.1f} MiB")
+# The trend too: a least-squares line through every sample after the warm-up, as growth
+# over that span relative to its mean (a steady leak shows here even when the two
+# windows happen to land on a low and a high).
+xs = [s for s, _ in rows if s >= warm]
+ys = [kib for s, kib in rows if s >= warm]
+mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / max(1e-9, sum((x - mx) ** 2 for x in xs))
+trend = slope * (xs[-1] - xs[0]) / my * 100
+print(f"trend after warm-up: {slope * 60 / 1024:+.3f} MiB/min, {trend:+.2f} % over {xs[-1] - xs[0]} s")
 if not cache_ok:
     print("the session cache passed its bounds")
-sys.exit(0 if growth < 5 and cache_ok else 1)
+sys.exit(0 if growth < 5 and trend < 5 and cache_ok else 1)
 PY

@@ -707,7 +707,7 @@ async fn create_topics(
 
 /// Which of our topics the broker no longer has, if any (a broker that restarted without
 /// its data). Blocking (a broker round trip).
-fn log_reset(shared: &Shared) -> Result<Option<String>, KafkaError> {
+fn missing_topic(shared: &Shared) -> Result<Option<String>, KafkaError> {
     let client = shared.producer.client();
     // All topics: asking for one by name could make a broker that auto-creates topics
     // create it with its default layout.
@@ -732,7 +732,7 @@ async fn probe_loop(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), 
     loop {
         let probe = {
             let shared = shared.clone();
-            tokio::task::spawn_blocking(move || log_reset(&shared))
+            tokio::task::spawn_blocking(move || missing_topic(&shared))
         };
         let (up, reset) = match probe.await {
             Ok(Ok(reset)) => (true, reset),
@@ -846,16 +846,9 @@ impl MessageBus for KafkaBus {
             // had not yet written out, or without its topics. Then publish the turn again —
             // at once when our topics were found gone, else after SILENCE without a word
             // about it (its id makes a second run harmless: a stored reply is replayed) —
-            // and keep trying while publishing fails.
-            let mut again_at: Option<tokio::time::Instant> = None;
-            let mut silent_until = tokio::time::Instant::now() + SILENCE;
+            // and every second while publishing fails.
+            let mut publish_at = tokio::time::Instant::now() + SILENCE;
             loop {
-                let again = async {
-                    match again_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     r = &mut done_rx => {
                         return r.unwrap_or_else(|_| Err(EngineError::Bus("the reply was lost".into())));
@@ -876,30 +869,20 @@ impl MessageBus for KafkaBus {
                             timeout.as_secs()
                         )));
                     }
-                    changed = epoch.changed(), if again_at.is_none() => {
-                        if changed.is_ok() {
-                            again_at = Some(tokio::time::Instant::now());
-                        }
-                    }
-                    () = heard.notified() => {
-                        silent_until = tokio::time::Instant::now() + SILENCE;
-                    }
-                    () = tokio::time::sleep_until(silent_until), if again_at.is_none() => {
-                        silent_until = tokio::time::Instant::now() + SILENCE;
-                        again_at = Some(tokio::time::Instant::now());
-                    }
-                    () = again => {
-                        again_at = None;
-                        match publish(&shared, &session_id, &payload).await {
+                    Ok(()) = epoch.changed() => publish_at = tokio::time::Instant::now(),
+                    () = heard.notified() => publish_at = tokio::time::Instant::now() + SILENCE,
+                    () = tokio::time::sleep_until(publish_at) => {
+                        publish_at = match publish(&shared, &session_id, &payload).await {
                             Ok(()) => {
                                 metrics::counter!("moltbot_bus_republished_total").increment(1);
                                 tracing::info!(%turn_id, "bus: turn published again (its topic was recreated, or nothing was heard of it)");
+                                tokio::time::Instant::now() + SILENCE
                             }
                             Err(e) => {
                                 shared.note_error("cannot publish a turn again (retrying)", e);
-                                again_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                                tokio::time::Instant::now() + Duration::from_secs(1)
                             }
-                        }
+                        };
                     }
                 }
             }
