@@ -36,6 +36,7 @@ async fn a_broker_outage_mid_load_loses_and_doubles_nothing() {
         // A turn lost with the broker is retried (same idempotency key) after this long.
         Duration::from_secs(20),
         dir.path(),
+        None,
     )
     .await;
     let (replicas, ports, client) = (&pair.replicas, &pair.ports, &pair.client);

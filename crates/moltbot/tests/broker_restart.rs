@@ -79,7 +79,7 @@ async fn a_broker_killed_and_restarted_mid_load_loses_and_doubles_nothing() {
     // tansu reads S3 on every fetch, per partition: at the default 10-ms fetch wait, the
     // four consumers ask moto for ~100 listings a second, more than it serves on two shared
     // cores, and every hop then takes seconds (the cause of this test's old flakiness).
-    let pair = Pair::start_with(
+    let pair = Pair::start(
         &addr,
         "restart",
         &["r0", "r1"],

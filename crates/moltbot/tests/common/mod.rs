@@ -79,6 +79,9 @@ impl Setup<'_> {
 pub fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
     let mut cmd = s.command(home);
     let log = std::fs::File::create(home.join("gateway.log")).unwrap();
+    if let Some(ms) = s.fetch_wait_ms {
+        cmd.env("MOLTBOT_BUS__FETCH_WAIT_MS", ms.to_string());
+    }
     cmd.env("MOLTBOT_GATEWAY__PORT", port.to_string())
         .env("MOLTBOT_GATEWAY_TOKEN", TOKEN)
         .env("MOLTBOT_UNDERSTANDING__ENCODER", "none")
@@ -95,10 +98,6 @@ pub fn spawn(s: &Setup<'_>, name: &str, port: u16, home: &Path) -> Child {
         .env("MOLTBOT_BUS__REPLICA_ID", name)
         .env("MOLTBOT_BUS__PARTITIONS", PARTITIONS.to_string())
         .env("MOLTBOT_BUS__SESSION_TIMEOUT_MS", "6000")
-        .env(
-            "MOLTBOT_BUS__FETCH_WAIT_MS",
-            s.fetch_wait_ms.unwrap_or(10).to_string(),
-        )
         .env(
             "MOLTBOT_LOG__LEVEL",
             std::env::var("MOLTBOT_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -138,7 +137,7 @@ pub async fn owned(client: &reqwest::Client, ports: &[u16]) -> Vec<usize> {
 }
 
 /// The last lines of each replica's log, for failure messages. With `MOLTBOT_TEST_KEEP`
-/// set to a folder, the whole test folder (every log) is also copied there.
+/// set to a folder, every `*.log` file of the test folder is also copied there.
 pub fn logs(dir: &Path) -> String {
     let mut out = String::new();
     if let Some(keep) = std::env::var_os("MOLTBOT_TEST_KEEP") {
@@ -438,19 +437,8 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// `fetch_wait_ms`: `bus.fetch_wait_ms` for the replicas, `None` for the default.
     pub async fn start(
-        addr: &str,
-        prefix: &str,
-        names: &[&str],
-        chunk_delay: Duration,
-        client_timeout: Duration,
-        dir: &Path,
-    ) -> Pair {
-        Self::start_with(addr, prefix, names, chunk_delay, client_timeout, dir, None).await
-    }
-
-    /// As `start`, with `bus.fetch_wait_ms` set for the replicas.
-    pub async fn start_with(
         addr: &str,
         prefix: &str,
         names: &[&str],
