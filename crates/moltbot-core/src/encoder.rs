@@ -42,4 +42,10 @@ pub trait Encoder: Send + Sync + 'static {
     fn max_tokens(&self) -> usize;
     /// One vector per text, in order.
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError>;
+    /// The concrete type, for code that builds on one implementation (an intent model with
+    /// fine-tuned top layers runs them on the Transformer under this trait). `None` by
+    /// default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }

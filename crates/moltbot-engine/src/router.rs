@@ -194,9 +194,16 @@ impl DialogueRouter {
         }
         let mut info = RouteInfo::unrouted("understanding_unavailable");
         let mut knowledge_intent = false;
+        // The turn's sentence vector from understanding, reused by the knowledge search
+        // when both use the same encoder (one forward pass per turn instead of two).
+        let mut vector = None;
         if let Some(u) = &self.understanding {
-            match u.understand(text) {
-                Ok(understood) => {
+            match u.understand_keep_vector(text) {
+                Ok((understood, v)) => {
+                    vector = v.filter(|_| match (u.encoder(), self.knowledge.as_ref()) {
+                        (Some(a), Some(kb)) => Arc::ptr_eq(a, kb.encoder()),
+                        _ => false,
+                    });
                     let p = understood.prediction;
                     info.intent = Some(p.fine.clone());
                     info.coarse = Some(p.coarse.clone());
@@ -248,7 +255,7 @@ impl DialogueRouter {
             sources: None,
             mode: SearchMode::Hybrid,
         };
-        let hits = match kb.search(text, self.cfg.passages, &opts) {
+        let hits = match kb.search_with_vector(text, vector.as_deref(), self.cfg.passages, &opts) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(cause = %e, "knowledge search failed; the turn goes to the model");

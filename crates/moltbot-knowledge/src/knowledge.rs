@@ -603,6 +603,24 @@ impl Knowledge {
         k: usize,
         opts: &SearchOptions,
     ) -> Result<Vec<Hit>, KnowledgeError> {
+        self.search_with_vector(query, None, k, opts)
+    }
+
+    /// The encoder the store's vectors come from.
+    pub fn encoder(&self) -> &Arc<dyn Encoder> {
+        &self.encoder
+    }
+
+    /// [`Knowledge::search`] with the query's vector already computed by this store's
+    /// encoder (the router has it from understanding the turn). A vector of the wrong
+    /// length is ignored and the query is encoded.
+    pub fn search_with_vector(
+        &self,
+        query: &str,
+        query_vector: Option<&[f32]>,
+        k: usize,
+        opts: &SearchOptions,
+    ) -> Result<Vec<Hit>, KnowledgeError> {
         if k == 0 || k > 1000 {
             return Err(KnowledgeError::InvalidArgument {
                 name: "k",
@@ -621,8 +639,14 @@ impl Knowledge {
         let vector_hits: Vec<(u64, f32)> = if opts.mode == SearchMode::Keyword {
             Vec::new()
         } else {
-            let q = self.encode(&[query.to_string()])?;
-            let q = q.first().map(Vec::as_slice).unwrap_or_default();
+            let encoded;
+            let q = match query_vector.filter(|v| v.len() == self.encoder.dim()) {
+                Some(v) => v,
+                None => {
+                    encoded = self.encode(&[query.to_string()])?;
+                    encoded.first().map(Vec::as_slice).unwrap_or_default()
+                }
+            };
             let v = self.vectors.read();
             let filter = |id: u64| {
                 sources

@@ -60,22 +60,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => Some(Arc::new(MiniLm::load(Path::new(&dir), Precision::F32)?)),
         None => None,
     };
-    let (train_emb, test_emb) = match &encoder {
-        Some(enc) => (
-            embeddings(enc.as_ref(), &train, &train_path)?,
-            embeddings(enc.as_ref(), &test, &test_path)?,
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
     let t = std::time::Instant::now();
-    let model = IntentModel::train_with_embeddings(&train, encoder.as_ref(), &train_emb, config)?;
-    let train_secs = t.elapsed().as_secs_f64();
     let mut correct = 0;
     let mut coarse_correct = 0;
-    for (i, e) in test.examples.iter().enumerate() {
-        let p = model.score(&model.features(&e.text, test_emb.get(i).map(Vec::as_slice)));
-        correct += usize::from(p.fine == e.fine);
-        coarse_correct += usize::from(Some(p.coarse.as_str()) == e.coarse.as_deref());
+    let mut count = |fine: &str, coarse: &str, e: &moltbot_understand::Example| {
+        correct += usize::from(fine == e.fine);
+        coarse_correct += usize::from(Some(coarse) == e.coarse.as_deref());
+    };
+    let train_secs;
+    if config.tune.layers > 0 {
+        // Fine-tuning changes the encoder, so nothing can be cached: train end to end and
+        // classify the test split with the tuned layers.
+        let (model, report) = IntentModel::train(&train, encoder.as_ref(), config)?;
+        train_secs = t.elapsed().as_secs_f64();
+        eprintln!("{}", serde_json::to_string(&report.tune)?);
+        let texts: Vec<&str> = test.examples.iter().map(|e| e.text.as_str()).collect();
+        let preds = model.predict_batch(&texts, encoder.as_deref(), 64)?;
+        for (p, e) in preds.iter().zip(&test.examples) {
+            count(&p.fine, &p.coarse, e);
+        }
+    } else {
+        let (train_emb, test_emb) = match &encoder {
+            Some(enc) => (
+                embeddings(enc.as_ref(), &train, &train_path)?,
+                embeddings(enc.as_ref(), &test, &test_path)?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let model =
+            IntentModel::train_with_embeddings(&train, encoder.as_ref(), &train_emb, config)?;
+        train_secs = t.elapsed().as_secs_f64();
+        for (i, e) in test.examples.iter().enumerate() {
+            let p = model.score(&model.features(&e.text, test_emb.get(i).map(Vec::as_slice)));
+            count(&p.fine, &p.coarse, e);
+        }
     }
     let n = test.examples.len() as f64;
     struct R {

@@ -11,7 +11,8 @@
 //! - [`store`]: saving and loading a model as one safetensors file.
 //! - [`service`]: [`Understanding`], the encoder + model the gateway serves, retrainable in
 //!   place.
-//! - [`encoder`]: [`MiniLm`], the candle BERT sentence encoder (f32 and INT8).
+//! - [`encoder`]: [`MiniLm`], the candle BERT sentence encoder (f32 and INT8), and
+//!   fine-tuning of its top layers for intents ([`encoder::tune`]).
 //! - [`eval`]: accuracy, macro-F1, per-class errors, out-of-scope AUROC.
 
 pub mod dataset;
@@ -25,6 +26,7 @@ pub mod store;
 pub mod text;
 
 pub use dataset::{Dataset, DatasetError, Example, IntentSpec};
+pub use encoder::tune::{TuneConfig, TuneReport};
 pub use encoder::{MiniLm, Precision};
 pub use eval::{evaluate, EvalReport};
 pub use features::{FeatureConfig, Featurizer, SparseVec};

@@ -14,12 +14,14 @@
 //! than 95% of normal traffic", whatever the data set.
 
 use crate::dataset::{Dataset, IntentSpec};
+use crate::encoder::tune::{TuneConfig, TuneReport, TunedLayers, Tuning};
+use crate::encoder::MiniLm;
 use crate::features::{FeatureConfig, Featurizer, SparseVec};
 use crate::linear::{log_sum_exp, softmax_in_place, Input, Softmax, TrainConfig};
 use moltbot_core::{EncodeError, Encoder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Knobs of training. Defaults are tuned on CLINC150/BANKING77 dev splits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +29,9 @@ use std::sync::Arc;
 pub struct ModelConfig {
     pub features: FeatureConfig,
     pub train: TrainConfig,
+    /// Fine-tuning of the encoder's top layers before the heads are fit (off when
+    /// `tune.layers` is 0, or without a MiniLM encoder).
+    pub tune: TuneConfig,
     /// Scale of the embedding block beside the unit-length sparse blocks.
     pub dense_weight: f32,
     /// Scale of the group distribution fed to the fine head (0 = flat classifier).
@@ -46,6 +51,7 @@ impl Default for ModelConfig {
         Self {
             features: FeatureConfig::default(),
             train: TrainConfig::default(),
+            tune: TuneConfig::default(),
             dense_weight: 2.0,
             coarse_feature_weight: 1.0,
             coarse_score_weight: 0.5,
@@ -129,6 +135,25 @@ pub struct IntentModel {
     pub(crate) centroids: Vec<f32>,
     /// Raw surprise of held-out in-domain examples, sorted ascending.
     pub(crate) calibration: Vec<f32>,
+    /// Fine-tuned top layers of the encoder, if training tuned them.
+    pub(crate) tuned: Option<Tuned>,
+}
+
+/// Tuned encoder layers and, once a prediction needed it, the encoder built from them on
+/// top of the base encoder the caller passes.
+#[derive(Debug, Clone)]
+pub(crate) struct Tuned {
+    pub(crate) layers: TunedLayers,
+    built: Arc<OnceLock<Arc<MiniLm>>>,
+}
+
+impl Tuned {
+    pub(crate) fn new(layers: TunedLayers) -> Self {
+        Self {
+            layers,
+            built: Arc::default(),
+        }
+    }
 }
 
 /// How a model came to be, for `intents train` to print.
@@ -142,10 +167,15 @@ pub struct TrainReport {
     pub train_secs: f64,
     /// Groups made by clustering for intents that came without one.
     pub learned_groups: usize,
+    /// The encoder's fine-tuning, when it ran (its time is part of `embed_secs`).
+    pub tune: Option<TuneReport>,
 }
 
 impl IntentModel {
-    /// Train from a data set. With an encoder, examples are embedded in batches.
+    /// Train from a data set. With an encoder, examples are embedded in batches; with
+    /// `config.tune.layers > 0` and a MiniLM encoder, its top layers are fine-tuned on the
+    /// examples first (not on the part held out for calibration) and the examples are
+    /// embedded with the tuned layers.
     pub fn train(
         data: &Dataset,
         encoder: Option<&Arc<dyn Encoder>>,
@@ -153,13 +183,25 @@ impl IntentModel {
     ) -> Result<(Self, TrainReport), ModelError> {
         let t0 = std::time::Instant::now();
         let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-        let embeddings = match encoder {
-            Some(enc) => embed_all(enc.as_ref(), &texts)?,
-            None => Vec::new(),
+        let tuning = match encoder {
+            Some(enc) => Self::tune_encoder(data, enc.as_ref(), &config)?,
+            None => None,
+        };
+        let (embeddings, tuned) = match (tuning, encoder) {
+            (Some(t), _) => (t.embeddings, Some((t.layers, t.encoder, t.report))),
+            (None, Some(enc)) => (embed_all(enc.as_ref(), &texts)?, None),
+            (None, None) => (Vec::new(), None),
         };
         let embed_secs = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
-        let model = Self::train_with_embeddings(data, encoder, &embeddings, config)?;
+        let mut model = Self::train_with_embeddings(data, encoder, &embeddings, config)?;
+        let mut tune_report = None;
+        if let Some((layers, tuned_enc, report)) = tuned {
+            let t = Tuned::new(layers);
+            let _ = t.built.set(Arc::new(tuned_enc));
+            model.tuned = Some(t);
+            tune_report = Some(report);
+        }
         let report = TrainReport {
             examples: data.examples.len(),
             coarse: model.coarse_labels.len(),
@@ -172,8 +214,70 @@ impl IntentModel {
                 .iter()
                 .filter(|c| c.starts_with(LEARNED_GROUP_PREFIX))
                 .count(),
+            tune: tune_report,
         };
         Ok((model, report))
+    }
+
+    /// Fine-tune the encoder's top layers when the config asks for it and the data are big
+    /// enough (and embed every example with them); `None` otherwise.
+    fn tune_encoder(
+        data: &Dataset,
+        encoder: &dyn Encoder,
+        config: &ModelConfig,
+    ) -> Result<Option<Tuning>, ModelError> {
+        if config.tune.layers == 0 {
+            return Ok(None);
+        }
+        let Some(base) = encoder.as_any().and_then(|a| a.downcast_ref::<MiniLm>()) else {
+            tracing::warn!(
+                encoder = encoder.name(),
+                "fine-tuning needs the MiniLM encoder; training on the frozen encoder"
+            );
+            return Ok(None);
+        };
+        let fine_labels = data.fine_labels();
+        let per_intent = data.examples.len() as f32 / fine_labels.len().max(1) as f32;
+        if per_intent < config.tune.min_examples_per_intent {
+            tracing::info!(
+                per_intent,
+                min = config.tune.min_examples_per_intent,
+                "too few examples per intent to fine-tune the encoder; it stays frozen"
+            );
+            return Ok(None);
+        }
+        let fine_id: HashMap<&str, u32> = fine_labels
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_str(), i as u32))
+            .collect();
+        let y: Vec<u32> = data
+            .examples
+            .iter()
+            .map(|e| fine_id[e.fine.as_str()])
+            .collect();
+        // The same split `train_with_embeddings` holds out for calibration: the tuned
+        // layers must not have seen the examples that calibrate the surprise score.
+        let (fit, _) = split_holdout(&y, config.calibration_share, config.train.seed);
+        let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+        let tuning = base.fine_tune(
+            &texts,
+            &y,
+            &fit,
+            fine_labels.len(),
+            &config.tune,
+            config.train.seed,
+        )?;
+        let report = &tuning.report;
+        tracing::info!(
+            layers = report.layers,
+            epochs = report.epochs,
+            first_loss = report.first_epoch_loss,
+            last_loss = report.last_epoch_loss,
+            secs = report.secs,
+            "fine-tuned the encoder's top layers"
+        );
+        Ok(Some(tuning))
     }
 
     /// Train when the embeddings (one per example, in order, or none) are already known.
@@ -260,6 +364,7 @@ impl IntentModel {
             encoder: encoder.map(|e| (e.name().to_string(), e.dim())),
             centroids,
             calibration: Vec::new(),
+            tuned: None,
         };
         if !held_out.is_empty() {
             let mut scores: Vec<f32> = held_out
@@ -291,6 +396,24 @@ impl IntentModel {
     ) -> Result<Prediction, ModelError> {
         let embedding = self.embed_one(text, encoder)?;
         Ok(self.score(&self.features(text, embedding.as_deref())))
+    }
+
+    /// [`IntentModel::predict_long`], also giving back `encoder`'s vector of the whole text
+    /// when classifying computed exactly that (a one-window text and a model without tuned
+    /// layers), so a knowledge search for the same turn need not encode it again.
+    pub fn predict_long_keep_vector(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+        window_words: usize,
+    ) -> Result<(Prediction, Option<Vec<f32>>), ModelError> {
+        let whole = sentence_windows(text, window_words.max(1)).len() <= 1;
+        if !whole || self.tuned.is_some() {
+            return Ok((self.predict_long(text, encoder, window_words)?, None));
+        }
+        let embedding = self.embed_one(text, encoder)?;
+        let prediction = self.score(&self.features(text, embedding.as_deref()));
+        Ok((prediction, embedding))
     }
 
     /// Classify a text of any length. Texts of one window (`window_words` words) go through
@@ -413,9 +536,10 @@ impl IntentModel {
     }
 
     /// The encoder to embed with: `None` when the model uses none, an error when it needs
-    /// one and `encoder` is missing or of another dimension.
+    /// one and `encoder` is missing or of another dimension. A model with tuned layers
+    /// embeds with them, built once on top of `encoder`.
     fn usable_encoder<'e>(
-        &self,
+        &'e self,
         encoder: Option<&'e dyn Encoder>,
     ) -> Result<Option<&'e dyn Encoder>, ModelError> {
         match (&self.encoder, encoder) {
@@ -427,13 +551,47 @@ impl IntentModel {
                         got: format!("`{}` gives {} dimensions, not {dim}", enc.name(), enc.dim()),
                     });
                 }
-                Ok(Some(enc))
+                match &self.tuned {
+                    None => Ok(Some(enc)),
+                    Some(tuned) => Ok(Some(self.tuned_encoder(tuned, enc)?)),
+                }
             }
             (Some((name, _)), None) => Err(ModelError::EncoderMismatch {
                 expected: name.clone(),
                 got: "no encoder is loaded".into(),
             }),
         }
+    }
+
+    fn tuned_encoder<'e>(
+        &self,
+        tuned: &'e Tuned,
+        base: &dyn Encoder,
+    ) -> Result<&'e dyn Encoder, ModelError> {
+        if let Some(built) = tuned.built.get() {
+            return Ok(built.as_ref());
+        }
+        let expected = self.encoder.as_ref().map_or("", |e| e.0.as_str());
+        let mini = base
+            .as_any()
+            .and_then(|a| a.downcast_ref::<MiniLm>())
+            .ok_or_else(|| ModelError::EncoderMismatch {
+                expected: expected.to_string(),
+                got: format!("`{}` cannot run the model's tuned layers", base.name()),
+            })?;
+        if mini.layer_count() != tuned.layers.first + tuned.layers.layers.len() {
+            return Err(ModelError::EncoderMismatch {
+                expected: expected.to_string(),
+                got: format!(
+                    "`{}` has {} layers; the tuned ones end at layer {}",
+                    base.name(),
+                    mini.layer_count(),
+                    tuned.layers.first + tuned.layers.layers.len()
+                ),
+            });
+        }
+        let built = Arc::new(mini.with_tuned(&tuned.layers)?);
+        Ok(tuned.built.get_or_init(|| built).as_ref())
     }
 
     fn embed_one(

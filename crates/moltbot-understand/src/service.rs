@@ -77,6 +77,24 @@ impl Understanding {
         })
     }
 
+    /// [`Understanding::understand`], also giving back the encoder's vector of `text` when
+    /// classifying computed it (see [`IntentModel::predict_long_keep_vector`]): the same
+    /// vector a knowledge store sharing this encoder would compute for the text.
+    pub fn understand_keep_vector(
+        &self,
+        text: &str,
+    ) -> Result<(Understood, Option<Vec<f32>>), ModelError> {
+        let start = Instant::now();
+        let model = self.model();
+        let (prediction, vector) =
+            model.predict_long_keep_vector(text, self.encoder.as_deref(), LONG_TEXT_WORDS)?;
+        let understood = Understood {
+            prediction,
+            latency_ms: start.elapsed().as_secs_f64() * 1e3,
+        };
+        Ok((understood, vector))
+    }
+
     /// Classify many turns in one call (batched through the encoder). Blocking. The
     /// latency of each result is the batch's time divided by its size.
     pub fn understand_batch(&self, texts: &[&str]) -> Result<Vec<Understood>, ModelError> {

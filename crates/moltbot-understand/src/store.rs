@@ -6,9 +6,10 @@
 //! model never reads half a file.
 
 use crate::dataset::IntentSpec;
+use crate::encoder::tune::TunedLayers;
 use crate::features::Featurizer;
 use crate::linear::Softmax;
-use crate::model::{IntentModel, ModelConfig, ModelError};
+use crate::model::{IntentModel, ModelConfig, ModelError, Tuned};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ use std::path::Path;
 const META_KEY: &str = "moltbot.intent_model";
 /// Bumped when the layout changes; older files are refused with a clear message.
 const FORMAT_VERSION: u32 = 1;
+/// Tuned layers are looked for at indices below this.
+const MAX_LAYERS: usize = 64;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -102,11 +105,27 @@ impl IntentModel {
                 f32_bytes(&self.calibration),
             ),
         ];
-        let mut views = Vec::with_capacity(buffers.len());
+        // Fine-tuned encoder layers, f32, under `tuned.{layer}.{field}`.
+        let mut tuned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        if let Some(t) = &self.tuned {
+            for (name, tensor) in t.layers.named() {
+                let floats = tensor
+                    .flatten_all()
+                    .and_then(|f| f.to_vec1::<f32>())
+                    .map_err(|e| io("read the tuned layers of", &e))?;
+                tuned.push((name, tensor.dims().to_vec(), f32_bytes(&floats)));
+            }
+        }
+        let mut views = Vec::with_capacity(buffers.len() + tuned.len());
         for (name, dtype, shape, bytes) in &buffers {
             let view = TensorView::new(*dtype, shape.clone(), bytes)
                 .map_err(|e| io("lay out tensors for", &e))?;
             views.push((*name, view));
+        }
+        for (name, shape, bytes) in &tuned {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| io("lay out tensors for", &e))?;
+            views.push((name.as_str(), view));
         }
         let meta = Meta {
             format_version: FORMAT_VERSION,
@@ -215,6 +234,12 @@ impl IntentModel {
         let fine_head = head("fine", fine, meta.dense_dim + groups)?;
         let centroids = floats("centroids")?;
         let dim = meta.encoder.as_ref().map_or(0, |e| e.1);
+        let tensor = |name: &str| -> Option<candle_core::Tensor> {
+            let t = st.tensor(name).ok()?;
+            let v = floats(name).ok()?;
+            candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).ok()
+        };
+        let tuned = TunedLayers::from_named(tensor, MAX_LAYERS)?.map(Tuned::new);
         if centroids.len() != fine * dim {
             return Err("centroids do not match the encoder dimension".into());
         }
@@ -230,6 +255,7 @@ impl IntentModel {
             encoder: meta.encoder,
             centroids,
             calibration: floats("calibration")?,
+            tuned,
         })
     }
 }

@@ -311,6 +311,14 @@ pub enum IntentsCommand {
         /// Encoder precision: f32 or int8 (default: understanding.precision).
         #[arg(long, value_parser = parse_precision)]
         precision: Option<EncoderPrecision>,
+        /// Fine-tune the encoder's last N layers on the examples before fitting the heads
+        /// (0 = keep the encoder frozen). Takes minutes for ~10⁴ examples; skipped when the
+        /// data have fewer than 8 examples per intent.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
+        tune_layers: u8,
+        /// Epochs of fine-tuning (with --tune-layers).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=20))]
+        tune_epochs: u8,
         /// Ask the running gateway to load the new model (no restart).
         #[arg(long)]
         reload: bool,

@@ -479,3 +479,69 @@ async fn openai_session_turns_carry_the_route_plain_and_streamed() {
     assert_eq!(last["route"]["intent"], "greeting", "{last}");
     assert_eq!(ctx.fake.requests(), 0);
 }
+
+/// The real encoder, counting the texts it is asked to encode.
+struct Counting {
+    inner: Arc<dyn Encoder>,
+    texts: std::sync::atomic::AtomicUsize,
+}
+
+impl Encoder for Counting {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn max_tokens(&self) -> usize {
+        self.inner.max_tokens()
+    }
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, moltbot_core::EncodeError> {
+        self.texts
+            .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.encode(texts)
+    }
+}
+
+#[tokio::test]
+async fn a_turn_is_encoded_once_for_understanding_and_retrieval() {
+    let Some((encoder, u)) = understanding() else {
+        return;
+    };
+    let counting = Arc::new(Counting {
+        inner: encoder,
+        texts: Default::default(),
+    });
+    let shared: Arc<dyn Encoder> = counting.clone();
+    let ctx = TestContext::with(Options {
+        fake_reply: Some("From the passages: 31 days [1]."),
+        ..Options::default()
+    })
+    .await;
+    let dir = ctx.state.config().data.resolved_dir().join("knowledge");
+    let knowledge = Arc::new(Knowledge::open(&dir, shared.clone()).expect("open the store"));
+    knowledge.add_text("handbook.md", HANDBOOK).unwrap();
+    let counted = Arc::new(Understanding::new(Some(shared), (*u.model()).clone(), None));
+    let router = DialogueRouter::new(
+        Some(counted),
+        Some(knowledge.clone()),
+        RouterConfig::default(),
+        0.6,
+    );
+    ctx.state.engine().set_router(Arc::new(router));
+    let read = || counting.texts.load(std::sync::atomic::Ordering::SeqCst);
+
+    let before = read();
+    let out = chat(&ctx, "s-once", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["route"], "knowledge", "{out}");
+    assert_eq!(
+        read() - before,
+        1,
+        "the turn's vector from understanding is reused by the knowledge search"
+    );
+    // A template turn stops after understanding.
+    let before = read();
+    let out = chat(&ctx, "s-once", "hello there!").await;
+    assert_eq!(out["route"]["route"], "template", "{out}");
+    assert_eq!(read() - before, 1, "a template turn is encoded once too");
+}

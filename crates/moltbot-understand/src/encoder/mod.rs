@@ -8,6 +8,7 @@
 //! pooling on top for classification (see `model::IntentModel::predict_long`).
 
 pub mod bert;
+pub mod tune;
 
 pub use bert::Precision;
 use bert::{mean_pool, Bert, BertConfig};
@@ -134,13 +135,7 @@ impl MiniLm {
         seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
     ) -> Result<Vec<Vec<f32>>, EncodeError> {
         let batch = seqs.len();
-        let len = seqs.clone().map(<[u32]>::len).max().unwrap_or(0);
-        let mut ids = vec![0u32; batch * len];
-        let mut mask = vec![0u8; batch * len];
-        for (row, seq) in seqs.enumerate() {
-            ids[row * len..][..seq.len()].copy_from_slice(seq);
-            mask[row * len..][..seq.len()].fill(1);
-        }
+        let (ids, mask, len) = pad(seqs);
         let fwd = || -> candle_core::Result<Vec<Vec<f32>>> {
             let ids = Tensor::from_vec(ids, (batch, len), &self.device)?;
             let mask = Tensor::from_vec(mask, (batch, len), &self.device)?;
@@ -148,6 +143,30 @@ impl MiniLm {
             mean_pool(&hidden, &mask)?.to_vec2::<f32>()
         };
         fwd().map_err(|e| EncodeError::Forward(e.to_string()))
+    }
+
+    /// A copy of this encoder whose top layers are `tuned` (see [`tune`]); the embeddings
+    /// and the lower layers are shared, so it costs only the tuned layers' memory.
+    pub fn with_tuned(&self, tuned: &tune::TunedLayers) -> Result<Self, EncodeError> {
+        let bert = self
+            .bert
+            .with_layers(tuned.first, &tuned.layers, self.precision)
+            .map_err(|e| EncodeError::Load(format!("tuned layers: {e}")))?;
+        Ok(Self {
+            bert,
+            tokenizer: self.tokenizer.clone(),
+            name: format!("{}+tuned{}", self.name, tuned.layers.len()),
+            precision: self.precision,
+            window: self.window,
+            cls: self.cls,
+            sep: self.sep,
+            device: self.device.clone(),
+        })
+    }
+
+    /// Number of Transformer layers.
+    pub fn layer_count(&self) -> usize {
+        self.bert.layer_count()
     }
 
     /// Split content tokens into framed windows of at most `self.window` tokens.
@@ -177,6 +196,19 @@ impl MiniLm {
     }
 }
 
+/// Token ids and mask of sequences padded to the longest: `(ids, mask, len)`.
+fn pad<'a>(seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone) -> (Vec<u32>, Vec<u8>, usize) {
+    let batch = seqs.len();
+    let len = seqs.clone().map(<[u32]>::len).max().unwrap_or(0);
+    let mut ids = vec![0u32; batch * len];
+    let mut mask = vec![0u8; batch * len];
+    for (row, seq) in seqs.enumerate() {
+        ids[row * len..][..seq.len()].copy_from_slice(seq);
+        mask[row * len..][..seq.len()].fill(1);
+    }
+    (ids, mask, len)
+}
+
 impl Encoder for MiniLm {
     fn name(&self) -> &str {
         &self.name
@@ -188,6 +220,10 @@ impl Encoder for MiniLm {
 
     fn max_tokens(&self) -> usize {
         self.window
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError> {

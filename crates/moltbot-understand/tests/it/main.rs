@@ -5,6 +5,7 @@
 
 mod encoder;
 mod model;
+mod tune;
 
 use moltbot_understand::{MiniLm, Precision};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@ use crate::cli::IntentsCommand;
 use crate::understanding::{load_encoder, model_path};
 use anyhow::Context;
 use moltbot_core::Encoder;
-use moltbot_understand::{evaluate, Dataset, IntentModel, ModelConfig};
+use moltbot_understand::{evaluate, Dataset, IntentModel, ModelConfig, TuneConfig};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             with_builtin,
             encoder,
             precision,
+            tune_layers,
+            tune_epochs,
             reload,
             gateway,
             json,
@@ -58,6 +60,11 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             )?;
             let config = ModelConfig {
                 surprise_threshold: ucfg.surprise_threshold,
+                tune: TuneConfig {
+                    layers: usize::from(tune_layers),
+                    epochs: usize::from(tune_epochs),
+                    ..TuneConfig::default()
+                },
                 ..ModelConfig::default()
             };
             let (model, report) = IntentModel::train(&data, encoder.as_ref(), config)?;
@@ -80,6 +87,13 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                     report.train_secs,
                     out.display()
                 );
+                if let Some(t) = &report.tune {
+                    println!(
+                        "fine-tuned the encoder's last {} layers: {} epochs, loss {:.3} → {:.3}, \
+                         {:.1}s (part of the embedding time)",
+                        t.layers, t.epochs, t.first_epoch_loss, t.last_epoch_loss, t.secs
+                    );
+                }
             }
             if reload {
                 let client = super::client::GatewayClient::new(&cfg, gateway)?;

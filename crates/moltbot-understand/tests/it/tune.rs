@@ -1,0 +1,214 @@
+//! Fine-tuning the encoder's top layers: what it changes, what it must not change, and that
+//! a saved model brings its tuned layers back.
+
+use super::f32_encoder;
+use moltbot_core::{EncodeError, Encoder};
+use moltbot_understand::{Dataset, IntentModel, ModelConfig, ModelError, TuneConfig};
+use std::sync::Arc;
+
+/// Four banking intents that share most of their words, 12 examples each.
+fn confusable() -> (tempfile::TempDir, Dataset) {
+    let stems: [(&str, [&str; 12]); 4] = [
+        (
+            "card_arrival",
+            [
+                "my new card has not arrived yet",
+                "when will my card arrive",
+                "the card you sent me never came",
+                "still waiting for my card to show up",
+                "i have not received my card",
+                "my card is late, where is it",
+                "has my card been delivered",
+                "my card did not arrive in the post",
+                "how long until my card gets here",
+                "card still not here after two weeks",
+                "is my card on its way",
+                "i never got the card in the mail",
+            ],
+        ),
+        (
+            "card_not_working",
+            [
+                "my card is not working",
+                "the card keeps getting declined",
+                "my card stopped working at the shop",
+                "why does my card not work",
+                "card declined at the atm",
+                "my card does not work online",
+                "the payment with my card failed",
+                "my card is broken",
+                "my card will not go through",
+                "the terminal rejects my card",
+                "card not accepted anywhere",
+                "my card fails every time i pay",
+            ],
+        ),
+        (
+            "top_up_by_card",
+            [
+                "how do i top up with my card",
+                "add money to my account using a card",
+                "can i top up by card",
+                "top up my balance with a debit card",
+                "i want to load money from my card",
+                "use my card to top up",
+                "fund my account with a credit card",
+                "top up using a bank card",
+                "can i add funds with a card",
+                "put money in with my card",
+                "card top up please",
+                "how to top up from a card",
+            ],
+        ),
+        (
+            "top_up_by_transfer",
+            [
+                "how do i top up with a bank transfer",
+                "add money to my account by transfer",
+                "can i top up by transferring money",
+                "top up my balance with a wire transfer",
+                "i want to load money from my bank account",
+                "use a transfer to top up",
+                "fund my account with a bank transfer",
+                "top up using a transfer from another bank",
+                "can i add funds by transfer",
+                "send money in by bank transfer",
+                "transfer top up please",
+                "how to top up from my bank",
+            ],
+        ),
+    ];
+    let mut tsv = String::from("text\tlabel\n");
+    for (label, texts) in stems {
+        for t in texts {
+            tsv.push_str(&format!("{t}\t{label}\n"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train.tsv");
+    std::fs::write(&path, tsv).unwrap();
+    let data = Dataset::load(&[path], None).unwrap();
+    (dir, data)
+}
+
+fn tuned_config(layers: usize) -> ModelConfig {
+    ModelConfig {
+        tune: TuneConfig {
+            layers,
+            epochs: 4,
+            learning_rate: 5e-4,
+            batch: 8,
+            ..TuneConfig::default()
+        },
+        ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn tuned_layers_learn_keep_the_base_encoder_and_come_back_from_the_file() {
+    let Some(mini) = f32_encoder() else {
+        return;
+    };
+    let enc: Arc<dyn Encoder> = mini.clone();
+    let (dir, data) = confusable();
+    let probe = ["top up my card with a transfer", "the card never arrived"];
+    let base_before = enc.encode(&probe).unwrap();
+
+    let (model, report) = IntentModel::train(&data, Some(&enc), tuned_config(2)).unwrap();
+    let tune = report.tune.clone().expect("the encoder was fine-tuned");
+    assert_eq!(tune.layers, 2, "{tune:?}");
+    assert_eq!(tune.epochs, 4, "{tune:?}");
+    assert!(
+        tune.last_epoch_loss < tune.first_epoch_loss * 0.8,
+        "training lowered the loss: {tune:?}"
+    );
+    // The shared base encoder (which knowledge search uses) is untouched.
+    assert_eq!(enc.encode(&probe).unwrap(), base_before);
+
+    // The model predicts through the tuned layers, and so does a copy loaded from disk,
+    // built on top of the same base encoder.
+    let path = dir.path().join("tuned.safetensors");
+    model.save(&path).unwrap();
+    let loaded = IntentModel::load(&path).unwrap();
+    let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
+    let a = model.predict_batch(&texts, Some(enc.as_ref()), 64).unwrap();
+    let b = loaded
+        .predict_batch(&texts, Some(enc.as_ref()), 64)
+        .unwrap();
+    let mut right = 0;
+    for ((pa, pb), e) in a.iter().zip(&b).zip(&data.examples) {
+        assert_eq!(pa.fine, pb.fine, "{}", e.text);
+        assert!(
+            (pa.confidence - pb.confidence).abs() < 1e-4,
+            "{}: {} vs {}",
+            e.text,
+            pa.confidence,
+            pb.confidence
+        );
+        right += usize::from(pa.fine == e.fine);
+    }
+    assert!(
+        right >= texts.len() - 2,
+        "{right} of {} training examples",
+        texts.len()
+    );
+
+    // An untuned model of the same data leaves no tuned layers in its file.
+    let (plain, report) = IntentModel::train(&data, Some(&enc), ModelConfig::default()).unwrap();
+    assert!(report.tune.is_none());
+    let plain_path = dir.path().join("plain.safetensors");
+    plain.save(&plain_path).unwrap();
+    let tuned_size = std::fs::metadata(&path).unwrap().len();
+    let plain_size = std::fs::metadata(&plain_path).unwrap().len();
+    // Two layers of MiniLM in f32 are ~7 MB.
+    assert!(
+        tuned_size > plain_size + 6_000_000,
+        "{tuned_size} vs {plain_size}"
+    );
+}
+
+/// A 384-d encoder that is not the MiniLM: it cannot run tuned layers.
+struct Other;
+
+impl Encoder for Other {
+    fn name(&self) -> &str {
+        "other"
+    }
+    fn dim(&self) -> usize {
+        384
+    }
+    fn max_tokens(&self) -> usize {
+        256
+    }
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncodeError> {
+        Ok(texts
+            .iter()
+            .map(|_| vec![1.0 / 384f32.sqrt(); 384])
+            .collect())
+    }
+}
+
+#[test]
+fn a_tuned_model_refuses_an_encoder_that_cannot_run_its_layers_and_small_data_stay_frozen() {
+    let Some(mini) = f32_encoder() else {
+        return;
+    };
+    let enc: Arc<dyn Encoder> = mini;
+    let (dir, data) = confusable();
+    let (model, _) = IntentModel::train(&data, Some(&enc), tuned_config(1)).unwrap();
+    let path = dir.path().join("m.safetensors");
+    model.save(&path).unwrap();
+    let loaded = IntentModel::load(&path).unwrap();
+    let err = loaded
+        .predict("my card is not working", Some(&Other))
+        .unwrap_err();
+    assert!(matches!(err, ModelError::EncoderMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("tuned layers"), "{err}");
+
+    // Fewer examples per intent than `min_examples_per_intent`: no tuning.
+    let few = data.filter(|_| true);
+    let mut config = tuned_config(1);
+    config.tune.min_examples_per_intent = 20.0;
+    let (_, report) = IntentModel::train(&few, Some(&enc), config).unwrap();
+    assert!(report.tune.is_none());
+}
