@@ -11,9 +11,11 @@
 pub(crate) const MAX_PERIOD: usize = 320;
 
 /// A stretch that has been periodic for this many characters is held back (not streamed)
-/// until it either breaks off or becomes a loop, so a loop can still be cut after its first
-/// copy even when the unit is longer than the guard's fixed tail.
-const HOLD_RUN: usize = 12;
+/// until it either breaks off or becomes a loop, so a loop can be cut after its first copy.
+/// One character: any start-over is held from its first character, so the guard needs no
+/// fixed tail for loops. In ordinary prose the longest chance run over all periods is a
+/// few characters (a repeated " the "), which is all that is held.
+const HOLD_RUN: usize = 1;
 
 /// A confirmed loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -634,3 +634,32 @@ fn wrapper_rejects_an_empty_reply() {
         ]
     );
 }
+
+/// Ordinary prose streams with little held back: only the end of a stretch that repeats
+/// something earlier (a possible loop starting over) and trailing blanks wait. This was a
+/// fixed 16 characters before the loop detector held start-overs itself.
+#[test]
+fn prose_streams_with_a_short_lag() {
+    let text = format!(
+        "{GOOD} The city is known for its museums, its cafes and the river \
+                        that runs through it; most visitors stay for three or four days."
+    );
+    let mut guard = filter().guard(&plain());
+    let (mut pushed, mut emitted) = (0usize, 0usize);
+    let mut lags = Vec::new();
+    for c in text.chars() {
+        pushed += 1;
+        emitted += guard.push(&c.to_string()).emit.chars().count();
+        lags.push(pushed - emitted);
+    }
+    let mean = lags.iter().sum::<usize>() as f64 / lags.len() as f64;
+    let max = *lags.iter().max().unwrap();
+    eprintln!(
+        "lag over {} characters: mean {mean:.2}, max {max}",
+        lags.len()
+    );
+    assert!(mean < 4.0, "mean lag {mean:.2} characters");
+    assert!(max < 16, "max lag {max} characters");
+    let end = guard.finish();
+    assert_eq!(emitted + end.emit.chars().count(), text.chars().count());
+}
