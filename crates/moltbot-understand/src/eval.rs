@@ -56,15 +56,11 @@ pub fn evaluate(
 ) -> Result<(EvalReport, Vec<Prediction>), ModelError> {
     let t0 = std::time::Instant::now();
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    let embeddings = match (model.encoder_name(), encoder) {
-        (Some(_), Some(enc)) => embed_all(enc, &texts)?,
-        (Some(name), None) => {
-            return Err(ModelError::EncoderMismatch {
-                expected: name.to_string(),
-                got: "no encoder is loaded".into(),
-            })
-        }
-        (None, _) => Vec::new(),
+    // Through the model's own view of the encoder: a model with tuned layers embeds with
+    // them, and a missing or mismatched encoder is an error.
+    let embeddings = match model.usable_encoder(encoder)? {
+        Some(enc) => embed_all(enc, &texts)?,
+        None => Vec::new(),
     };
     let embed_secs = t0.elapsed().as_secs_f64();
     let t1 = std::time::Instant::now();

@@ -30,7 +30,9 @@ pub struct ModelConfig {
     pub features: FeatureConfig,
     pub train: TrainConfig,
     /// Fine-tuning of the encoder's top layers before the heads are fit (off when
-    /// `tune.layers` is 0, or without a MiniLM encoder).
+    /// `tune.layers` is 0, or without a MiniLM encoder). Not written to model files when off,
+    /// so untuned files stay readable by builds that predate tuning.
+    #[serde(skip_serializing_if = "TuneConfig::is_off")]
     pub tune: TuneConfig,
     /// Scale of the embedding block beside the unit-length sparse blocks.
     pub dense_weight: f32,
@@ -140,11 +142,12 @@ pub struct IntentModel {
 }
 
 /// Tuned encoder layers and, once a prediction needed it, the encoder built from them on
-/// top of the base encoder the caller passes.
+/// top of the first base encoder passed in (its name, e.g. `all-MiniLM-L6-v2/f32`, is kept:
+/// a later call with another base is refused rather than served with the wrong weights).
 #[derive(Debug, Clone)]
 pub(crate) struct Tuned {
     pub(crate) layers: TunedLayers,
-    built: Arc<OnceLock<Arc<MiniLm>>>,
+    built: Arc<OnceLock<(String, Arc<MiniLm>)>>,
 }
 
 impl Tuned {
@@ -196,9 +199,15 @@ impl IntentModel {
         let t1 = std::time::Instant::now();
         let mut model = Self::train_with_embeddings(data, encoder, &embeddings, config)?;
         let mut tune_report = None;
+        if tuned.is_none() {
+            // The stored config says what was done: no tuning (even if it was asked for).
+            model.config.tune = TuneConfig::default();
+        }
         if let Some((layers, tuned_enc, report)) = tuned {
             let t = Tuned::new(layers);
-            let _ = t.built.set(Arc::new(tuned_enc));
+            if let Some(base) = encoder {
+                let _ = t.built.set((base.name().to_string(), Arc::new(tuned_enc)));
+            }
             model.tuned = Some(t);
             tune_report = Some(report);
         }
@@ -237,7 +246,10 @@ impl IntentModel {
             return Ok(None);
         };
         let fine_labels = data.fine_labels();
-        let per_intent = data.examples.len() as f32 / fine_labels.len().max(1) as f32;
+        if fine_labels.len() < 2 {
+            return Err(ModelError::TooFewIntents(fine_labels.len()));
+        }
+        let per_intent = data.examples.len() as f32 / fine_labels.len() as f32;
         if per_intent < config.tune.min_examples_per_intent {
             tracing::info!(
                 per_intent,
@@ -538,7 +550,7 @@ impl IntentModel {
     /// The encoder to embed with: `None` when the model uses none, an error when it needs
     /// one and `encoder` is missing or of another dimension. A model with tuned layers
     /// embeds with them, built once on top of `encoder`.
-    fn usable_encoder<'e>(
+    pub(crate) fn usable_encoder<'e>(
         &'e self,
         encoder: Option<&'e dyn Encoder>,
     ) -> Result<Option<&'e dyn Encoder>, ModelError> {
@@ -568,30 +580,58 @@ impl IntentModel {
         tuned: &'e Tuned,
         base: &dyn Encoder,
     ) -> Result<&'e dyn Encoder, ModelError> {
-        if let Some(built) = tuned.built.get() {
-            return Ok(built.as_ref());
-        }
         let expected = self.encoder.as_ref().map_or("", |e| e.0.as_str());
+        let mismatch = |got: String| ModelError::EncoderMismatch {
+            expected: expected.to_string(),
+            got,
+        };
         let mini = base
             .as_any()
             .and_then(|a| a.downcast_ref::<MiniLm>())
-            .ok_or_else(|| ModelError::EncoderMismatch {
-                expected: expected.to_string(),
-                got: format!("`{}` cannot run the model's tuned layers", base.name()),
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "`{}` cannot run the model's tuned layers",
+                    base.name()
+                ))
             })?;
+        if let Some((from, built)) = tuned.built.get() {
+            if from != mini.name() {
+                return Err(mismatch(format!(
+                    "the model's tuned layers run on `{from}`, not on `{}`",
+                    mini.name()
+                )));
+            }
+            return Ok(built.as_ref());
+        }
         if mini.layer_count() != tuned.layers.first + tuned.layers.layers.len() {
-            return Err(ModelError::EncoderMismatch {
-                expected: expected.to_string(),
-                got: format!(
-                    "`{}` has {} layers; the tuned ones end at layer {}",
-                    base.name(),
-                    mini.layer_count(),
-                    tuned.layers.first + tuned.layers.layers.len()
-                ),
-            });
+            return Err(mismatch(format!(
+                "`{}` has {} layers; the tuned ones end at layer {}",
+                base.name(),
+                mini.layer_count(),
+                tuned.layers.first + tuned.layers.layers.len()
+            )));
         }
         let built = Arc::new(mini.with_tuned(&tuned.layers)?);
-        Ok(tuned.built.get_or_init(|| built).as_ref())
+        let (from, built) = tuned.built.get_or_init(|| (mini.name().to_string(), built));
+        if from != mini.name() {
+            return Err(mismatch(format!(
+                "the model's tuned layers run on `{from}`, not on `{}`",
+                mini.name()
+            )));
+        }
+        Ok(built.as_ref())
+    }
+
+    /// Check that the model can run with `encoder` (building its tuned layers on it, if it
+    /// has any), so a model that cannot serve is refused when it is installed rather than
+    /// at its first turn.
+    pub fn prepare(&self, encoder: Option<&dyn Encoder>) -> Result<(), ModelError> {
+        self.usable_encoder(encoder).map(|_| ())
+    }
+
+    /// Number of encoder layers the model fine-tuned (0 for a frozen encoder).
+    pub fn tuned_layer_count(&self) -> usize {
+        self.tuned.as_ref().map_or(0, |t| t.layers.layers.len())
     }
 
     fn embed_one(

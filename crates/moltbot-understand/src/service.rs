@@ -47,6 +47,9 @@ impl Understanding {
         model: IntentModel,
         model_path: Option<PathBuf>,
     ) -> Self {
+        if let Err(e) = model.prepare(encoder.as_deref()) {
+            tracing::warn!(cause = %e, "the intent model cannot run on the loaded encoder");
+        }
         Self {
             encoder,
             model: RwLock::new(Arc::new(model)),
@@ -132,6 +135,9 @@ impl Understanding {
                 });
             }
         }
+        // Tuned layers are built on the serving encoder now, so a model that cannot run is
+        // refused here and the first turn does not pay for the build.
+        model.prepare(self.encoder.as_deref())?;
         if let Some(path) = &self.model_path {
             model.save(path)?;
         }

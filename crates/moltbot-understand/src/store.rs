@@ -18,8 +18,11 @@ use std::io::Write;
 use std::path::Path;
 
 const META_KEY: &str = "moltbot.intent_model";
-/// Bumped when the layout changes; older files are refused with a clear message.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped when the layout changes; older files are refused with a clear message. Version 2
+/// adds fine-tuned encoder layers (`tuned.*` tensors); a model without them is still
+/// written as version 1, which builds that predate tuning read.
+const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION_UNTUNED: u32 = 1;
 /// Tuned layers are looked for at indices below this.
 const MAX_LAYERS: usize = 64;
 
@@ -128,7 +131,11 @@ impl IntentModel {
             views.push((name.as_str(), view));
         }
         let meta = Meta {
-            format_version: FORMAT_VERSION,
+            format_version: if self.tuned.is_some() {
+                FORMAT_VERSION
+            } else {
+                FORMAT_VERSION_UNTUNED
+            },
             config: self.config.clone(),
             coarse_labels: self.coarse_labels.clone(),
             fine_labels: self.fine_labels.clone(),
@@ -176,9 +183,10 @@ impl IntentModel {
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| format!("no `{META_KEY}` metadata"))?;
         let meta: Meta = serde_json::from_str(meta_json).map_err(|e| e.to_string())?;
-        if meta.format_version != FORMAT_VERSION {
+        if !(FORMAT_VERSION_UNTUNED..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(format!(
-                "format version {} is not {FORMAT_VERSION}; retrain with `moltbot intents train`",
+                "format version {} is not {FORMAT_VERSION_UNTUNED} or {FORMAT_VERSION}; retrain \
+                 with `moltbot intents train`",
                 meta.format_version
             ));
         }
@@ -234,12 +242,34 @@ impl IntentModel {
         let fine_head = head("fine", fine, meta.dense_dim + groups)?;
         let centroids = floats("centroids")?;
         let dim = meta.encoder.as_ref().map_or(0, |e| e.1);
-        let tensor = |name: &str| -> Option<candle_core::Tensor> {
-            let t = st.tensor(name).ok()?;
-            let v = floats(name).ok()?;
-            candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).ok()
-        };
-        let tuned = TunedLayers::from_named(tensor, MAX_LAYERS)?.map(Tuned::new);
+        // Tuned layers: every `tuned.*` tensor must read, or the file is refused (a model
+        // whose heads were fit on tuned vectors must not quietly serve untuned ones).
+        let mut tuned_tensors = HashMap::new();
+        for name in st.names().into_iter().filter(|n| n.starts_with("tuned.")) {
+            let shape = st
+                .tensor(name)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?
+                .shape()
+                .to_vec();
+            let t = candle_core::Tensor::from_vec(floats(name)?, shape, &candle_core::Device::Cpu)
+                .map_err(|e| format!("tensor `{name}`: {e}"))?;
+            tuned_tensors.insert(name.to_string(), t);
+        }
+        let found = tuned_tensors.len();
+        let tuned = TunedLayers::from_named(|n| tuned_tensors.remove(n), MAX_LAYERS)?;
+        let used = tuned.as_ref().map_or(0, |t| t.layers.len() * 12);
+        if used != found {
+            return Err(format!(
+                "{found} `tuned.*` tensors, but {used} make whole layers below {MAX_LAYERS}"
+            ));
+        }
+        if tuned.is_some() != (meta.format_version == FORMAT_VERSION) {
+            return Err(format!(
+                "format version {} does not match the tuned layers in the file",
+                meta.format_version
+            ));
+        }
+        let tuned = tuned.map(Tuned::new);
         if centroids.len() != fine * dim {
             return Err("centroids do not match the encoder dimension".into());
         }

@@ -313,7 +313,7 @@ pub enum IntentsCommand {
         precision: Option<EncoderPrecision>,
         /// Fine-tune the encoder's last N layers on the examples before fitting the heads
         /// (0 = keep the encoder frozen). Takes minutes for ~10⁴ examples; skipped when the
-        /// data have fewer than 8 examples per intent.
+        /// data have fewer than 8 examples per intent on average.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
         tune_layers: u8,
         /// Epochs of fine-tuning (with --tune-layers).

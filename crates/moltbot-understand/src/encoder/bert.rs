@@ -349,7 +349,8 @@ impl Bert {
 
     /// One layer with plain, differentiable candle ops (composed softmax and layer norm,
     /// unfused projections): the training path. `x` is `(batch, len, hidden)`, `key_bias`
-    /// comes from [`key_bias`]. Gives the same output as the inference path up to rounding.
+    /// comes from [`key_bias`]. Gives the same output as the f32 inference path up to
+    /// rounding; an INT8 encoder serves quantized copies of these f32 weights.
     pub fn train_layer(&self, w: &LayerWeights, x: &Tensor, key_bias: &Tensor) -> Result<Tensor> {
         let (batch, len, hidden) = x.dims3()?;
         let eps = self.embed_norm.eps;

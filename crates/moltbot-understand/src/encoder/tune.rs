@@ -47,6 +47,13 @@ pub struct TuneConfig {
     pub min_examples_per_intent: f32,
 }
 
+impl TuneConfig {
+    /// No layer is tuned.
+    pub fn is_off(&self) -> bool {
+        self.layers == 0
+    }
+}
+
 impl Default for TuneConfig {
     fn default() -> Self {
         Self {
@@ -211,7 +218,8 @@ impl MiniLm {
                 let mask = Tensor::from_vec(mask, (members.len(), len), &self.device)?;
                 let h = self.bert.forward_layers(&ids, &mask, first)?;
                 for (row, &i) in members.iter().enumerate() {
-                    states[i] = Some(h.get(row)?.narrow(0, 0, seqs[i].len())?.contiguous()?);
+                    // A copy, so no cached state keeps its whole padded batch alive.
+                    states[i] = Some(h.get(row)?.narrow(0, 0, seqs[i].len())?.copy()?);
                 }
                 let bias = key_bias(&mask)?;
                 let mut x = h;

@@ -152,6 +152,33 @@ fn tuned_layers_learn_keep_the_base_encoder_and_come_back_from_the_file() {
         "{right} of {} training examples",
         texts.len()
     );
+    assert_eq!(model.tuned_layer_count(), 2);
+    assert_eq!(loaded.tuned_layer_count(), 2);
+
+    // Predictions go through the tuned layers: the same heads fed the base encoder's
+    // vectors score differently.
+    let base_vecs = enc.encode(&texts).unwrap();
+    let differ = texts
+        .iter()
+        .zip(&a)
+        .zip(&base_vecs)
+        .filter(|((t, p), v)| {
+            let untuned = model.score(&model.features(t, Some(v)));
+            (untuned.confidence - p.confidence).abs() > 1e-3
+        })
+        .count();
+    assert!(
+        differ > texts.len() / 2,
+        "{differ} of {} differ",
+        texts.len()
+    );
+    // `intents eval` goes through them too.
+    let (report, eval_preds) =
+        moltbot_understand::evaluate(&loaded, &data, Some(enc.as_ref())).unwrap();
+    for (p, q) in eval_preds.iter().zip(&b) {
+        assert_eq!(p.fine, q.fine);
+    }
+    assert!(report.accuracy >= (texts.len() - 2) as f64 / texts.len() as f64);
 
     // An untuned model of the same data leaves no tuned layers in its file.
     let (plain, report) = IntentModel::train(&data, Some(&enc), ModelConfig::default()).unwrap();
@@ -160,19 +187,27 @@ fn tuned_layers_learn_keep_the_base_encoder_and_come_back_from_the_file() {
     plain.save(&plain_path).unwrap();
     let tuned_size = std::fs::metadata(&path).unwrap().len();
     let plain_size = std::fs::metadata(&plain_path).unwrap().len();
-    // Two layers of MiniLM in f32 are ~7 MB.
+    // One MiniLM layer is ~1.77M f32 values (7.1 MB); two are ~14 MB.
     assert!(
-        tuned_size > plain_size + 6_000_000,
+        tuned_size > plain_size + 13_500_000,
         "{tuned_size} vs {plain_size}"
+    );
+    // The untuned file says nothing about tuning, so builds from before tuning read it.
+    let plain_bytes = std::fs::read(&plain_path).unwrap();
+    let head = String::from_utf8_lossy(&plain_bytes[..plain_bytes.len().min(1 << 16)]);
+    assert!(
+        !head.contains("\"tune\""),
+        "untuned model metadata mentions tune"
     );
 }
 
-/// A 384-d encoder that is not the MiniLM: it cannot run tuned layers.
-struct Other;
+/// A 384-d encoder that is not the MiniLM (whatever it calls itself): it cannot run tuned
+/// layers.
+struct Other(String);
 
 impl Encoder for Other {
     fn name(&self) -> &str {
-        "other"
+        &self.0
     }
     fn dim(&self) -> usize {
         384
@@ -199,11 +234,24 @@ fn a_tuned_model_refuses_an_encoder_that_cannot_run_its_layers_and_small_data_st
     let path = dir.path().join("m.safetensors");
     model.save(&path).unwrap();
     let loaded = IntentModel::load(&path).unwrap();
-    let err = loaded
-        .predict("my card is not working", Some(&Other))
-        .unwrap_err();
-    assert!(matches!(err, ModelError::EncoderMismatch { .. }), "{err}");
-    assert!(err.to_string().contains("tuned layers"), "{err}");
+    // Both the trained model (whose tuned encoder is already built) and the loaded one.
+    for m in [&model, &loaded] {
+        let err = m
+            .predict("my card is not working", Some(&Other("other".into())))
+            .unwrap_err();
+        assert!(matches!(err, ModelError::EncoderMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("tuned layers"), "{err}");
+        assert!(m.prepare(Some(&Other("other".into()))).is_err());
+    }
+    // The gateway installs it on the MiniLM, and refuses it on an encoder that has the
+    // MiniLM's name but cannot run the layers (the check happens at install, not at the
+    // first turn).
+    let u = moltbot_understand::Understanding::new(Some(enc.clone()), model.clone(), None);
+    u.replace(loaded.clone()).unwrap();
+    let impostor: Arc<dyn Encoder> = Arc::new(Other(enc.name().to_string()));
+    let u = moltbot_understand::Understanding::new(Some(impostor), model.clone(), None);
+    let err = u.replace(loaded.clone()).unwrap_err();
+    assert!(err.to_string().contains("cannot run"), "{err}");
 
     // Fewer examples per intent than `min_examples_per_intent`: no tuning.
     let few = data.filter(|_| true);
