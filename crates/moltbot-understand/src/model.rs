@@ -258,16 +258,7 @@ impl IntentModel {
             );
             return Ok(None);
         }
-        let fine_id: HashMap<&str, u32> = fine_labels
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_str(), i as u32))
-            .collect();
-        let y: Vec<u32> = data
-            .examples
-            .iter()
-            .map(|e| fine_id[e.fine.as_str()])
-            .collect();
+        let y = label_ids(data, &fine_labels);
         // The same split `train_with_embeddings` holds out for calibration: the tuned
         // layers must not have seen the examples that calibrate the surprise score.
         let (fit, _) = split_holdout(&y, config.calibration_share, config.train.seed);
@@ -303,16 +294,7 @@ impl IntentModel {
         if fine_labels.len() < 2 {
             return Err(ModelError::TooFewIntents(fine_labels.len()));
         }
-        let fine_id: HashMap<&str, u32> = fine_labels
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_str(), i as u32))
-            .collect();
-        let y_fine: Vec<u32> = data
-            .examples
-            .iter()
-            .map(|e| fine_id[e.fine.as_str()])
-            .collect();
+        let y_fine = label_ids(data, &fine_labels);
         let dim = embeddings.first().map_or(0, Vec::len);
         let centroids = class_centroids(embeddings, &y_fine, fine_labels.len(), dim);
         let groups = assign_groups(data, &fine_labels, &centroids, dim);
@@ -1036,6 +1018,19 @@ fn kmeans(points: &[&[f32]], k: usize, iterations: usize) -> Vec<usize> {
         }
     }
     assignment
+}
+
+/// Each example's index in `fine_labels` (which holds every fine label of `data`).
+fn label_ids(data: &Dataset, fine_labels: &[String]) -> Vec<u32> {
+    let fine_id: HashMap<&str, u32> = fine_labels
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.as_str(), i as u32))
+        .collect();
+    data.examples
+        .iter()
+        .map(|e| fine_id[e.fine.as_str()])
+        .collect()
 }
 
 /// Stratified split: about `share` of each class's examples (at least one when a class has

@@ -248,13 +248,7 @@ impl Bert {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers[range] {
             let qkv = layer.qkv.forward(&x)?;
-            let split = |i: usize| -> Result<Tensor> {
-                qkv.narrow(D::Minus1, i * hidden, hidden)?
-                    .reshape((batch, len, self.heads, self.head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()
-            };
-            let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+            let (q, k, v) = self.split_heads(&qkv)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&key_bias)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             let context = probs
@@ -270,6 +264,20 @@ impl Bert {
                 .forward(&(layer.down.forward(&up)? + &attended)?)?;
         }
         Ok(x)
+    }
+
+    /// Query, key and value `(batch, heads, len, head_dim)` from the fused projection's
+    /// output `(batch, len, 3·hidden)`.
+    fn split_heads(&self, qkv: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (batch, len, three_hidden) = qkv.dims3()?;
+        let hidden = three_hidden / 3;
+        let split = |i: usize| -> Result<Tensor> {
+            qkv.narrow(D::Minus1, i * hidden, hidden)?
+                .reshape((batch, len, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        Ok((split(0)?, split(1)?, split(2)?))
     }
 
     /// Number of Transformer layers.
@@ -361,13 +369,7 @@ impl Bert {
                 .reshape((batch, len, weight.dim(0)?))
         };
         let qkv = linear(x, &w.qkv_w, &w.qkv_b)?;
-        let split = |i: usize| -> Result<Tensor> {
-            qkv.narrow(D::Minus1, i * hidden, hidden)?
-                .reshape((batch, len, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let (q, k, v) = self.split_heads(&qkv)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(key_bias)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
