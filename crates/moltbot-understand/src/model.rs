@@ -198,19 +198,21 @@ impl IntentModel {
         let embed_secs = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         let mut model = Self::train_with_embeddings(data, encoder, &embeddings, config)?;
-        let mut tune_report = None;
-        if tuned.is_none() {
-            // The stored config says what was done: no tuning (even if it was asked for).
-            model.config.tune = TuneConfig::default();
-        }
-        if let Some((layers, tuned_enc, report)) = tuned {
-            let t = Tuned::new(layers);
-            if let Some(base) = encoder {
-                let _ = t.built.set((base.name().to_string(), Arc::new(tuned_enc)));
+        let tune_report = match tuned {
+            None => {
+                // The stored config says what was done: no tuning (even if it was asked for).
+                model.config.tune = TuneConfig::default();
+                None
             }
-            model.tuned = Some(t);
-            tune_report = Some(report);
-        }
+            Some((layers, tuned_enc, report)) => {
+                let t = Tuned::new(layers);
+                if let Some(base) = encoder {
+                    let _ = t.built.set((base.name().to_string(), Arc::new(tuned_enc)));
+                }
+                model.tuned = Some(t);
+                Some(report)
+            }
+        };
         let report = TrainReport {
             examples: data.examples.len(),
             coarse: model.coarse_labels.len(),
@@ -401,13 +403,13 @@ impl IntentModel {
         encoder: Option<&dyn Encoder>,
         window_words: usize,
     ) -> Result<(Prediction, Option<Vec<f32>>), ModelError> {
-        let whole = sentence_windows(text, window_words.max(1)).len() <= 1;
-        if !whole || self.tuned.is_some() {
-            return Ok((self.predict_long(text, encoder, window_words)?, None));
+        if sentence_windows(text, window_words.max(1)).len() <= 1 {
+            let embedding = self.embed_one(text, encoder)?;
+            let prediction = self.score(&self.features(text, embedding.as_deref()));
+            // A tuned model's vector comes from its own layers, not from `encoder`.
+            return Ok((prediction, embedding.filter(|_| self.tuned.is_none())));
         }
-        let embedding = self.embed_one(text, encoder)?;
-        let prediction = self.score(&self.features(text, embedding.as_deref()));
-        Ok((prediction, embedding))
+        Ok((self.predict_windows(text, encoder, window_words)?, None))
     }
 
     /// Classify a text of any length. Texts of one window (`window_words` words) go through
@@ -422,9 +424,17 @@ impl IntentModel {
         encoder: Option<&dyn Encoder>,
         window_words: usize,
     ) -> Result<Prediction, ModelError> {
-        if sentence_windows(text, window_words.max(1)).len() <= 1 {
-            return self.predict(text, encoder);
-        }
+        self.predict_long_keep_vector(text, encoder, window_words)
+            .map(|(p, _)| p)
+    }
+
+    /// The part of [`IntentModel::predict_long`] for a text of several windows.
+    fn predict_windows(
+        &self,
+        text: &str,
+        encoder: Option<&dyn Encoder>,
+        window_words: usize,
+    ) -> Result<Prediction, ModelError> {
         let windows = sentence_units(text, window_words.max(1));
         let embeddings = match self.usable_encoder(encoder)? {
             Some(enc) => {
@@ -576,25 +586,21 @@ impl IntentModel {
                     base.name()
                 ))
             })?;
-        if let Some((from, built)) = tuned.built.get() {
-            if from != mini.name() {
-                return Err(mismatch(format!(
-                    "the model's tuned layers run on `{from}`, not on `{}`",
-                    mini.name()
-                )));
+        let (from, built) = match tuned.built.get() {
+            Some(built) => built,
+            None => {
+                let end = tuned.layers.first + tuned.layers.layers.len();
+                if mini.layer_count() != end {
+                    return Err(mismatch(format!(
+                        "`{}` has {} layers; the tuned ones end at layer {end}",
+                        base.name(),
+                        mini.layer_count()
+                    )));
+                }
+                let built = Arc::new(mini.with_tuned(&tuned.layers)?);
+                tuned.built.get_or_init(|| (mini.name().to_string(), built))
             }
-            return Ok(built.as_ref());
-        }
-        if mini.layer_count() != tuned.layers.first + tuned.layers.layers.len() {
-            return Err(mismatch(format!(
-                "`{}` has {} layers; the tuned ones end at layer {}",
-                base.name(),
-                mini.layer_count(),
-                tuned.layers.first + tuned.layers.layers.len()
-            )));
-        }
-        let built = Arc::new(mini.with_tuned(&tuned.layers)?);
-        let (from, built) = tuned.built.get_or_init(|| (mini.name().to_string(), built));
+        };
         if from != mini.name() {
             return Err(mismatch(format!(
                 "the model's tuned layers run on `{from}`, not on `{}`",

@@ -71,13 +71,7 @@ impl Understanding {
 
     /// Classify one turn. Blocking (a forward pass): call from `spawn_blocking`.
     pub fn understand(&self, text: &str) -> Result<Understood, ModelError> {
-        let start = Instant::now();
-        let model = self.model();
-        let prediction = model.predict_long(text, self.encoder.as_deref(), LONG_TEXT_WORDS)?;
-        Ok(Understood {
-            prediction,
-            latency_ms: start.elapsed().as_secs_f64() * 1e3,
-        })
+        self.understand_keep_vector(text).map(|(u, _)| u)
     }
 
     /// [`Understanding::understand`], also giving back the encoder's vector of `text` when

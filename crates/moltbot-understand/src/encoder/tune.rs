@@ -16,9 +16,11 @@
 //! the shared base encoder with [`MiniLm::with_tuned`]; the base encoder itself (used by
 //! knowledge search) is not changed.
 
-use super::bert::{key_bias, LayerWeights};
+// `mean_pool` is made of differentiable ops (its clamps are `maximum`/`minimum`), so the
+// served pooling is also the one trained through.
+use super::bert::{key_bias, mean_pool, LayerWeights};
 use super::{pad, MiniLm};
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use moltbot_core::EncodeError;
 use moltbot_core::Encoder;
@@ -205,6 +207,12 @@ impl MiniLm {
             })
             .collect();
         let hidden = self.bert.config.hidden_size;
+        // The untuned weights of the layers to train: the pre-pass runs them, training
+        // starts from copies of them.
+        let start_weights: Vec<LayerWeights> = (first..total)
+            .map(|l| self.bert.layer_weights(l))
+            .collect::<candle_core::Result<_>>()
+            .map_err(forward_err)?;
         // The frozen part, once: the states entering layer `first`, one `(len, hidden)`
         // tensor per text, and the untuned sentence vectors for the classifier's start.
         let mut states: Vec<Option<Tensor>> = vec![None; seqs.len()];
@@ -223,12 +231,10 @@ impl MiniLm {
                 }
                 let bias = key_bias(&mask)?;
                 let mut x = h;
-                for layer in first..total {
-                    x = self
-                        .bert
-                        .train_layer(&self.bert.layer_weights(layer)?, &x, &bias)?;
+                for w in &start_weights {
+                    x = self.bert.train_layer(w, &x, &bias)?;
                 }
-                pool(&x, &mask)?.to_vec2::<f32>()
+                mean_pool(&x, &mask)?.to_vec2::<f32>()
             };
             for (&i, v) in members.iter().zip(run().map_err(forward_err)?) {
                 if !is_train[i] {
@@ -243,14 +249,14 @@ impl MiniLm {
         }
         let states: Vec<Tensor> = states.into_iter().flatten().collect();
 
+        // `Var::from_tensor` copies, so the base encoder's weights are never trained.
         let build = || -> candle_core::Result<(Vec<[Var; 12]>, Var)> {
             let mut vars = Vec::with_capacity(k);
-            for layer in first..total {
-                let w = self.bert.layer_weights(layer)?;
+            for w in &start_weights {
                 let v: Vec<Var> = w
                     .tensors()
                     .iter()
-                    .map(|t| Var::from_tensor(&t.to_dtype(DType::F32)?.contiguous()?))
+                    .map(|t| Var::from_tensor(t))
                     .collect::<candle_core::Result<_>>()?;
                 vars.push(
                     v.try_into()
@@ -328,7 +334,7 @@ impl MiniLm {
             let run = || -> candle_core::Result<Vec<Vec<f32>>> {
                 let (x, mask) = padded_states(&states, &seqs, members, len, &self.device)?;
                 let h = encoder.bert.run_layers(x, &mask, first..total)?;
-                super::bert::mean_pool(&h, &mask)?.to_vec2::<f32>()
+                mean_pool(&h, &mask)?.to_vec2::<f32>()
             };
             for (&i, v) in members.iter().zip(run().map_err(forward_err)?) {
                 embeddings[i] = v;
@@ -376,7 +382,7 @@ impl MiniLm {
             let w = LayerWeights::from_tensors(std::array::from_fn(|j| v[j].as_tensor().clone()));
             x = self.bert.train_layer(&w, &x, &bias)?;
         }
-        let e = pool(&x, &mask)?;
+        let e = mean_pool(&x, &mask)?;
         let w = head.as_tensor();
         let w = w.broadcast_div(&(w.sqr()?.sum_keepdim(1)? + 1e-12)?.sqrt()?)?;
         let logits = (e.matmul(&w.t()?)? * scale)?;
@@ -412,16 +418,6 @@ fn padded_states(
     let x = Tensor::stack(&padded, 0)?;
     let mask = Tensor::from_vec(mask, (rows.len(), len), device)?;
     Ok((x, mask))
-}
-
-/// Mean of the unmasked token states, L2-normalised, with differentiable ops only.
-fn pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-    let counts = mask.sum(1)?;
-    let mean = summed.broadcast_div(&counts)?;
-    let norm = (mean.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
-    mean.broadcast_div(&norm)
 }
 
 #[cfg(test)]

@@ -67,12 +67,13 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                 },
                 ..ModelConfig::default()
             };
+            let min_per_intent = config.tune.min_examples_per_intent;
             let (model, report) = IntentModel::train(&data, encoder.as_ref(), config)?;
             if tune_layers > 0 && report.tune.is_none() {
                 eprintln!(
                     "note: --tune-layers {tune_layers} was not applied: fine-tuning needs the \
-                     MiniLM encoder and at least 8 examples per intent on average ({} examples \
-                     for {} intents); the encoder stayed frozen",
+                     MiniLM encoder and at least {min_per_intent} examples per intent on \
+                     average ({} examples for {} intents); the encoder stayed frozen",
                     report.examples, report.fine
                 );
             }
