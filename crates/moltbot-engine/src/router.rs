@@ -195,7 +195,8 @@ impl DialogueRouter {
         let mut info = RouteInfo::unrouted("understanding_unavailable");
         let mut knowledge_intent = false;
         // The turn's sentence vector from understanding, reused by the knowledge search
-        // when both use the same encoder (one forward pass per turn instead of two).
+        // when both use the same encoder (one forward pass per turn instead of two; for a
+        // model with tuned layers, the shared lower layers run once).
         let mut vector = None;
         if let Some(u) = &self.understanding {
             match u.understand_keep_vector(text) {
@@ -255,6 +256,13 @@ impl DialogueRouter {
             sources: None,
             mode: SearchMode::Hybrid,
         };
+        let vector = vector.and_then(|v| match v.resolve(kb.encoder().as_ref()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(cause = %e, "the turn's vector could not be finished; the search encodes it");
+                None
+            }
+        });
         let hits = match kb.search_with_vector(text, vector.as_deref(), self.cfg.passages, &opts) {
             Ok(h) => h,
             Err(e) => {

@@ -27,7 +27,7 @@ pub mod text;
 
 pub use dataset::{Dataset, DatasetError, Example, IntentSpec};
 pub use encoder::tune::{TuneConfig, TuneReport};
-pub use encoder::{MiniLm, Precision};
+pub use encoder::{MiniLm, Precision, SharedStates, TurnVector};
 pub use eval::{evaluate, EvalReport};
 pub use features::{FeatureConfig, Featurizer, SparseVec};
 pub use linear::{Softmax, TrainConfig};

@@ -15,7 +15,7 @@
 
 use crate::dataset::{Dataset, IntentSpec};
 use crate::encoder::tune::{TuneConfig, TuneReport, TunedLayers, Tuning};
-use crate::encoder::MiniLm;
+use crate::encoder::{MiniLm, TurnVector};
 use crate::features::{FeatureConfig, Featurizer, SparseVec};
 use crate::linear::{log_sum_exp, softmax_in_place, Input, Softmax, TrainConfig};
 use moltbot_core::{EncodeError, Encoder};
@@ -394,22 +394,41 @@ impl IntentModel {
         Ok(self.score(&self.features(text, embedding.as_deref())))
     }
 
-    /// [`IntentModel::predict_long`], also giving back `encoder`'s vector of the whole text
-    /// when classifying computed exactly that (a one-window text and a model without tuned
-    /// layers), so a knowledge search for the same turn need not encode it again.
+    /// [`IntentModel::predict_long`], also giving back what classifying computed of
+    /// `encoder`'s vector of the whole text, so a knowledge search for the same turn need
+    /// not encode it again: the vector itself for a model without tuned layers, the hidden
+    /// states below the tuned layers for one with them (the base encoder finishes its
+    /// vector from there, [`TurnVector::resolve`]). `None` for texts of several windows.
     pub fn predict_long_keep_vector(
         &self,
         text: &str,
         encoder: Option<&dyn Encoder>,
         window_words: usize,
-    ) -> Result<(Prediction, Option<Vec<f32>>), ModelError> {
-        if sentence_windows(text, window_words.max(1)).len() <= 1 {
-            let embedding = self.embed_one(text, encoder)?;
-            let prediction = self.score(&self.features(text, embedding.as_deref()));
-            // A tuned model's vector comes from its own layers, not from `encoder`.
-            return Ok((prediction, embedding.filter(|_| self.tuned.is_none())));
+    ) -> Result<(Prediction, Option<TurnVector>), ModelError> {
+        if sentence_windows(text, window_words.max(1)).len() > 1 {
+            return Ok((self.predict_windows(text, encoder, window_words)?, None));
         }
-        Ok((self.predict_windows(text, encoder, window_words)?, None))
+        let (embedding, kept) = match (self.usable_encoder(encoder)?, &self.tuned) {
+            (None, _) => (None, None),
+            (Some(enc), None) => {
+                let v = enc.encode(&[text])?.pop();
+                (v.clone(), v.map(TurnVector::Ready))
+            }
+            (Some(enc), Some(tuned)) => {
+                let split = enc
+                    .as_any()
+                    .and_then(|a| a.downcast_ref::<MiniLm>())
+                    .map(|m| m.encode_keep_shared(text, tuned.layers.first))
+                    .transpose()?
+                    .flatten();
+                match split {
+                    Some((v, states)) => (Some(v), Some(TurnVector::Shared(states))),
+                    None => (enc.encode(&[text])?.pop(), None),
+                }
+            }
+        };
+        let prediction = self.score(&self.features(text, embedding.as_deref()));
+        Ok((prediction, kept))
     }
 
     /// Classify a text of any length. Texts of one window (`window_words` words) go through

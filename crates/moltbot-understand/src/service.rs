@@ -2,6 +2,7 @@
 //! retraining that swaps the model in place (no restart).
 
 use crate::dataset::{Dataset, IntentSpec};
+use crate::encoder::TurnVector;
 use crate::model::{IntentModel, ModelConfig, ModelError, Prediction, TrainReport};
 use moltbot_core::Encoder;
 use serde::Serialize;
@@ -74,13 +75,14 @@ impl Understanding {
         self.understand_keep_vector(text).map(|(u, _)| u)
     }
 
-    /// [`Understanding::understand`], also giving back the encoder's vector of `text` when
-    /// classifying computed it (see [`IntentModel::predict_long_keep_vector`]): the same
-    /// vector a knowledge store sharing this encoder would compute for the text.
+    /// [`Understanding::understand`], also giving back what classifying computed of the
+    /// encoder's vector of `text` (see [`IntentModel::predict_long_keep_vector`]): resolved
+    /// with this encoder, it is the vector a knowledge store sharing the encoder would
+    /// compute for the text.
     pub fn understand_keep_vector(
         &self,
         text: &str,
-    ) -> Result<(Understood, Option<Vec<f32>>), ModelError> {
+    ) -> Result<(Understood, Option<TurnVector>), ModelError> {
         let start = Instant::now();
         let model = self.model();
         let (prediction, vector) =

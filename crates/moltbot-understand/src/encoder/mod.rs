@@ -134,15 +134,103 @@ impl MiniLm {
         &self,
         seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
     ) -> Result<Vec<Vec<f32>>, EncodeError> {
-        let batch = seqs.len();
-        let (ids, mask, len) = pad(seqs);
         let fwd = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (batch, len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (batch, len), &self.device)?;
+            let (ids, mask) = self.input_tensors(seqs)?;
             let hidden = self.bert.forward(&ids, &mask)?;
             mean_pool(&hidden, &mask)?.to_vec2::<f32>()
         };
         fwd().map_err(|e| EncodeError::Forward(e.to_string()))
+    }
+
+    /// Padded token ids and their 0/1 mask, both `(batch, len)`.
+    fn input_tensors<'a>(
+        &self,
+        seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let batch = seqs.len();
+        let (ids, mask, len) = pad(seqs);
+        Ok((
+            Tensor::from_vec(ids, (batch, len), &self.device)?,
+            Tensor::from_vec(mask, (batch, len), &self.device)?,
+        ))
+    }
+
+    /// Encode one text with this encoder, a [`MiniLm::with_tuned`] copy whose layers from
+    /// `first` on are tuned, and keep the hidden states entering layer `first`: they are
+    /// the same for the base encoder, which can finish its own vector of the text from them
+    /// ([`TurnVector::resolve`]) without running the shared layers again. `None` when the
+    /// text needs more than one window.
+    pub fn encode_keep_shared(
+        &self,
+        text: &str,
+        first: usize,
+    ) -> Result<Option<(Vec<f32>, SharedStates)>, EncodeError> {
+        let Some(base) = self.name.split_once("+tuned").map(|(b, _)| b.to_string()) else {
+            return Err(EncodeError::Forward(format!(
+                "`{}` has no tuned layers to part from its base at",
+                self.name
+            )));
+        };
+        let ids = self.token_ids(&[text])?;
+        let mut seqs = self.windows(&ids[0]);
+        if seqs.len() != 1 {
+            return Ok(None);
+        }
+        let seq = seqs.pop().unwrap_or_default();
+        let run = || -> candle_core::Result<(Vec<f32>, Tensor, Tensor)> {
+            let (ids, mask) = self.input_tensors(std::iter::once(seq.as_slice()))?;
+            let shared = self.bert.forward_layers(&ids, &mask, first)?;
+            let top = self
+                .bert
+                .run_layers(shared.clone(), &mask, first..self.layer_count())?;
+            let v = mean_pool(&top, &mask)?
+                .to_vec2::<f32>()?
+                .pop()
+                .unwrap_or_default();
+            Ok((v, shared, mask))
+        };
+        let (v, hidden, mask) = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
+        let tokens = seq.len();
+        let vector = combine_windows(vec![v], &[0], &[tokens], 1, self.dim()).pop();
+        Ok(vector.map(|v| {
+            let states = SharedStates {
+                hidden,
+                mask,
+                first,
+                tokens,
+                base,
+            };
+            (v, states)
+        }))
+    }
+
+    /// This encoder's vector of a text from the hidden states [`MiniLm::encode_keep_shared`]
+    /// kept: the layers from where the tuned copy parted on, then the same pooling as
+    /// [`Encoder::encode`].
+    fn finish(&self, states: SharedStates) -> Result<Vec<f32>, EncodeError> {
+        if states.base != self.name || states.first > self.layer_count() {
+            return Err(EncodeError::Forward(format!(
+                "hidden states from `{}` at layer {} cannot be finished by `{}`",
+                states.base, states.first, self.name
+            )));
+        }
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let top = self.bert.run_layers(
+                states.hidden,
+                &states.mask,
+                states.first..self.layer_count(),
+            )?;
+            Ok(mean_pool(&top, &states.mask)?
+                .to_vec2::<f32>()?
+                .pop()
+                .unwrap_or_default())
+        };
+        let v = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
+        Ok(
+            combine_windows(vec![v], &[0], &[states.tokens], 1, self.dim())
+                .pop()
+                .unwrap_or_default(),
+        )
     }
 
     /// A copy of this encoder whose top layers are `tuned` (see [`tune`]); the embeddings
@@ -238,18 +326,82 @@ impl Encoder for MiniLm {
             }
         }
         let vectors = self.run_sequences(&seqs)?;
-        let dim = self.dim();
-        let mut out = vec![vec![0f32; dim]; texts.len()];
-        for ((v, &i), seq) in vectors.iter().zip(&owner).zip(&seqs) {
-            let weight = seq.len() as f32;
-            out[i].iter_mut().zip(v).for_each(|(o, x)| *o += weight * x);
+        let tokens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        Ok(combine_windows(
+            vectors,
+            &owner,
+            &tokens,
+            texts.len(),
+            self.dim(),
+        ))
+    }
+}
+
+/// One vector per text from its windows' vectors: their sum weighted by token counts,
+/// L2-normalised. `owner[w]` is the text window `w` belongs to.
+fn combine_windows(
+    vectors: Vec<Vec<f32>>,
+    owner: &[usize],
+    tokens: &[usize],
+    texts: usize,
+    dim: usize,
+) -> Vec<Vec<f32>> {
+    let mut out = vec![vec![0f32; dim]; texts];
+    for ((v, &i), &n) in vectors.iter().zip(owner).zip(tokens) {
+        let weight = n as f32;
+        out[i].iter_mut().zip(v).for_each(|(o, x)| *o += weight * x);
+    }
+    for v in &mut out {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            v.iter_mut().for_each(|x| *x /= norm);
         }
-        for v in &mut out {
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            if norm > 0.0 {
-                v.iter_mut().for_each(|x| *x /= norm);
-            }
+    }
+    out
+}
+
+/// The hidden states of one text where a tuned encoder parts from its base (see
+/// [`MiniLm::encode_keep_shared`]).
+#[derive(Debug, Clone)]
+pub struct SharedStates {
+    hidden: Tensor,
+    mask: Tensor,
+    /// The first layer the two encoders do not share.
+    first: usize,
+    tokens: usize,
+    /// Name of the base encoder that can finish them.
+    base: String,
+}
+
+/// A turn's vector from the base encoder, as understanding hands it on to a knowledge
+/// search sharing that encoder.
+#[derive(Debug, Clone)]
+pub enum TurnVector {
+    /// The base encoder's vector (the model classified with it).
+    Ready(Vec<f32>),
+    /// The model classified through tuned top layers; the base encoder's vector is one
+    /// run of its own top layers away. Finishing it only when a search needs it keeps
+    /// turns answered without a search at the tuned model's cost.
+    Shared(SharedStates),
+}
+
+impl TurnVector {
+    /// The base encoder's vector: `encoder` must be the encoder the model's tuned layers
+    /// were built on.
+    pub fn resolve(self, encoder: &dyn Encoder) -> Result<Vec<f32>, EncodeError> {
+        match self {
+            Self::Ready(v) => Ok(v),
+            Self::Shared(states) => encoder
+                .as_any()
+                .and_then(|a| a.downcast_ref::<MiniLm>())
+                .ok_or_else(|| {
+                    EncodeError::Forward(format!(
+                        "`{}` cannot finish hidden states of `{}`",
+                        encoder.name(),
+                        states.base
+                    ))
+                })?
+                .finish(states),
         }
-        Ok(out)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::f32_encoder;
 use moltbot_core::{EncodeError, Encoder};
-use moltbot_understand::{Dataset, IntentModel, ModelConfig, ModelError, TuneConfig};
+use moltbot_understand::{Dataset, IntentModel, ModelConfig, ModelError, TuneConfig, TurnVector};
 use std::sync::Arc;
 
 /// Four banking intents that share most of their words, 12 examples each.
@@ -172,6 +172,30 @@ fn tuned_layers_learn_keep_the_base_encoder_and_come_back_from_the_file() {
         "{differ} of {} differ",
         texts.len()
     );
+    // One turn of the router: the model classifies through its tuned layers and hands on
+    // the hidden states below them, from which the base encoder finishes its own vector
+    // (what the knowledge search needs) without running the shared layers again.
+    for (text, p) in texts.iter().zip(&a).take(6) {
+        let (q, kept) = loaded
+            .predict_long_keep_vector(text, Some(enc.as_ref()), 64)
+            .unwrap();
+        assert_eq!(q.fine, p.fine, "{text}");
+        assert!((q.confidence - p.confidence).abs() < 1e-4, "{text}");
+        let kept = kept.expect("a one-window turn keeps the shared states");
+        assert!(matches!(kept, TurnVector::Shared(_)), "{text}");
+        let finished = kept.clone().resolve(enc.as_ref()).unwrap();
+        let direct = enc.encode(&[text]).unwrap().pop().unwrap();
+        let gap = finished
+            .iter()
+            .zip(&direct)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(gap < 1e-5, "{text}: the finished vector is {gap} off");
+        // Only the encoder the layers were built on can finish them.
+        let other = Other("all-MiniLM-L6-v2/f32".into());
+        let err = kept.resolve(&other).unwrap_err().to_string();
+        assert!(err.contains("cannot finish"), "{err}");
+    }
     // `intents eval` goes through them too.
     let (report, eval_preds) =
         moltbot_understand::evaluate(&loaded, &data, Some(enc.as_ref())).unwrap();
