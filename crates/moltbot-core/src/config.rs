@@ -768,6 +768,39 @@ mod tests {
     }
 
     #[test]
+    fn encoder_tuning_is_bounded_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, field, limit, got) in [
+            (
+                "[understanding]\ntune_layers = 7\n",
+                "understanding.tune_layers",
+                "at most 6",
+                "got 7",
+            ),
+            (
+                "[understanding]\ntune_layers = 2\ntune_epochs = 0\n",
+                "understanding.tune_epochs",
+                "between 1 and 20",
+                "got 0",
+            ),
+        ] {
+            let p = write(&dir, text);
+            let err = Config::load_with_env(Some(&p), &[])
+                .unwrap_err()
+                .to_string();
+            for part in [field, limit, got] {
+                assert!(err.contains(part), "{err}");
+            }
+        }
+        let p = write(&dir, "[understanding]\ntune_layers = 2\n");
+        let cfg = Config::load_with_env(Some(&p), &[]).unwrap();
+        assert_eq!(
+            (cfg.understanding.tune_layers, cfg.understanding.tune_epochs),
+            (2, 2)
+        );
+    }
+
+    #[test]
     fn non_loopback_needs_a_token() {
         let mut cfg = Config::default();
         cfg.gateway.bind = "0.0.0.0".parse().unwrap();

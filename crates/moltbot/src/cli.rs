@@ -312,13 +312,14 @@ pub enum IntentsCommand {
         #[arg(long, value_parser = parse_precision)]
         precision: Option<EncoderPrecision>,
         /// Fine-tune the encoder's last N layers on the examples before fitting the heads
-        /// (0 = keep the encoder frozen). Takes minutes for ~10⁴ examples; skipped when the
-        /// data have fewer than 8 examples per intent on average.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=6))]
-        tune_layers: u8,
-        /// Epochs of fine-tuning (with --tune-layers).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=20))]
-        tune_epochs: u8,
+        /// (0 = keep the encoder frozen; default: understanding.tune_layers, 0). Takes
+        /// minutes for ~10⁴ examples; skipped when the data have fewer than 8 examples per
+        /// intent on average.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=6))]
+        tune_layers: Option<u8>,
+        /// Epochs of fine-tuning (default: understanding.tune_epochs, 2).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=20))]
+        tune_epochs: Option<u8>,
         /// Ask the running gateway to load the new model (no restart).
         #[arg(long)]
         reload: bool,

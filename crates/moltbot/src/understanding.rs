@@ -6,7 +6,9 @@ use moltbot_core::config::{EncoderChoice, EncoderPrecision, KnowledgeConfig, Und
 use moltbot_core::Encoder;
 use moltbot_knowledge::{HashingEncoder, Knowledge};
 use moltbot_models::fetch::{ensure_wheel_model, DEFAULT_ENCODER, ENCODER_WHEEL_ENV};
-use moltbot_understand::{Dataset, IntentModel, MiniLm, ModelConfig, Precision, Understanding};
+use moltbot_understand::{
+    Dataset, IntentModel, MiniLm, ModelConfig, Precision, TuneConfig, Understanding,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -63,6 +65,20 @@ pub fn configured_dataset(cfg: &UnderstandingConfig) -> anyhow::Result<Dataset> 
     Ok(data)
 }
 
+/// How the configured intent model is trained: the surprise threshold and the encoder
+/// fine-tuning of `[understanding]`.
+pub fn model_config(cfg: &UnderstandingConfig) -> ModelConfig {
+    ModelConfig {
+        surprise_threshold: cfg.surprise_threshold,
+        tune: TuneConfig {
+            layers: cfg.tune_layers,
+            epochs: cfg.tune_epochs,
+            ..TuneConfig::default()
+        },
+        ..ModelConfig::default()
+    }
+}
+
 /// The encoder the config asks for (also used by the knowledge store). Blocking.
 pub fn configured_encoder(
     cfg: &UnderstandingConfig,
@@ -102,18 +118,27 @@ pub fn load(
         None => {
             tracing::info!(path = %path.display(), "training the intent model (first start or encoder changed)");
             let data = configured_dataset(cfg)?;
-            let (model, report) =
-                IntentModel::train(&data, encoder.as_ref(), ModelConfig::default())?;
+            let (model, report) = IntentModel::train(&data, encoder.as_ref(), model_config(cfg))?;
             tracing::info!(
                 intents = report.fine,
                 examples = report.examples,
                 secs = report.embed_secs + report.train_secs,
+                tuned_layers = model.tuned_layer_count(),
                 "intent model trained"
             );
             model.save(&path)?;
             model
         }
     };
+    if cfg.tune_layers > 0 && model.tuned_layer_count() == 0 {
+        tracing::info!(
+            path = %path.display(),
+            "the intent model has no tuned layers although understanding.tune_layers = {}: \
+             it was trained before the setting, or its data have too few examples per intent \
+             to tune; `moltbot intents train --reload` retrains it",
+            cfg.tune_layers
+        );
+    }
     model.set_surprise_threshold(cfg.surprise_threshold);
     Ok(Some(Arc::new(Understanding::new(
         encoder,

@@ -620,3 +620,108 @@ fn doctor_fix_repairs_permissions_and_checks_store_and_channels() {
     );
     assert!(!report.to_string().contains("wrong-token"), "{report}");
 }
+
+/// `[understanding] tune_layers` makes `intents train` fine-tune the encoder; the flag
+/// overrides it. Needs the real encoder (the test script fetches it).
+#[test]
+fn intents_train_tunes_the_encoder_when_the_config_asks() {
+    if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
+        eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let intents: [(&str, [&str; 10]); 3] = [
+        (
+            "card_arrival",
+            [
+                "my new card has not arrived yet",
+                "when will my card arrive",
+                "the card you sent me never came",
+                "still waiting for my card to show up",
+                "i have not received my card",
+                "has my card been delivered",
+                "my card did not arrive in the post",
+                "how long until my card gets here",
+                "is my card on its way",
+                "i never got the card in the mail",
+            ],
+        ),
+        (
+            "card_not_working",
+            [
+                "my card is not working",
+                "the card keeps getting declined",
+                "my card stopped working at the shop",
+                "why does my card not work",
+                "card declined at the atm",
+                "my card does not work online",
+                "the payment with my card failed",
+                "my card will not go through",
+                "the terminal rejects my card",
+                "my card fails every time i pay",
+            ],
+        ),
+        (
+            "top_up_by_card",
+            [
+                "how do i top up with my card",
+                "add money to my account using a card",
+                "can i top up by card",
+                "top up my balance with a debit card",
+                "use my card to top up",
+                "fund my account with a credit card",
+                "top up using a bank card",
+                "can i add funds with a card",
+                "put money in with my card",
+                "how to top up from a card",
+            ],
+        ),
+    ];
+    let mut tsv = String::from("text\tlabel\n");
+    for (label, texts) in intents {
+        for t in texts {
+            tsv.push_str(&format!("{t}\tbanking/{label}\n"));
+        }
+    }
+    let data = home.path().join("cards.tsv");
+    std::fs::write(&data, tsv).unwrap();
+    let config = home.path().join("moltbot.toml");
+    std::fs::write(
+        &config,
+        "[understanding]\ntune_layers = 2\ntune_epochs = 1\n",
+    )
+    .unwrap();
+    let train = |extra: &[&str], out: &str| {
+        let out_path = home.path().join(out);
+        let mut args = vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "intents".into(),
+            "train".into(),
+            data.display().to_string(),
+            "--out".into(),
+            out_path.display().to_string(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = moltbot(home.path()).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let line = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+        (v, std::fs::metadata(out_path).unwrap().len())
+    };
+    let (tuned, tuned_size) = train(&[], "tuned.safetensors");
+    assert_eq!(tuned["tune"]["layers"], 2, "{tuned}");
+    assert_eq!(tuned["tune"]["epochs"], 1, "{tuned}");
+    let (frozen, frozen_size) = train(&["--tune-layers", "0"], "frozen.safetensors");
+    assert!(frozen["tune"].is_null(), "{frozen}");
+    // Two tuned MiniLM layers are ~14 MB of f32 weights in the file.
+    assert!(
+        tuned_size > frozen_size + 13_000_000,
+        "{tuned_size} vs {frozen_size}"
+    );
+}

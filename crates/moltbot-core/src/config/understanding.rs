@@ -43,6 +43,14 @@ pub struct UnderstandingConfig {
     pub surprise_threshold: f32,
     /// Minimum confidence for answering from an intent's template without the model.
     pub min_confidence: f32,
+    /// Fine-tune the encoder's last N layers on the intents when the model is trained
+    /// (0 = frozen encoder). Worth it for large packs (≥ 8 examples per intent on average;
+    /// smaller ones stay frozen): it takes minutes for ~10⁴ examples and lifts accuracy on
+    /// confusable intents. Applies when the model is next trained: on first start, or with
+    /// `moltbot intents train --reload`.
+    pub tune_layers: usize,
+    /// Epochs of fine-tuning (with `tune_layers`).
+    pub tune_epochs: usize,
 }
 
 impl Default for UnderstandingConfig {
@@ -57,6 +65,8 @@ impl Default for UnderstandingConfig {
             builtin_intents: true,
             surprise_threshold: 0.95,
             min_confidence: 0.6,
+            tune_layers: 0,
+            tune_epochs: 2,
         }
     }
 }
@@ -72,6 +82,20 @@ impl UnderstandingConfig {
                     "{field} must be between 0 and 1, got {v}"
                 )));
             }
+        }
+        // MiniLM-L6 has 6 layers; larger BERT-family encoders up to 12 tune no better
+        // with more than the top few, and each tuned layer is ~7 MB in the model file.
+        if self.tune_layers > 6 {
+            return Err(ConfigError::Invalid(format!(
+                "understanding.tune_layers must be at most 6, got {}",
+                self.tune_layers
+            )));
+        }
+        if !(1..=20).contains(&self.tune_epochs) {
+            return Err(ConfigError::Invalid(format!(
+                "understanding.tune_epochs must be between 1 and 20, got {}",
+                self.tune_epochs
+            )));
         }
         if !self.builtin_intents && self.intents.is_empty() && self.enabled {
             return Err(ConfigError::Invalid(

@@ -4,7 +4,7 @@ use crate::cli::IntentsCommand;
 use crate::understanding::{load_encoder, model_path};
 use anyhow::Context;
 use moltbot_core::Encoder;
-use moltbot_understand::{evaluate, Dataset, IntentModel, ModelConfig, TuneConfig};
+use moltbot_understand::{evaluate, Dataset, IntentModel};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,15 +58,14 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                 &data_dir,
                 true,
             )?;
-            let config = ModelConfig {
-                surprise_threshold: ucfg.surprise_threshold,
-                tune: TuneConfig {
-                    layers: usize::from(tune_layers),
-                    epochs: usize::from(tune_epochs),
-                    ..TuneConfig::default()
-                },
-                ..ModelConfig::default()
-            };
+            let mut config = crate::understanding::model_config(ucfg);
+            if let Some(layers) = tune_layers {
+                config.tune.layers = usize::from(layers);
+            }
+            if let Some(epochs) = tune_epochs {
+                config.tune.epochs = usize::from(epochs);
+            }
+            let tune_layers = config.tune.layers;
             let min_per_intent = config.tune.min_examples_per_intent;
             let (model, report) = IntentModel::train(&data, encoder.as_ref(), config)?;
             if tune_layers > 0 && report.tune.is_none() {
