@@ -491,6 +491,13 @@ async fn beam_search_answers_deterministically() {
     eprintln!("beam: {first:?} {usage:?} {finish:?}");
     assert!(!first.trim().is_empty());
     assert!(usage.completion_tokens > 0 && usage.completion_tokens <= 24);
+    // What every beam starts with streams while the search goes on, so the answer comes
+    // in several pieces rather than in one at the end.
+    let pieces = items
+        .iter()
+        .filter(|i| matches!(i, Ok(ChatChunk::Text(_))))
+        .count();
+    assert!(pieces >= 2, "{pieces} text pieces: {items:?}");
     let (second, _) = run(&model, req.clone()).await;
     assert_eq!(first, second);
     // Scratch sequences went back: the model still serves plain and beam requests.

@@ -46,6 +46,8 @@ pub(super) struct Beam {
     pub done: Vec<Hyp>,
     /// Every sequence this search owns; `seqs[0]` is the request's slot.
     pub seqs: Vec<i32>,
+    /// Generated tokens already handed out by [`Beam::take_settled`].
+    pub streamed: usize,
 }
 
 /// What the scheduler must do to the KV cache after a step: copy the whole of sequence
@@ -71,7 +73,31 @@ impl Beam {
             live: vec![root],
             done: Vec::new(),
             seqs,
+            streamed: 0,
         }
+    }
+
+    /// The tokens that every hypothesis still in the running (live or finished) starts
+    /// with, past those handed out before. Whichever wins, the answer begins with them, so
+    /// they can be streamed while the search goes on.
+    pub fn take_settled(&mut self) -> Vec<LlamaToken> {
+        let mut hyps = self.live.iter().chain(&self.done);
+        let Some(first) = hyps.next() else {
+            return Vec::new();
+        };
+        let shared = hyps.fold(first.tokens.len(), |n, h| {
+            first.tokens[..n]
+                .iter()
+                .zip(&h.tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        if shared <= self.streamed {
+            return Vec::new();
+        }
+        let out = first.tokens[self.streamed..shared].to_vec();
+        self.streamed = shared;
+        out
     }
 
     /// Keep the best `width` continuations among `cands`; hypotheses ending with an
@@ -266,6 +292,49 @@ mod tests {
         let (best, ended) = beam.best().unwrap();
         assert!(ended);
         assert_eq!(best.tokens, [LlamaToken(8), LlamaToken(2)]);
+    }
+
+    #[test]
+    fn settled_tokens_are_what_every_contender_starts_with() {
+        let is_end = |t: LlamaToken| t == END;
+        let mut beam = Beam::new(2, 0, vec![0, 1]);
+        beam.advance(vec![cand(0, 7, 0.6), cand(0, 8, 0.4)], is_end);
+        // 7… and 8…: nothing is settled yet.
+        assert!(beam.take_settled().is_empty());
+        // Both continue from 7: the first token is settled, and handed out once.
+        beam.advance(
+            vec![cand(0, 2, 0.5), cand(0, 3, 0.4), cand(1, 4, 0.1)],
+            is_end,
+        );
+        assert_eq!(beam.take_settled(), [LlamaToken(7)]);
+        assert!(beam.take_settled().is_empty());
+        // 7 2 ends (and may still win); 7 3 goes on as 7 3 5 and 7 3 6. Those two share
+        // 7 3, but the finished 7 2 does not: nothing more is settled.
+        beam.advance(
+            vec![cand(0, 0, 0.9), cand(1, 5, 0.5), cand(1, 6, 0.4)],
+            is_end,
+        );
+        assert_eq!(beam.done.len(), 1);
+        assert!(beam.take_settled().is_empty());
+
+        // A finished hypothesis that the live ones extend holds them back to its length.
+        let mut beam = Beam::new(2, 0, vec![0, 1]);
+        beam.advance(vec![cand(0, 7, 0.9), cand(0, 8, 0.1)], is_end);
+        beam.advance(vec![cand(0, 2, 0.9), cand(0, 3, 0.1)], is_end);
+        assert_eq!(beam.take_settled(), [LlamaToken(7)]);
+        beam.advance(
+            vec![
+                cand(0, 0, 0.5),
+                cand(0, 5, 0.3),
+                cand(0, 6, 0.2),
+                cand(1, 9, 0.01),
+            ],
+            is_end,
+        );
+        assert_eq!(beam.done.len(), 1);
+        assert_eq!(beam.take_settled(), [LlamaToken(2)]);
+        beam.advance(vec![cand(0, 1, 0.9), cand(1, 1, 0.9)], is_end);
+        assert!(beam.take_settled().is_empty());
     }
 
     #[test]

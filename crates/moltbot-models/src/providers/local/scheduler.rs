@@ -805,15 +805,20 @@ impl Worker<'_> {
             .generated
             .fetch_add(beam.live.len().min(1) as u64, Ordering::Relaxed);
         r.generated = generated;
-        if !beam.finished(r.limit) {
-            return None;
-        }
-        // Done: send the winner's text in one piece (beams cannot stream: the leader changes).
-        let Some((best, ended)) = beam.best() else {
-            return Some(End::Finished(FinishReason::Stop));
+        // The leader can change until the end, so only what every contender starts with
+        // is streamed while the search runs; the winner's rest comes at the end.
+        let (tokens, ended) = if beam.finished(r.limit) {
+            let Some((best, ended)) = beam.best() else {
+                return Some(End::Finished(FinishReason::Stop));
+            };
+            r.generated = best.tokens.len();
+            (
+                best.tokens[beam.streamed.min(best.tokens.len())..].to_vec(),
+                Some(ended),
+            )
+        } else {
+            (beam.take_settled(), None)
         };
-        let tokens = best.tokens.clone();
-        r.generated = tokens.len();
         let mut stopped = false;
         let mut out = String::new();
         for t in &tokens {
@@ -827,12 +832,14 @@ impl Worker<'_> {
         if !out.is_empty() && !r.sink.send(Ok(ChatChunk::Text(out))) {
             return Some(End::Abandoned);
         }
-        let reason = if ended || stopped {
-            FinishReason::Stop
-        } else {
-            FinishReason::Length
-        };
-        Some(End::Finished(reason))
+        match ended {
+            // A stop sequence in the settled part: every contender contains it, so the
+            // answer ends there whichever wins.
+            None if stopped => Some(End::Finished(FinishReason::Stop)),
+            None => None,
+            Some(ended) if ended || stopped => Some(End::Finished(FinishReason::Stop)),
+            Some(_) => Some(End::Finished(FinishReason::Length)),
+        }
     }
 
     /// Take request `i` out of the running set and tell its caller how it ended.
