@@ -393,6 +393,64 @@ async fn reused_kv_gives_the_same_answer_as_reading_it_all() {
     );
 }
 
+#[tokio::test]
+async fn after_a_burst_the_idle_cache_is_compacted_and_the_prefix_still_serves() {
+    let Some((_turn, model)) = load_with(
+        "after_a_burst_the_idle_cache_is_compacted_and_the_prefix_still_serves",
+        |c| {
+            c.parallel = 3;
+            // No RAM tier: all that compaction keeps is the pinned prefix.
+            c.session_cache_mb = 0;
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    // One conversation alone, then two at once: they share its system prompt, which gets
+    // pinned, and the burst spreads cells over the cache.
+    let (_, items) = run(&model, conversation(&[], "Are you open on Sunday?", 8)).await;
+    usage_and_finish(&items);
+    let (a, b) = tokio::join!(
+        run(&model, conversation(&[], "Do you bake croissants?", 16)),
+        run(
+            &model,
+            conversation(&[], "Can I order a birthday cake?", 16)
+        ),
+    );
+    usage_and_finish(&a.1);
+    usage_and_finish(&b.1);
+    let before = model.stats();
+    assert_eq!(before.compactions, 0, "{before:?}");
+
+    // Idle after the burst: the cache is compacted before the next request is taken, and
+    // that request still finds the system prompt, now at the start of the cache.
+    let q = "Do you have gluten-free bread?";
+    let (warm, items) = run(&model, conversation(&[], q, 24)).await;
+    usage_and_finish(&items);
+    let after = model.stats();
+    eprintln!("{before:?}\n{after:?}\nwarm: {warm:?}");
+    assert_eq!(after.compactions, 1, "{after:?}");
+    assert_eq!(after.prefix_hits, before.prefix_hits + 1, "{after:?}");
+    // A lone request later does not compact again.
+    let (_, items) = run(&model, conversation(&[], "Thank you!", 8)).await;
+    usage_and_finish(&items);
+    assert_eq!(model.stats().compactions, 1);
+
+    // The moved prefix holds the right cells: the answer is the one a cold cache gives.
+    let other = load_fresh_again(&model).await;
+    let (cold, _) = run(&other, conversation(&[], q, 24)).await;
+    let same = cold
+        .chars()
+        .zip(warm.chars())
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        same >= 32 || cold == warm,
+        "answers part after {same} characters:\ncold: {cold:?}\nwarm: {warm:?}"
+    );
+}
+
 /// A second instance of the same model file, for comparisons with a cold cache.
 async fn load_fresh_again(model: &LocalModel) -> LocalModel {
     let path = model_path().expect("a model path, as the first load had one");

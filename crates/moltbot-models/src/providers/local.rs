@@ -107,6 +107,8 @@ struct LocalStats {
     steps: AtomicU64,
     /// Times the worker thread recovered from a panic with a fresh context.
     restarts: AtomicU64,
+    /// Times the idle cache was compacted after a burst (prefixes moved to its start).
+    compactions: AtomicU64,
 }
 
 impl LocalStats {
@@ -162,6 +164,8 @@ pub struct LocalModelStats {
     pub steps: u64,
     /// Times the worker recovered from a crash (a panic) by starting a fresh context.
     pub worker_restarts: u64,
+    /// Idle compactions of the KV cache after bursts of concurrent requests.
+    pub compactions: u64,
 }
 
 /// A GGUF model running in this process. Cheap to share behind an `Arc`; dropping it stops the
@@ -373,6 +377,7 @@ impl LocalModel {
             saved: get(&s.saved),
             steps: get(&s.steps),
             worker_restarts: get(&s.restarts),
+            compactions: get(&s.compactions),
         }
     }
 

@@ -533,6 +533,33 @@ impl<S> KvBook<S> {
         }
     }
 
+    /// Moving out the least recently used idle slot that holds tokens, whatever the budget
+    /// (for compaction: the caller saves it when asked to, then clears it).
+    pub fn idle_slot(&self) -> Option<Eviction> {
+        self.lru_idle_slot().map(|seq| self.slot_eviction(seq))
+    }
+
+    /// Sequence ids of the pinned prefixes, most recently used first.
+    pub fn pinned_seqs(&self) -> Vec<usize> {
+        let mut pinned: Vec<(usize, u64)> = self
+            .prefixes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.as_ref().map(|p| (self.prefix_seq(i), p.last_used)))
+            .collect();
+        pinned.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
+        pinned.into_iter().map(|(seq, _)| seq).collect()
+    }
+
+    /// Forget the prefix held in sequence `seq` (its cells are gone).
+    pub fn unpin_seq(&mut self, seq: usize) {
+        if let Some(i) = seq.checked_sub(self.slots.len()) {
+            if i < self.prefixes.len() {
+                self.drop_prefix(i);
+            }
+        }
+    }
+
     /// The next thing to drop when the KV cache is full: the least recently used idle slot
     /// with content, else the least recently used pinned prefix. The book forgets a prefix at
     /// once; for a slot the caller saves it to RAM when asked to, then clears it.
@@ -749,6 +776,45 @@ mod tests {
         assert_eq!(book.find_prefix(&p1), None);
         assert_eq!(book.find_prefix(&p3), Some((0, 64)));
         assert_eq!(book.evict_one(), Some(Eviction::Prefix { seq: 2 }));
+    }
+
+    #[test]
+    fn compaction_lists_idle_slots_and_prefixes_and_forgets_a_lost_prefix() {
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20);
+        let system = toks(1000..1064);
+        // Two requests at once: the second copies the first one's system prompt and pins it.
+        let (p1, p2) = (cat(&system, &toks(100..180)), cat(&system, &toks(200..210)));
+        let plan1 = book.plan(&p1).unwrap();
+        let slot1 = plan1.slot;
+        apply(&mut book, plan1, &p1);
+        let plan2 = book.plan(&p2).unwrap();
+        let slot2 = plan2.slot;
+        assert_eq!(plan2.kind, ReuseKind::Shared, "{plan2:?}");
+        apply(&mut book, plan2, &p2);
+        book.release(slot1);
+        book.release(slot2);
+        let pinned = book.pinned_seqs();
+        assert_eq!(pinned.len(), 1, "the shared system prompt is pinned");
+        assert!(
+            pinned[0] >= 3,
+            "prefix sequences come after the 3 slots: {pinned:?}"
+        );
+        // Every idle slot with tokens comes out, oldest first; long ones are saved.
+        let mut out = Vec::new();
+        while let Some(e) = book.idle_slot() {
+            let Eviction::Slot { seq, save } = e else {
+                panic!("{e:?}")
+            };
+            out.push((book.slot_tokens(seq).len(), save));
+            book.clear_slot(seq);
+        }
+        assert_eq!(out, [(144, true), (74, true)]);
+        // A prefix whose cells could not be kept is forgotten: the next prompt misses.
+        book.unpin_seq(pinned[0]);
+        assert!(book.pinned_seqs().is_empty());
+        let prompt = cat(&system, &toks(900..910));
+        let plan = book.plan(&prompt).unwrap();
+        assert_eq!(plan.kind, ReuseKind::Miss, "{plan:?}");
     }
 
     #[test]
