@@ -25,7 +25,7 @@ for name in z.namelist():
             shutil.copyfileobj(a, b)
 PY
 cmake -S src -B build-v3 -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
-  -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF \
+  -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_SSE42=ON -DGGML_AVX512=OFF -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
 cmake --build build-v3 --target llama-bench llama-server -j"$(nproc)" >&2
 echo "$BIN"

@@ -394,12 +394,12 @@ async fn reused_kv_gives_the_same_answer_as_reading_it_all() {
 }
 
 #[tokio::test]
-async fn after_a_burst_the_idle_cache_is_compacted_and_the_prefix_still_serves() {
+async fn after_a_burst_the_idle_cache_is_compacted_and_conversations_keep_their_cells() {
     let Some((_turn, model)) = load_with(
-        "after_a_burst_the_idle_cache_is_compacted_and_the_prefix_still_serves",
+        "after_a_burst_the_idle_cache_is_compacted_and_conversations_keep_their_cells",
         |c| {
             c.parallel = 3;
-            // No RAM tier: all that compaction keeps is the pinned prefix.
+            // No RAM tier: what compaction does not put back is lost.
             c.session_cache_mb = 0;
         },
     )
@@ -411,35 +411,41 @@ async fn after_a_burst_the_idle_cache_is_compacted_and_the_prefix_still_serves()
     // pinned, and the burst spreads cells over the cache.
     let (_, items) = run(&model, conversation(&[], "Are you open on Sunday?", 8)).await;
     usage_and_finish(&items);
-    let (a, b) = tokio::join!(
-        run(&model, conversation(&[], "Do you bake croissants?", 16)),
+    let q1 = "Do you bake croissants?";
+    let ((a1, items1), (_, items2)) = tokio::join!(
+        run(&model, conversation(&[], q1, 16)),
         run(
             &model,
             conversation(&[], "Can I order a birthday cake?", 16)
         ),
     );
-    usage_and_finish(&a.1);
-    usage_and_finish(&b.1);
+    let (u1, _) = usage_and_finish(&items1);
+    usage_and_finish(&items2);
+    // The worker may already be compacting: it does so as soon as the burst ends.
     let before = model.stats();
-    assert_eq!(before.compactions, 0, "{before:?}");
+    assert!(before.compactions <= 1, "{before:?}");
 
-    // Idle after the burst: the cache is compacted before the next request is taken, and
-    // that request still finds the system prompt, now at the start of the cache.
-    let q = "Do you have gluten-free bread?";
-    let (warm, items) = run(&model, conversation(&[], q, 24)).await;
+    // Idle after the burst: the cache is rebuilt packed before the next request is taken,
+    // and the conversation's next turn still finds its cells in its slot.
+    let q2 = "Are they fresh in the morning?";
+    let (warm, items) = run(&model, conversation(&[(q1, &a1)], q2, 24)).await;
     usage_and_finish(&items);
     let after = model.stats();
     eprintln!("{before:?}\n{after:?}\nwarm: {warm:?}");
     assert_eq!(after.compactions, 1, "{after:?}");
-    assert_eq!(after.prefix_hits, before.prefix_hits + 1, "{after:?}");
+    assert_eq!(after.slot_hits, before.slot_hits + 1, "{after:?}");
+    assert!(
+        after.reused_tokens - before.reused_tokens >= u64::from(u1.prompt_tokens),
+        "{after:?}"
+    );
     // A lone request later does not compact again.
     let (_, items) = run(&model, conversation(&[], "Thank you!", 8)).await;
     usage_and_finish(&items);
     assert_eq!(model.stats().compactions, 1);
 
-    // The moved prefix holds the right cells: the answer is the one a cold cache gives.
+    // The moved cells are the right ones: the answer is the one a cold cache gives.
     let other = load_fresh_again(&model).await;
-    let (cold, _) = run(&other, conversation(&[], q, 24)).await;
+    let (cold, _) = run(&other, conversation(&[(q1, &a1)], q2, 24)).await;
     let same = cold
         .chars()
         .zip(warm.chars())

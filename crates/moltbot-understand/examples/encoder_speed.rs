@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..TuneConfig::default()
     };
     let tuning = f32_enc.fine_tune(&texts[..32], &labels, &rows, 2, &config, 7)?;
-    let (tuned, first) = (&tuning.encoder, tuning.layers.first);
+    let tuned = &tuning.encoder;
     let turns = &texts[..128];
     let time = |f: &dyn Fn(&str) -> Res<()>| {
         let t = Instant::now();
@@ -92,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
     let shared = time(&|t| {
-        let (_, states) = tuned.encode_keep_shared(t, first)?.ok_or("one window")?;
+        let (_, states) = tuned.encode_keep_shared(t)?.ok_or("one window")?;
         TurnVector::Shared(states).resolve(&f32_enc)?;
         Ok(())
     })?;

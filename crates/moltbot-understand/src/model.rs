@@ -414,11 +414,11 @@ impl IntentModel {
                 let v = enc.encode(&[text])?.pop();
                 (v.clone(), v.map(TurnVector::Ready))
             }
-            (Some(enc), Some(tuned)) => {
+            (Some(enc), Some(_)) => {
                 let split = enc
                     .as_any()
                     .and_then(|a| a.downcast_ref::<MiniLm>())
-                    .map(|m| m.encode_keep_shared(text, tuned.layers.first))
+                    .map(|m| m.encode_keep_shared(text))
                     .transpose()?
                     .flatten();
                 match split {

@@ -130,7 +130,7 @@ pub fn load(
             model
         }
     };
-    if cfg.tune_layers > 0 && model.tuned_layer_count() == 0 {
+    if cfg.tune_layers > 0 && encoder.is_some() && model.tuned_layer_count() == 0 {
         tracing::info!(
             path = %path.display(),
             "the intent model has no tuned layers although understanding.tune_layers = {}: \

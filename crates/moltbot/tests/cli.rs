@@ -626,6 +626,10 @@ fn doctor_fix_repairs_permissions_and_checks_store_and_channels() {
 #[test]
 fn intents_train_tunes_the_encoder_when_the_config_asks() {
     if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MOLTBOT_TEST_ENCODER must name the encoder folder in CI"
+        );
         eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
         return;
     }

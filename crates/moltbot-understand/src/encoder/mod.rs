@@ -37,6 +37,9 @@ pub struct MiniLm {
     cls: u32,
     sep: u32,
     device: Device,
+    /// For a copy made by [`MiniLm::with_tuned`]: the base encoder's name and the first
+    /// layer the two do not share.
+    tuned_from: Option<(String, usize)>,
 }
 
 impl MiniLm {
@@ -89,6 +92,7 @@ impl MiniLm {
             cls,
             sep,
             device,
+            tuned_from: None,
         })
     }
 
@@ -155,17 +159,16 @@ impl MiniLm {
         ))
     }
 
-    /// Encode one text with this encoder, a [`MiniLm::with_tuned`] copy whose layers from
-    /// `first` on are tuned, and keep the hidden states entering layer `first`: they are
-    /// the same for the base encoder, which can finish its own vector of the text from them
+    /// Encode one text with this encoder, a [`MiniLm::with_tuned`] copy of a base encoder,
+    /// and keep the hidden states entering its first tuned layer: they are the same for the
+    /// base, which can finish its own vector of the text from them
     /// ([`TurnVector::resolve`]) without running the shared layers again. `None` when the
     /// text needs more than one window.
     pub fn encode_keep_shared(
         &self,
         text: &str,
-        first: usize,
     ) -> Result<Option<(Vec<f32>, SharedStates)>, EncodeError> {
-        let Some(base) = self.name.split_once("+tuned").map(|(b, _)| b.to_string()) else {
+        let Some((base, first)) = self.tuned_from.clone() else {
             return Err(EncodeError::Forward(format!(
                 "`{}` has no tuned layers to part from its base at",
                 self.name
@@ -249,6 +252,7 @@ impl MiniLm {
             cls: self.cls,
             sep: self.sep,
             device: self.device.clone(),
+            tuned_from: Some((self.name.clone(), tuned.first)),
         })
     }
 

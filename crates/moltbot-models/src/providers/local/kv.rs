@@ -533,22 +533,37 @@ impl<S> KvBook<S> {
         }
     }
 
-    /// Moving out the least recently used idle slot that holds tokens, whatever the budget
-    /// (for compaction: the caller saves it when asked to, then clears it).
-    pub fn idle_slot(&self) -> Option<Eviction> {
-        self.lru_idle_slot().map(|seq| self.slot_eviction(seq))
+    /// Idle slots that hold tokens, most recently used first: `(slot, tokens)`.
+    pub fn idle_slots(&self) -> Vec<(usize, usize)> {
+        let mut idle: Vec<(usize, usize, u64)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
+            .map(|(i, s)| (i, s.tokens.len(), s.last_used))
+            .collect();
+        idle.sort_by_key(|&(_, _, t)| std::cmp::Reverse(t));
+        idle.into_iter().map(|(i, n, _)| (i, n)).collect()
     }
 
-    /// Sequence ids of the pinned prefixes, most recently used first.
-    pub fn pinned_seqs(&self) -> Vec<usize> {
-        let mut pinned: Vec<(usize, u64)> = self
+    /// Moving idle slot `slot` out of the KV cache (see [`KvBook::idle_excess`]).
+    pub fn evict_slot(&self, slot: usize) -> Eviction {
+        self.slot_eviction(slot)
+    }
+
+    /// Pinned prefixes, most recently used first: `(sequence id, tokens)`.
+    pub fn pinned_seqs(&self) -> Vec<(usize, usize)> {
+        let mut pinned: Vec<(usize, usize, u64)> = self
             .prefixes
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (self.prefix_seq(i), p.last_used)))
+            .filter_map(|(i, p)| {
+                p.as_ref()
+                    .map(|p| (self.prefix_seq(i), p.tokens.len(), p.last_used))
+            })
             .collect();
-        pinned.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
-        pinned.into_iter().map(|(seq, _)| seq).collect()
+        pinned.sort_by_key(|&(_, _, t)| std::cmp::Reverse(t));
+        pinned.into_iter().map(|(seq, n, _)| (seq, n)).collect()
     }
 
     /// Forget the prefix held in sequence `seq` (its cells are gone).
@@ -796,22 +811,24 @@ mod tests {
         let pinned = book.pinned_seqs();
         assert_eq!(pinned.len(), 1, "the shared system prompt is pinned");
         assert!(
-            pinned[0] >= 3,
+            pinned[0].0 >= 3,
             "prefix sequences come after the 3 slots: {pinned:?}"
         );
-        // Every idle slot with tokens comes out, oldest first; long ones are saved.
-        let mut out = Vec::new();
-        while let Some(e) = book.idle_slot() {
-            let Eviction::Slot { seq, save } = e else {
-                panic!("{e:?}")
-            };
-            out.push((book.slot_tokens(seq).len(), save));
-            book.clear_slot(seq);
-        }
-        assert_eq!(out, [(144, true), (74, true)]);
+        assert_eq!(pinned[0].1, 64);
+        // Idle slots with tokens, the most recently used first; long ones would be saved.
+        assert_eq!(book.idle_slots(), [(slot2, 74), (slot1, 144)]);
+        assert_eq!(
+            book.evict_slot(slot1),
+            Eviction::Slot {
+                seq: slot1,
+                save: true
+            }
+        );
         // A prefix whose cells could not be kept is forgotten: the next prompt misses.
-        book.unpin_seq(pinned[0]);
+        book.unpin_seq(pinned[0].0);
         assert!(book.pinned_seqs().is_empty());
+        book.clear_slot(slot1);
+        book.clear_slot(slot2);
         let prompt = cat(&system, &toks(900..910));
         let plan = book.plan(&prompt).unwrap();
         assert_eq!(plan.kind, ReuseKind::Miss, "{plan:?}");

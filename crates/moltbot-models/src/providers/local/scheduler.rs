@@ -503,11 +503,12 @@ impl Worker<'_> {
         self.book.set_slot(plan.slot, &prompt[..keep]);
         if let Some(n) = plan.pin.filter(|&n| n <= keep) {
             if let Some(pseq) = self.book.pin(&prompt[..n]) {
-                let pseq = seq_id(pseq);
-                self.clear_seq(pseq);
-                self.ctx
-                    .copy_kv_cache_seq(seq, pseq, Some(0), Some(n as u32))
-                    .map_err(|e| engine_error("cannot pin a prefix", e))?;
+                let id = seq_id(pseq);
+                self.clear_seq(id);
+                if let Err(e) = self.ctx.copy_kv_cache_seq(seq, id, Some(0), Some(n as u32)) {
+                    self.book.unpin_seq(pseq);
+                    return Err(engine_error("cannot pin a prefix", e));
+                }
                 metrics::gauge!("moltbot_local_prefix_cache_entries")
                     .set(self.book.pinned() as f64);
             }
@@ -575,51 +576,76 @@ impl Worker<'_> {
         }
     }
 
-    /// After a burst of concurrent requests, once nothing runs: idle conversations go to
-    /// RAM and the pinned prefixes are put back at the start of the cache.
+    /// After a burst of concurrent requests, once nothing runs: the KV cache is rebuilt
+    /// packed at its start, with the pinned prefixes and the idle conversations it held.
     ///
     /// Every decode step attends over the cells up to the highest one in use, and new
-    /// cells are taken from a moving head, so a burst leaves prefixes (and idle
-    /// conversations) wherever it reached; a lone conversation afterwards pays for that
+    /// cells are taken from a moving head, so a burst leaves prefixes and idle
+    /// conversations wherever it reached; a lone conversation afterwards pays for that
     /// whole span on every token (turn 20 after the serving benchmark: 430–571 ms, on a
-    /// fresh cache 313–337 ms). Clearing the cache resets the head, and the prefixes are
-    /// restored from copies into its first cells. A request that arrives meanwhile waits
-    /// for the copies (tens of milliseconds per thousand tokens).
+    /// fresh cache 313–337 ms). Their states are copied out, the cache is cleared (which
+    /// resets the head) and they are copied back into its first cells: prefixes first, then
+    /// conversations, most recently used first, up to half the cache (a conversation that
+    /// shared a prefix's cells comes back with its own copy of them). What does not fit
+    /// goes to RAM like any evicted conversation. A request that arrives meanwhile waits
+    /// for the copies (milliseconds per thousand tokens).
     fn compact_when_idle(&mut self) {
         if self.peak_running < 2 || !self.book.reuses() {
             return;
         }
         self.peak_running = 0;
         let started = std::time::Instant::now();
-        while let Some(eviction) = self.book.idle_slot() {
-            self.evict(eviction);
-        }
-        let mut prefixes = Vec::new();
-        for seq in self.book.pinned_seqs() {
-            match self
-                .ctx
-                .state_seq_get(seq_id(seq), LlamaStateSeqFlags::empty())
-            {
-                Ok(state) => prefixes.push((seq, state)),
-                Err(e) => {
-                    tracing::debug!(cause = %e, "could not copy a pinned prefix; it is dropped");
-                    self.book.unpin_seq(seq);
+        let room = usize::try_from(self.ctx.n_ctx()).unwrap_or(usize::MAX) / 2;
+        let mut used = 0;
+        // (sequence id, tokens, is a prefix, state)
+        let mut keep = Vec::new();
+        let pinned = self.book.pinned_seqs();
+        let idle = self.book.idle_slots();
+        for (seq, tokens, prefix) in pinned
+            .into_iter()
+            .map(|(q, n)| (q, n, true))
+            .chain(idle.into_iter().map(|(q, n)| (q, n, false)))
+        {
+            let copied = (used + tokens <= room)
+                .then(|| {
+                    self.ctx
+                        .state_seq_get(seq_id(seq), LlamaStateSeqFlags::empty())
+                        .map_err(|e| tracing::debug!(cause = %e, "could not copy a sequence out"))
+                        .ok()
+                })
+                .flatten();
+            match copied {
+                Some(state) => {
+                    used += tokens;
+                    keep.push((seq, tokens, prefix, state));
+                }
+                None if prefix => self.book.unpin_seq(seq),
+                None => {
+                    let eviction = self.book.evict_slot(seq);
+                    self.evict(eviction);
                 }
             }
         }
         self.ctx.clear_kv_cache();
-        for (seq, state) in prefixes {
-            if let Err(e) = self.ctx.state_seq_set(&state, seq_id(seq)) {
-                tracing::debug!(cause = %e, "could not put a pinned prefix back; it is dropped");
-                self.clear_seq(seq_id(seq));
-                self.book.unpin_seq(seq);
+        for (seq, tokens, prefix, state) in keep {
+            let id = seq_id(seq);
+            let restored = self.ctx.state_seq_set(&state, id).is_ok()
+                && usize::try_from(self.ctx.kv_cache_seq_pos_max(id) + 1) == Ok(tokens);
+            if !restored {
+                tracing::debug!(seq, tokens, "could not put a sequence back; it is dropped");
+                self.clear_seq(id);
+                if prefix {
+                    self.book.unpin_seq(seq);
+                } else {
+                    self.book.clear_slot(seq);
+                }
             }
         }
         metrics::gauge!("moltbot_local_prefix_cache_entries").set(self.book.pinned() as f64);
         metrics::counter!("moltbot_local_kv_compactions_total").increment(1);
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            prefixes = self.book.pinned(),
+            tokens = used,
             ms = started.elapsed().as_secs_f64() * 1e3,
             "KV cache compacted"
         );
@@ -890,7 +916,10 @@ impl Worker<'_> {
         match ended {
             // A stop sequence in the settled part: every contender contains it, so the
             // answer ends there whichever wins.
-            None if stopped => Some(End::Finished(FinishReason::Stop)),
+            None if stopped => {
+                r.generated = beam.streamed;
+                Some(End::Finished(FinishReason::Stop))
+            }
             None => None,
             Some(ended) if ended || stopped => Some(End::Finished(FinishReason::Stop)),
             Some(_) => Some(End::Finished(FinishReason::Length)),
