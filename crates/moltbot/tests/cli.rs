@@ -634,61 +634,9 @@ fn intents_train_tunes_the_encoder_when_the_config_asks() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
-    let intents: [(&str, [&str; 10]); 3] = [
-        (
-            "card_arrival",
-            [
-                "my new card has not arrived yet",
-                "when will my card arrive",
-                "the card you sent me never came",
-                "still waiting for my card to show up",
-                "i have not received my card",
-                "has my card been delivered",
-                "my card did not arrive in the post",
-                "how long until my card gets here",
-                "is my card on its way",
-                "i never got the card in the mail",
-            ],
-        ),
-        (
-            "card_not_working",
-            [
-                "my card is not working",
-                "the card keeps getting declined",
-                "my card stopped working at the shop",
-                "why does my card not work",
-                "card declined at the atm",
-                "my card does not work online",
-                "the payment with my card failed",
-                "my card will not go through",
-                "the terminal rejects my card",
-                "my card fails every time i pay",
-            ],
-        ),
-        (
-            "top_up_by_card",
-            [
-                "how do i top up with my card",
-                "add money to my account using a card",
-                "can i top up by card",
-                "top up my balance with a debit card",
-                "use my card to top up",
-                "fund my account with a credit card",
-                "top up using a bank card",
-                "can i add funds with a card",
-                "put money in with my card",
-                "how to top up from a card",
-            ],
-        ),
-    ];
-    let mut tsv = String::from("text\tlabel\n");
-    for (label, texts) in intents {
-        for t in texts {
-            tsv.push_str(&format!("{t}\tbanking/{label}\n"));
-        }
-    }
-    let data = home.path().join("cards.tsv");
-    std::fs::write(&data, tsv).unwrap();
+    // Four banking intents that share most of their words (the fine-tuning tests' set).
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../moltbot-understand/tests/fixtures/confusable-banking.tsv");
     let config = home.path().join("moltbot.toml");
     std::fs::write(
         &config,

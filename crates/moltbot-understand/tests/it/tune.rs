@@ -6,89 +6,13 @@ use moltbot_core::{EncodeError, Encoder};
 use moltbot_understand::{Dataset, IntentModel, ModelConfig, ModelError, TuneConfig, TurnVector};
 use std::sync::Arc;
 
-/// Four banking intents that share most of their words, 12 examples each.
+/// Four banking intents that share most of their words, 12 examples each (also used by
+/// the CLI's tuning test).
 fn confusable() -> (tempfile::TempDir, Dataset) {
-    let stems: [(&str, [&str; 12]); 4] = [
-        (
-            "card_arrival",
-            [
-                "my new card has not arrived yet",
-                "when will my card arrive",
-                "the card you sent me never came",
-                "still waiting for my card to show up",
-                "i have not received my card",
-                "my card is late, where is it",
-                "has my card been delivered",
-                "my card did not arrive in the post",
-                "how long until my card gets here",
-                "card still not here after two weeks",
-                "is my card on its way",
-                "i never got the card in the mail",
-            ],
-        ),
-        (
-            "card_not_working",
-            [
-                "my card is not working",
-                "the card keeps getting declined",
-                "my card stopped working at the shop",
-                "why does my card not work",
-                "card declined at the atm",
-                "my card does not work online",
-                "the payment with my card failed",
-                "my card is broken",
-                "my card will not go through",
-                "the terminal rejects my card",
-                "card not accepted anywhere",
-                "my card fails every time i pay",
-            ],
-        ),
-        (
-            "top_up_by_card",
-            [
-                "how do i top up with my card",
-                "add money to my account using a card",
-                "can i top up by card",
-                "top up my balance with a debit card",
-                "i want to load money from my card",
-                "use my card to top up",
-                "fund my account with a credit card",
-                "top up using a bank card",
-                "can i add funds with a card",
-                "put money in with my card",
-                "card top up please",
-                "how to top up from a card",
-            ],
-        ),
-        (
-            "top_up_by_transfer",
-            [
-                "how do i top up with a bank transfer",
-                "add money to my account by transfer",
-                "can i top up by transferring money",
-                "top up my balance with a wire transfer",
-                "i want to load money from my bank account",
-                "use a transfer to top up",
-                "fund my account with a bank transfer",
-                "top up using a transfer from another bank",
-                "can i add funds by transfer",
-                "send money in by bank transfer",
-                "transfer top up please",
-                "how to top up from my bank",
-            ],
-        ),
-    ];
-    let mut tsv = String::from("text\tlabel\n");
-    for (label, texts) in stems {
-        for t in texts {
-            tsv.push_str(&format!("{t}\t{label}\n"));
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("train.tsv");
-    std::fs::write(&path, tsv).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/confusable-banking.tsv");
     let data = Dataset::load(&[path], None).unwrap();
-    (dir, data)
+    (tempfile::tempdir().unwrap(), data)
 }
 
 fn tuned_config(layers: usize) -> ModelConfig {
