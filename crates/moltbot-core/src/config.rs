@@ -32,6 +32,23 @@ pub use understanding::{EncoderChoice, EncoderPrecision, UnderstandingConfig};
 
 /// The example config written by `moltbot config init`; a test checks that it parses and
 /// equals the defaults.
+/// `Ok` when `v` is within `lo..=hi`; otherwise the error every range check of the config
+/// gives, naming the field, the limits and the value.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if lo <= v && v <= hi {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{field} must be between {lo} and {hi}, got {v}"
+        )))
+    }
+}
+
 pub const EXAMPLE_CONFIG: &str = include_str!("../moltbot.example.toml");
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -528,15 +545,6 @@ impl Config {
                 self.gateway.max_body_bytes
             ));
         }
-        let in_range = |field: &str, v: u64, lo: u64, hi: u64| -> Result<(), ConfigError> {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid(format!(
-                    "{field} must be between {lo} and {hi}, got {v}"
-                )))
-            }
-        };
         in_range(
             "gateway.max_concurrent_turns",
             self.gateway.max_concurrent_turns as u64,

@@ -4,7 +4,7 @@
 use crate::Secret;
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -276,12 +276,12 @@ impl ChannelsConfig {
                     "when channels.telegram.mode = \"webhook\"",
                 ));
             }
-            if !(1..=50).contains(&t.poll_timeout_secs) {
-                return Err(ConfigError::Invalid(format!(
-                    "channels.telegram.poll_timeout_secs must be between 1 and 50, got {}",
-                    t.poll_timeout_secs
-                )));
-            }
+            in_range(
+                "channels.telegram.poll_timeout_secs",
+                t.poll_timeout_secs,
+                1,
+                50,
+            )?;
         }
         let w = &self.whatsapp;
         if w.enabled {
@@ -316,48 +316,38 @@ impl ChannelsConfig {
             }
         }
         let p = &self.pairing;
-        if !(60..=7 * 86_400).contains(&p.code_ttl_secs) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.pairing.code_ttl_secs must be between 60 and 604800, got {}",
-                p.code_ttl_secs
-            )));
-        }
-        if !(1..=10_000).contains(&p.max_pending) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.pairing.max_pending must be between 1 and 10000, got {}",
-                p.max_pending
-            )));
-        }
-        if !(10..=86_400).contains(&p.remind_after_secs) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.pairing.remind_after_secs must be between 10 and 86400, got {}",
-                p.remind_after_secs
-            )));
-        }
-        if !(1..=86_400).contains(&self.outbox.max_backoff_secs) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.outbox.max_backoff_secs must be between 1 and 86400, got {}",
-                self.outbox.max_backoff_secs
-            )));
-        }
-        if !(1..=10_000).contains(&self.max_concurrent_turns) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.max_concurrent_turns must be between 1 and 10000, got {}",
-                self.max_concurrent_turns
-            )));
-        }
-        if !(1..=3650).contains(&self.retention_days) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.retention_days must be between 1 and 3650, got {}",
-                self.retention_days
-            )));
-        }
-        if !(1..=1000).contains(&self.outbox.max_attempts) {
-            return Err(ConfigError::Invalid(format!(
-                "channels.outbox.max_attempts must be between 1 and 1000, got {}",
-                self.outbox.max_attempts
-            )));
-        }
+        in_range(
+            "channels.pairing.code_ttl_secs",
+            p.code_ttl_secs,
+            60,
+            7 * 86_400,
+        )?;
+        in_range("channels.pairing.max_pending", p.max_pending, 1, 10_000)?;
+        in_range(
+            "channels.pairing.remind_after_secs",
+            p.remind_after_secs,
+            10,
+            86_400,
+        )?;
+        in_range(
+            "channels.outbox.max_backoff_secs",
+            self.outbox.max_backoff_secs,
+            1,
+            86_400,
+        )?;
+        in_range(
+            "channels.max_concurrent_turns",
+            self.max_concurrent_turns,
+            1,
+            10_000,
+        )?;
+        in_range("channels.retention_days", self.retention_days, 1, 3650)?;
+        in_range(
+            "channels.outbox.max_attempts",
+            self.outbox.max_attempts,
+            1,
+            1000,
+        )?;
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! user (empty replies, repetition loops, a leaked system prompt, broken tool-call JSON,
 //! blocked terms). The checks themselves live in `moltbot_models::filter`.
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// What the user sees when a reply is rejected and cannot be repaired.
@@ -76,12 +76,12 @@ impl FilterConfig {
                 "model.filter.fallback_message must not be blank, got \"\"".into(),
             ));
         }
-        if !(16..=10_000).contains(&self.min_leak_chars) {
-            return Err(ConfigError::Invalid(format!(
-                "model.filter.min_leak_chars must be between 16 and 10000, got {}",
-                self.min_leak_chars
-            )));
-        }
+        in_range(
+            "model.filter.min_leak_chars",
+            self.min_leak_chars,
+            16,
+            10_000,
+        )?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! `[knowledge]`: the document store behind retrieval (KRS).
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -30,18 +30,13 @@ impl Default for KnowledgeConfig {
 
 impl KnowledgeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=100).contains(&self.default_results) {
-            return Err(ConfigError::Invalid(format!(
-                "knowledge.default_results must be between 1 and 100, got {}",
-                self.default_results
-            )));
-        }
-        if !(1024..=1 << 30).contains(&self.max_ingest_bytes) {
-            return Err(ConfigError::Invalid(format!(
-                "knowledge.max_ingest_bytes must be between 1024 and 1073741824, got {}",
-                self.max_ingest_bytes
-            )));
-        }
+        in_range("knowledge.default_results", self.default_results, 1, 100)?;
+        in_range(
+            "knowledge.max_ingest_bytes",
+            self.max_ingest_bytes,
+            1024,
+            1 << 30,
+        )?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! `[router]`: how each turn is answered once it is understood (the decision layer).
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 use serde::{Deserialize, Serialize};
 
 /// How answers grounded in retrieved passages are written.
@@ -53,18 +53,9 @@ impl RouterConfig {
             ),
             ("router.good_hit_score", self.good_hit_score),
         ] {
-            if !(-1.0..=1.0).contains(&v) {
-                return Err(ConfigError::Invalid(format!(
-                    "{field} must be between -1 and 1, got {v}"
-                )));
-            }
+            in_range(field, v, -1.0, 1.0)?;
         }
-        if !(1..=20).contains(&self.passages) {
-            return Err(ConfigError::Invalid(format!(
-                "router.passages must be between 1 and 20, got {}",
-                self.passages
-            )));
-        }
+        in_range("router.passages", self.passages, 1, 20)?;
         Ok(())
     }
 }

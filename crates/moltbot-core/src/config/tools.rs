@@ -1,7 +1,7 @@
 //! `[tools]`: the capability layer — the agent loop's budget and each built-in tool. The
 //! tools themselves live in `moltbot-tools`.
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -216,15 +216,8 @@ impl Default for SkillsConfig {
 
 impl ToolsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let in_range = |field: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid(format!(
-                    "tools.{field} must be between {lo} and {hi}, got {v}"
-                )))
-            }
-        };
+        let in_range =
+            |field: &str, v: u64, lo: u64, hi: u64| in_range(&format!("tools.{field}"), v, lo, hi);
         in_range("agent.max_steps", u64::from(self.agent.max_steps), 1, 64)?;
         in_range(
             "agent.turn_timeout_secs",

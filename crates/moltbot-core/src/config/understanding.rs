@@ -1,6 +1,6 @@
 //! `[understanding]`: the intent model and sentence encoder (DUE).
 
-use super::ConfigError;
+use super::{in_range, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -77,11 +77,7 @@ impl UnderstandingConfig {
             ("understanding.surprise_threshold", self.surprise_threshold),
             ("understanding.min_confidence", self.min_confidence),
         ] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(ConfigError::Invalid(format!(
-                    "{field} must be between 0 and 1, got {v}"
-                )));
-            }
+            in_range(field, v, 0.0, 1.0)?;
         }
         // MiniLM-L6 has 6 layers; larger BERT-family encoders up to 12 tune no better
         // with more than the top few, and each tuned layer is ~7 MB in the model file.
@@ -91,12 +87,7 @@ impl UnderstandingConfig {
                 self.tune_layers
             )));
         }
-        if !(1..=20).contains(&self.tune_epochs) {
-            return Err(ConfigError::Invalid(format!(
-                "understanding.tune_epochs must be between 1 and 20, got {}",
-                self.tune_epochs
-            )));
-        }
+        in_range("understanding.tune_epochs", self.tune_epochs, 1, 20)?;
         if !self.builtin_intents && self.intents.is_empty() && self.enabled {
             return Err(ConfigError::Invalid(
                 "understanding.intents must name at least one file when \
