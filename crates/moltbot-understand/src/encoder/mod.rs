@@ -180,46 +180,27 @@ impl MiniLm {
             return Ok(None);
         }
         let seq = seqs.pop().unwrap_or_default();
-        let run = || -> candle_core::Result<(Vec<f32>, Tensor, Tensor)> {
+        let run = || -> candle_core::Result<(Tensor, Tensor)> {
             let (ids, mask) = self.input_tensors(std::iter::once(seq.as_slice()))?;
-            let shared = self.bert.forward_layers(&ids, &mask, first)?;
-            let top = self
-                .bert
-                .run_layers(shared.clone(), &mask, first..self.layer_count())?;
-            let v = mean_pool(&top, &mask)?
-                .to_vec2::<f32>()?
-                .pop()
-                .unwrap_or_default();
-            Ok((v, shared, mask))
+            Ok((self.bert.forward_layers(&ids, &mask, first)?, mask))
         };
-        let (v, hidden, mask) = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
-        let tokens = seq.len();
-        let vector = combine_windows(vec![v], &[0], &[tokens], 1, self.dim()).pop();
-        Ok(vector.map(|v| {
-            let states = SharedStates {
-                hidden,
-                mask,
-                first,
-                tokens,
-                base,
-            };
-            (v, states)
-        }))
+        let (hidden, mask) = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
+        let states = SharedStates {
+            hidden,
+            mask,
+            first,
+            tokens: seq.len(),
+            base,
+        };
+        Ok(Some((self.top_vector(&states)?, states)))
     }
 
-    /// This encoder's vector of a text from the hidden states [`MiniLm::encode_keep_shared`]
-    /// kept: the layers from where the tuned copy parted on, then the same pooling as
-    /// [`Encoder::encode`].
-    fn finish(&self, states: SharedStates) -> Result<Vec<f32>, EncodeError> {
-        if states.base != self.name || states.first > self.layer_count() {
-            return Err(EncodeError::Forward(format!(
-                "hidden states from `{}` at layer {} cannot be finished by `{}`",
-                states.base, states.first, self.name
-            )));
-        }
+    /// The vector of one text from `states`: this encoder's layers from `states.first` on,
+    /// then the same pooling and normalisation as [`Encoder::encode`].
+    fn top_vector(&self, states: &SharedStates) -> Result<Vec<f32>, EncodeError> {
         let run = || -> candle_core::Result<Vec<f32>> {
             let top = self.bert.run_layers(
-                states.hidden,
+                states.hidden.clone(),
                 &states.mask,
                 states.first..self.layer_count(),
             )?;
@@ -234,6 +215,19 @@ impl MiniLm {
                 .pop()
                 .unwrap_or_default(),
         )
+    }
+
+    /// This encoder's vector of a text from the hidden states [`MiniLm::encode_keep_shared`]
+    /// kept: the layers from where the tuned copy parted on, then the same pooling as
+    /// [`Encoder::encode`].
+    fn finish(&self, states: SharedStates) -> Result<Vec<f32>, EncodeError> {
+        if states.base != self.name || states.first > self.layer_count() {
+            return Err(EncodeError::Forward(format!(
+                "hidden states from `{}` at layer {} cannot be finished by `{}`",
+                states.base, states.first, self.name
+            )));
+        }
+        self.top_vector(&states)
     }
 
     /// A copy of this encoder whose top layers are `tuned` (see [`tune`]); the embeddings

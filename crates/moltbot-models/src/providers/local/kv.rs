@@ -208,7 +208,7 @@ impl<S> KvBook<S> {
 
     /// Moving idle slot `seq` out: saved to RAM first when that is worth it (long enough,
     /// and the RAM tier is on); shorter ones are cheaper to read again than to keep.
-    fn slot_eviction(&self, seq: usize) -> Eviction {
+    pub fn slot_eviction(&self, seq: usize) -> Eviction {
         Eviction::Slot {
             seq,
             save: self.saved_budget > 0 && self.slots[seq].tokens.len() >= MIN_SAVE,
@@ -535,35 +535,21 @@ impl<S> KvBook<S> {
 
     /// Idle slots that hold tokens, most recently used first: `(slot, tokens)`.
     pub fn idle_slots(&self) -> Vec<(usize, usize)> {
-        let mut idle: Vec<(usize, usize, u64)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
-            .map(|(i, s)| (i, s.tokens.len(), s.last_used))
-            .collect();
-        idle.sort_by_key(|&(_, _, t)| std::cmp::Reverse(t));
-        idle.into_iter().map(|(i, n, _)| (i, n)).collect()
-    }
-
-    /// Moving idle slot `slot` out of the KV cache (see [`KvBook::idle_excess`]).
-    pub fn evict_slot(&self, slot: usize) -> Eviction {
-        self.slot_eviction(slot)
+        recent_first(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.busy && !s.tokens.is_empty())
+                .map(|(i, s)| ((i, s.tokens.len()), s.last_used)),
+        )
     }
 
     /// Pinned prefixes, most recently used first: `(sequence id, tokens)`.
     pub fn pinned_seqs(&self) -> Vec<(usize, usize)> {
-        let mut pinned: Vec<(usize, usize, u64)> = self
-            .prefixes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| {
-                p.as_ref()
-                    .map(|p| (self.prefix_seq(i), p.tokens.len(), p.last_used))
-            })
-            .collect();
-        pinned.sort_by_key(|&(_, _, t)| std::cmp::Reverse(t));
-        pinned.into_iter().map(|(seq, n, _)| (seq, n)).collect()
+        recent_first(self.prefixes.iter().enumerate().filter_map(|(i, p)| {
+            p.as_ref()
+                .map(|p| ((self.prefix_seq(i), p.tokens.len()), p.last_used))
+        }))
     }
 
     /// Forget the prefix held in sequence `seq` (its cells are gone).
@@ -588,6 +574,13 @@ impl<S> KvBook<S> {
             seq: self.prefix_seq(i),
         })
     }
+}
+
+/// Items by their last use, most recent first.
+fn recent_first<T>(items: impl Iterator<Item = (T, u64)>) -> Vec<T> {
+    let mut items: Vec<(T, u64)> = items.collect();
+    items.sort_by_key(|&(_, t)| std::cmp::Reverse(t));
+    items.into_iter().map(|(x, _)| x).collect()
 }
 
 /// llama.cpp sequence ids are `i32`; ours are bounded by the context's `n_seq_max` (≤ 256).
@@ -818,7 +811,7 @@ mod tests {
         // Idle slots with tokens, the most recently used first; long ones would be saved.
         assert_eq!(book.idle_slots(), [(slot2, 74), (slot1, 144)]);
         assert_eq!(
-            book.evict_slot(slot1),
+            book.slot_eviction(slot1),
             Eviction::Slot {
                 seq: slot1,
                 save: true

@@ -621,7 +621,7 @@ impl Worker<'_> {
                 }
                 None if prefix => self.book.unpin_seq(seq),
                 None => {
-                    let eviction = self.book.evict_slot(seq);
+                    let eviction = self.book.slot_eviction(seq);
                     self.evict(eviction);
                 }
             }
