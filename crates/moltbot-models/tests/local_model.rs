@@ -316,7 +316,16 @@ const SYSTEM: &str = "You are a helpful assistant for a small bakery. You answer
     Answer briefly, in one or two sentences, and never invent prices.";
 
 fn conversation(turns: &[(&str, &str)], question: &str, max_tokens: u32) -> ChatRequest {
-    let mut messages = vec![ChatMessage::new(Role::System, SYSTEM)];
+    conversation_under(SYSTEM, turns, question, max_tokens)
+}
+
+fn conversation_under(
+    system: &str,
+    turns: &[(&str, &str)],
+    question: &str,
+    max_tokens: u32,
+) -> ChatRequest {
+    let mut messages = vec![ChatMessage::new(Role::System, system)];
     for (user, assistant) in turns {
         messages.push(ChatMessage::new(Role::User, *user));
         messages.push(ChatMessage::new(Role::Assistant, *assistant));
@@ -480,6 +489,46 @@ async fn conversations_share_the_system_prompt() {
     // The system prompt (about 80 tokens) is not read again.
     assert!(reused >= 64, "reused only {reused} tokens: {after:?}");
     assert!(reused < u64::from(u2.prompt_tokens));
+}
+
+#[tokio::test]
+async fn an_idle_system_prompt_leaves_the_cache_for_ram_and_comes_back() {
+    // 1024 cells, so idle content may keep 256 of them; the system prompt alone is ~330.
+    let Some((_turn, model)) = load_with(
+        "an_idle_system_prompt_leaves_the_cache_for_ram_and_comes_back",
+        |c| c.kv_cache_tokens = 1024,
+    )
+    .await
+    else {
+        return;
+    };
+    let system = [SYSTEM; 4].join(" ");
+    let ask = |q| conversation_under(&system, &[], q, 16);
+    // The first conversation alone is over the budget, so it goes to RAM when it ends; the
+    // second restores its system prompt from there and pins it (they share it).
+    run(&model, ask("Are you open on Sunday?")).await;
+    run(&model, ask("Do you bake croissants?")).await;
+    let before = model.stats();
+    assert_eq!(before.restored, 1, "{before:?}");
+    // Once both are idle the prefix and the conversations are more than the idle budget:
+    // they leave the cache, the conversations for RAM. A third conversation under the same
+    // system prompt is restored from RAM instead of finding a pinned prefix.
+    let q3 = "Can I order a birthday cake?";
+    let (warm, items) = run(&model, ask(q3)).await;
+    let (u3, _) = usage_and_finish(&items);
+    let after = model.stats();
+    eprintln!("{before:?}\n{after:?}");
+    assert!(before.saved >= 2, "{before:?}");
+    assert_eq!(after.prefix_hits, before.prefix_hits, "{after:?}");
+    assert_eq!(after.restored, before.restored + 1, "{after:?}");
+    let reused = after.reused_tokens - before.reused_tokens;
+    assert!(
+        reused >= 300 && reused < u64::from(u3.prompt_tokens),
+        "reused {reused}: {after:?}"
+    );
+    let other = load_fresh_again(&model).await;
+    let (cold, _) = run(&other, ask(q3)).await;
+    assert_same_answer(&cold, &warm);
 }
 
 #[tokio::test]

@@ -117,12 +117,13 @@ struct Saved<S> {
 }
 
 /// What must be dropped from the KV cache to make room (see [`KvBook::evict_one`]).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Eviction {
     /// An idle slot: copy it to RAM first when `save` is set, then clear it.
     Slot { seq: usize, save: bool },
-    /// A pinned prefix: clear its sequence.
-    Prefix { seq: usize },
+    /// A pinned prefix: copy it to RAM first when `save` is set, then forget it and clear
+    /// its sequence.
+    Prefix { seq: usize, save: bool },
 }
 
 /// The books of one context. `S` is a saved sequence state (llama.cpp's `SeqState` in the
@@ -138,10 +139,11 @@ pub(super) struct KvBook<S> {
     clock: u64,
     /// Off: every prompt is read in full (a baseline).
     reuse: bool,
-    /// Tokens idle slots may keep in the KV cache; past it the least recently used go to RAM.
-    /// Every decode step attends over the span of used cells, so idle conversations left in
-    /// the cache slow all the others down (measured: turn 20 of a conversation 337 → 480 ms
-    /// with sixteen idle 100-token conversations beside it).
+    /// Cells idle content may keep in the KV cache: idle slots and the pinned prefixes no
+    /// running request starts with. Past it the least recently used go to RAM. Every decode
+    /// step attends over the span of used cells, so idle content left in the cache slows all
+    /// the others down (measured: turn 20 of a conversation 337 → 480 ms with sixteen idle
+    /// 100-token conversations beside it; 1.23x slower with an idle 1.4k-token prefix).
     idle_budget: usize,
 }
 
@@ -171,19 +173,78 @@ impl<S> KvBook<S> {
         self
     }
 
-    /// The least recently used idle slot to move out while idle slots hold more than the
-    /// budget. The caller saves it to RAM (when worth it) and clears it.
+    /// The least recently used idle content to move out while it holds more cells than the
+    /// idle budget: an idle slot or a pinned prefix that no running request starts with.
+    /// Cells a slot shares with a pinned prefix are counted once, with the prefix. The caller
+    /// carries the eviction out (saving to RAM when asked to).
     pub fn idle_excess(&self) -> Option<Eviction> {
-        let idle: usize = self
-            .slots
-            .iter()
-            .filter(|s| !s.busy)
-            .map(|s| s.tokens.len())
-            .sum();
-        if idle <= self.idle_budget {
+        self.idle_excess_over(self.idle_budget)
+    }
+
+    /// Like [`KvBook::idle_excess`], when a request has just started: with the RAM tier on,
+    /// everything it does not use leaves the cache (llama-server does the same with its idle
+    /// slots). Restoring a conversation from RAM copies a few megabytes; keeping it costs
+    /// every running request attention over its cells on every token (for a 135M model a
+    /// thousand idle cells add about a quarter to a decode step).
+    pub fn admission_excess(&self) -> Option<Eviction> {
+        let budget = if self.idle_budget == usize::MAX {
+            usize::MAX
+        } else {
+            0
+        };
+        self.idle_excess_over(budget)
+    }
+
+    fn idle_excess_over(&self, budget: usize) -> Option<Eviction> {
+        if budget == usize::MAX {
             return None;
         }
-        self.lru_idle_slot().map(|seq| self.slot_eviction(seq))
+        let idle_prefix = |p: &Prefix| {
+            !self
+                .slots
+                .iter()
+                .any(|s| s.busy && s.tokens.starts_with(&p.tokens))
+        };
+        let mut idle = 0;
+        // (last use, eviction) of each idle item
+        let mut items = Vec::new();
+        for (i, p) in self.prefixes.iter().enumerate() {
+            if let Some(p) = p.as_ref().filter(|p| idle_prefix(p)) {
+                idle += p.tokens.len();
+                items.push((p.last_used, self.prefix_eviction(self.prefix_seq(i))));
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.busy || s.tokens.is_empty() {
+                continue;
+            }
+            let shared = self
+                .prefixes
+                .iter()
+                .flatten()
+                .filter(|p| s.tokens.starts_with(&p.tokens))
+                .map(|p| p.tokens.len())
+                .max()
+                .unwrap_or(0);
+            idle += s.tokens.len() - shared;
+            items.push((s.last_used, self.slot_eviction(i)));
+        }
+        if idle <= budget {
+            return None;
+        }
+        items.into_iter().min_by_key(|&(t, _)| t).map(|(_, e)| e)
+    }
+
+    /// Moving pinned prefix `seq` out: saved to RAM first unless a conversation that starts
+    /// with it is kept already (in RAM or in a slot), or it is short.
+    fn prefix_eviction(&self, seq: usize) -> Eviction {
+        let tokens = self.seq_tokens(seq);
+        let covered = self.saved.iter().any(|s| s.tokens.starts_with(tokens))
+            || self.slots.iter().any(|s| s.tokens.starts_with(tokens));
+        Eviction::Prefix {
+            seq,
+            save: self.saved_budget > 0 && tokens.len() >= MIN_SAVE && !covered,
+        }
     }
 
     /// The least recently used idle slot that holds tokens.
@@ -244,6 +305,18 @@ impl<S> KvBook<S> {
 
     pub fn slot_tokens(&self, slot: usize) -> &[LlamaToken] {
         &self.slots[slot].tokens
+    }
+
+    /// The tokens sequence `seq` holds: a slot's, or a pinned prefix's (empty if none).
+    pub fn seq_tokens(&self, seq: usize) -> &[LlamaToken] {
+        match seq.checked_sub(self.slots.len()) {
+            None => &self.slots[seq].tokens,
+            Some(i) => self
+                .prefixes
+                .get(i)
+                .and_then(Option::as_ref)
+                .map_or(&[], |p| &p.tokens),
+        }
     }
 
     /// Conversations kept in RAM, and their bytes.
@@ -495,14 +568,14 @@ impl<S> KvBook<S> {
         }
     }
 
-    /// Keep a conversation's state in RAM (the tokens of `slot`, whose state was just
-    /// copied out). Older conversations leave when the budget is exceeded; a state larger
-    /// than the whole budget is not kept.
-    pub fn store(&mut self, slot: usize, state: S, bytes: usize) {
+    /// Keep a sequence's state in RAM (the tokens of slot or pinned prefix `seq`, whose
+    /// state was just copied out). Older entries leave when the budget is exceeded; a state
+    /// larger than the whole budget is not kept.
+    pub fn store(&mut self, seq: usize, state: S, bytes: usize) {
         if bytes > self.saved_budget {
             return;
         }
-        let tokens = self.slots[slot].tokens.clone();
+        let tokens = self.seq_tokens(seq).to_vec();
         // A saved conversation that this one continues is stale now.
         self.saved.retain(|s| {
             let stale = tokens.starts_with(&s.tokens);
@@ -572,6 +645,7 @@ impl<S> KvBook<S> {
         self.drop_prefix(i);
         Some(Eviction::Prefix {
             seq: self.prefix_seq(i),
+            save: false,
         })
     }
 }
@@ -758,6 +832,129 @@ mod tests {
         assert_eq!(book.idle_excess(), None);
     }
 
+    /// Carry out an eviction's bookkeeping the way the scheduler does (a saved state is the
+    /// sequence's tokens).
+    fn carry_out(book: &mut KvBook<Vec<LlamaToken>>, eviction: Eviction) {
+        let (Eviction::Slot { seq, save } | Eviction::Prefix { seq, save }) = eviction;
+        if save {
+            let state = book.seq_tokens(seq).to_vec();
+            let bytes = state.len();
+            book.store(seq, state, bytes);
+        }
+        match eviction {
+            Eviction::Slot { seq, .. } => book.clear_slot(seq),
+            Eviction::Prefix { seq, .. } => book.unpin_seq(seq),
+        }
+    }
+
+    #[test]
+    fn an_idle_prefix_counts_toward_the_idle_budget_and_a_running_one_does_not() {
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20).with_idle_budget(150);
+        let system = toks(1000..1128);
+        let (p1, p2) = (cat(&system, &toks(100..180)), cat(&system, &toks(200..210)));
+        let plan1 = book.plan(&p1).unwrap();
+        let slot1 = plan1.slot;
+        apply(&mut book, plan1, &p1);
+        let plan2 = book.plan(&p2).unwrap();
+        let slot2 = plan2.slot;
+        assert_eq!(plan2.pin, Some(128), "{plan2:?}");
+        apply(&mut book, plan2, &p2);
+        // The second ends: its 10 own tokens are idle; the prefix is still read by the first.
+        book.release(slot2);
+        assert_eq!(book.idle_excess(), None);
+        // Both idle: 128 (prefix) + 80 + 10 > 150. The prefix was used least recently; the
+        // slots that start with it keep its tokens, so it is not saved.
+        book.release(slot1);
+        let prefix_seq = 3;
+        assert_eq!(
+            book.idle_excess(),
+            Some(Eviction::Prefix {
+                seq: prefix_seq,
+                save: false
+            })
+        );
+        carry_out(
+            &mut book,
+            Eviction::Prefix {
+                seq: prefix_seq,
+                save: false,
+            },
+        );
+        assert_eq!(book.pinned(), 0);
+        // Then the conversations, oldest first, until 150 cells are left at most.
+        let mut evicted = Vec::new();
+        while let Some(eviction) = book.idle_excess() {
+            evicted.push(eviction);
+            carry_out(&mut book, evicted[evicted.len() - 1].clone());
+        }
+        assert_eq!(
+            evicted,
+            [
+                Eviction::Slot {
+                    seq: slot2,
+                    save: true
+                },
+                Eviction::Slot {
+                    seq: slot1,
+                    save: true
+                }
+            ]
+        );
+        // A later request under the same system prompt finds it in RAM.
+        let p3 = cat(&system, &toks(300..320));
+        let plan3 = book.plan(&p3).unwrap();
+        assert_eq!((plan3.kind, plan3.keep), (ReuseKind::Restored, 128));
+    }
+
+    #[test]
+    fn an_idle_prefix_no_conversation_holds_is_saved_before_it_goes() {
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(1, 1, 1 << 20).with_idle_budget(50);
+        let system = toks(0..96);
+        assert_eq!(book.pin(&system), Some(1));
+        let eviction = book.idle_excess().unwrap();
+        assert_eq!(eviction, Eviction::Prefix { seq: 1, save: true });
+        carry_out(&mut book, eviction);
+        assert_eq!((book.pinned(), book.saved_usage().0), (0, 1));
+        assert_eq!(book.idle_excess(), None);
+        let prompt = cat(&system, &toks(500..510));
+        let plan = book.plan(&prompt).unwrap();
+        assert_eq!((plan.kind, plan.keep), (ReuseKind::Restored, 96));
+    }
+
+    #[test]
+    fn a_starting_request_sends_the_idle_content_it_does_not_use_to_ram() {
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20).with_idle_budget(1000);
+        let (a, b) = (toks(0..100), toks(1000..1100));
+        past_turn(&mut book, &a);
+        past_turn(&mut book, &b);
+        // Nothing runs: idle content within the budget stays.
+        assert_eq!(book.idle_excess(), None);
+        // The next turn of `b` uses its own slot; only `a` has to go.
+        let b2 = cat(&b, &toks(5000..5010));
+        let plan = book.plan(&b2).unwrap();
+        let slot_b = plan.slot;
+        apply(&mut book, plan, &b2);
+        let eviction = book.admission_excess().unwrap();
+        let Eviction::Slot { seq: slot_a, save } = eviction else {
+            panic!("{eviction:?}")
+        };
+        assert!(save && slot_a != slot_b);
+        carry_out(&mut book, eviction);
+        assert_eq!(book.admission_excess(), None);
+        book.release(slot_b);
+        // `a` comes back from RAM.
+        let a2 = cat(&a, &toks(6000..6010));
+        let plan = book.plan(&a2).unwrap();
+        assert_eq!((plan.kind, plan.keep), (ReuseKind::Restored, 100));
+
+        // Without a RAM tier nothing leaves: it could only be read again.
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(2, 0, 0);
+        past_turn(&mut book, &a);
+        let plan = book.plan(&b).unwrap();
+        apply(&mut book, plan, &b);
+        assert_eq!(book.admission_excess(), None);
+    }
+
     #[test]
     fn all_busy_means_no_plan() {
         let mut book: KvBook<()> = KvBook::new(2, 0, 0);
@@ -783,7 +980,13 @@ mod tests {
         assert_eq!(book.pin(&p3), Some(1));
         assert_eq!(book.find_prefix(&p1), None);
         assert_eq!(book.find_prefix(&p3), Some((0, 64)));
-        assert_eq!(book.evict_one(), Some(Eviction::Prefix { seq: 2 }));
+        assert_eq!(
+            book.evict_one(),
+            Some(Eviction::Prefix {
+                seq: 2,
+                save: false
+            })
+        );
     }
 
     #[test]

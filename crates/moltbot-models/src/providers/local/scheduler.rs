@@ -432,6 +432,10 @@ impl Worker<'_> {
             }
         };
         self.stats.record_admission(kind, keep, prompt.len() - keep);
+        // What is idle from now on slows this request and the others down.
+        while let Some(eviction) = self.book.admission_excess() {
+            self.evict(eviction);
+        }
 
         let limit = (sampling.max_tokens as usize).min(self.max_seq_tokens - prompt.len());
         let width = sampling
@@ -533,15 +537,15 @@ impl Worker<'_> {
         let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
     }
 
-    /// Copy an idle slot's KV state to RAM before its cells are dropped.
-    fn save_to_ram(&mut self, slot: usize) {
+    /// Copy an idle slot's or a pinned prefix's KV state to RAM before its cells are dropped.
+    fn save_to_ram(&mut self, seq: usize) {
         match self
             .ctx
-            .state_seq_get(seq_id(slot), LlamaStateSeqFlags::empty())
+            .state_seq_get(seq_id(seq), LlamaStateSeqFlags::empty())
         {
             Ok(state) => {
                 let bytes = state.byte_len();
-                self.book.store(slot, state, bytes);
+                self.book.store(seq, state, bytes);
                 self.stats.saved.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::debug!(cause = %e, "could not save a conversation's KV state"),
@@ -572,7 +576,15 @@ impl Worker<'_> {
                 self.clear_seq(seq_id(seq));
                 self.book.clear_slot(seq);
             }
-            Eviction::Prefix { seq } => self.clear_seq(seq_id(seq)),
+            Eviction::Prefix { seq, save } => {
+                if save {
+                    self.save_to_ram(seq);
+                }
+                self.book.unpin_seq(seq);
+                self.clear_seq(seq_id(seq));
+                metrics::gauge!("moltbot_local_prefix_cache_entries")
+                    .set(self.book.pinned() as f64);
+            }
         }
     }
 
