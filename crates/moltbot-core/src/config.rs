@@ -511,18 +511,8 @@ impl Config {
                     "bus.brokers must name at least one broker when bus.kind = \"kafka\"".into(),
                 );
             }
-            if !(1..=1024).contains(&self.bus.partitions) {
-                return bad(format!(
-                    "bus.partitions must be between 1 and 1024, got {}",
-                    self.bus.partitions
-                ));
-            }
-            if !(1..=100_000).contains(&self.bus.max_in_flight) {
-                return bad(format!(
-                    "bus.max_in_flight must be between 1 and 100000, got {}",
-                    self.bus.max_in_flight
-                ));
-            }
+            in_range("bus.partitions", self.bus.partitions, 1, 1024)?;
+            in_range("bus.max_in_flight", self.bus.max_in_flight, 1, 100_000)?;
             if self.bus.fetch_wait_ms > 300_000 {
                 return bad(format!(
                     "bus.fetch_wait_ms must be at most 300000 (5 minutes), got {}",
@@ -613,33 +603,23 @@ impl Config {
             1,
             86_400,
         )?;
-        if !(1..=1024).contains(&self.sessions.max_turns) {
-            return bad(format!(
-                "sessions.max_turns must be between 1 and 1024, got {}",
-                self.sessions.max_turns
-            ));
-        }
+        in_range("sessions.max_turns", self.sessions.max_turns, 1, 1024)?;
         if self.model.providers.is_empty() {
             return bad("model.providers must name at least one provider, got []".into());
         }
-        if !(0.0..=2.0).contains(&self.model.temperature) {
-            return bad(format!(
-                "model.temperature must be between 0 and 2, got {}",
-                self.model.temperature
-            ));
-        }
+        in_range("model.temperature", self.model.temperature, 0.0, 2.0)?;
         if self.gateway.tick_interval_ms < 100 {
             return bad(format!(
                 "gateway.tick_interval_ms must be at least 100, got {}",
                 self.gateway.tick_interval_ms
             ));
         }
-        if self.gateway.drain_delay_secs > 300 {
-            return bad(format!(
-                "gateway.drain_delay_secs must be between 0 and 300, got {}",
-                self.gateway.drain_delay_secs
-            ));
-        }
+        in_range(
+            "gateway.drain_delay_secs",
+            self.gateway.drain_delay_secs,
+            0,
+            300,
+        )?;
         self.model.filter.validate()?;
         self.channels.validate()?;
         self.understanding.validate()?;

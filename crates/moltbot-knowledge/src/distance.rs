@@ -1,6 +1,6 @@
 //! Distance kernels written so LLVM turns them into AVX2/FMA code.
 //!
-//! The workspace forbids `unsafe`, so there are no intrinsics here. Instead each loop keeps
+//! The workspace denies `unsafe`, so there are no intrinsics here. Instead each loop keeps
 //! eight independent lanes per accumulator (one ymm register) and two accumulators, which
 //! lets the compiler vectorise without reassociating floating-point sums on its own (it may
 //! not: that would change results). `mul_add` lowers to `vfmadd` because the workspace builds

@@ -5,7 +5,7 @@
 //! computed, and the CRC catches bit rot and partial overwrites. Files are written to a
 //! temporary sibling and renamed into place, so a crash never leaves a half-written index
 //! under the real name. Loading is one sequential `read` of the whole file, then a parse of
-//! the buffer: no `mmap` (the workspace forbids `unsafe`), but a plain read of a flat file is
+//! the buffer: no `mmap` (the workspace denies `unsafe`), but a plain read of a flat file is
 //! close to disk speed.
 
 use std::io::Write;

@@ -6,6 +6,7 @@
 mod compose;
 mod helm;
 mod metrics;
+mod unsafe_code;
 
 use std::path::{Path, PathBuf};
 

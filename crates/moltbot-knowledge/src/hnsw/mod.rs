@@ -6,7 +6,7 @@
 //! regions and the file format is those arrays written out as-is; (2) deletes (tombstones
 //! filtered out of results, plus compaction) and id filters during search, which
 //! `instant-distance` lacks entirely; (3) a versioned, checksummed file that reloads with
-//! one sequential read, with no `unsafe` (the workspace forbids it); (4) speed at least equal
+//! one sequential read, with no `unsafe` (the workspace denies it); (4) speed at least equal
 //! to faiss' HNSW, which `bench/knn` measures in the same run (see `bench/knn/RESULTS.md`).
 //!
 //! # Structure

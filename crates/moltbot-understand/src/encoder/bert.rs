@@ -4,10 +4,12 @@
 //! every projection for a quantized matmul (the INT8 path) and to fuse the query/key/value
 //! projections into one matmul; both need access to the layers' weights.
 
+use super::int8::{self, Int8Linear};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The fields of a Hugging Face `config.json` we use.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,8 +35,9 @@ fn default_eps() -> f64 {
 pub enum Precision {
     /// f32 weights, f32 matmuls.
     F32,
-    /// Weights quantized to 8 bits in blocks of 32 (one scale per block); activations are
-    /// quantized on the fly and the dot products run on integers.
+    /// Weights quantized to 8 bits (one scale per output row); activations are quantized on
+    /// the fly (7 bits per row) and the products summed on integers (`int8.rs`, AVX2). On a
+    /// CPU without AVX2, candle's Q8_0 blocks (32 weights per scale) instead.
     Int8,
 }
 
@@ -47,19 +50,46 @@ impl Precision {
     }
 }
 
-/// `x·Wᵀ + b`, in f32 or as a quantized matmul.
+/// `x·Wᵀ + b`, in f32 or in INT8.
 #[derive(Debug, Clone)]
 struct Projection {
-    weight: QMatMul,
+    weight: Weight,
     bias: Tensor,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    F32(Tensor),
+    /// Our integer GEMM (`int8.rs`), where the CPU has AVX2; it adds the bias itself.
+    Int8(Arc<Int8Linear>),
+    /// candle's Q8_0 matmul elsewhere (one dot product per output: slower than f32).
+    Q8(QMatMul),
 }
 
 impl Projection {
     fn new(weight: Tensor, bias: Tensor, precision: Precision) -> Result<Self> {
         let weight = match precision {
-            Precision::F32 => QMatMul::Tensor(weight),
+            Precision::F32 => Weight::F32(weight),
+            Precision::Int8 if int8::accelerated() => {
+                let (n, k) = weight.dims2()?;
+                let linear = Int8Linear::new(
+                    &weight.flatten_all()?.to_vec1::<f32>()?,
+                    &bias.to_vec1::<f32>()?,
+                    n,
+                    k,
+                )
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "an INT8 projection needs inputs in fours, got {k}"
+                    ))
+                })?;
+                Weight::Int8(Arc::new(linear))
+            }
             // Every projection of these models has an input size divisible by 32.
-            Precision::Int8 => QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?,
+            Precision::Int8 => Weight::Q8(QMatMul::from_qtensor(QTensor::quantize(
+                &weight,
+                GgmlDType::Q8_0,
+            )?)?),
         };
         Ok(Self { weight, bias })
     }
@@ -70,21 +100,33 @@ impl Projection {
         // slower per sentence than batch 1.
         let dims = x.dims().to_vec();
         let (last, lead) = dims.split_last().unwrap_or((&0, &[]));
-        let rows = x.reshape((lead.iter().product::<usize>(), *last))?;
+        let m = lead.iter().product::<usize>();
+        let rows = x.reshape((m, *last))?;
         let y = match &self.weight {
-            QMatMul::Tensor(w) => rows.matmul(&w.t()?)?,
-            q => q.forward(&rows)?,
+            Weight::F32(w) => rows.matmul(&w.t()?)?.broadcast_add(&self.bias)?,
+            Weight::Int8(lin) => {
+                let input = rows.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(lin.forward(&input, m), (m, lin.outputs()), x.device())?
+            }
+            Weight::Q8(q) => q.forward(&rows)?.broadcast_add(&self.bias)?,
         };
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
-        y.broadcast_add(&self.bias)?.reshape(out_dims)
+        y.reshape(out_dims)
     }
 
     /// The weight in f32 (dequantized when the projection is INT8) and the bias.
     fn f32_parts(&self) -> Result<(Tensor, Tensor)> {
         let weight = match &self.weight {
-            QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
-            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+            Weight::F32(t) => t.clone(),
+            Weight::Int8(lin) => {
+                let (w, _) = lin.dequantized();
+                Tensor::from_vec(w, (lin.outputs(), lin.inputs()), &Device::Cpu)?
+            }
+            Weight::Q8(q) => match q {
+                QMatMul::QTensor(q) => q.dequantize(&Device::Cpu)?,
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+            },
         };
         Ok((weight, self.bias.clone()))
     }

@@ -21,6 +21,7 @@
 use llama_cpp_2::token::LlamaToken;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// Prefix entries are cut at multiples of this many tokens, and found by the chain hash of
 /// their blocks.
@@ -46,7 +47,7 @@ pub(super) enum Source<S> {
     /// Copy the first `keep` tokens of another sequence (a running request or a pinned prefix).
     Copy { from: i32 },
     /// Load a conversation's state from RAM, then drop what is past `keep`.
-    Restore { state: S },
+    Restore { state: Arc<S> },
 }
 
 /// What to do with the KV cache before a prompt is read. Carried out in this order.
@@ -111,7 +112,8 @@ struct Prefix {
 #[derive(Debug)]
 struct Saved<S> {
     tokens: Vec<LlamaToken>,
-    state: S,
+    /// Shared with a plan that restores only its start (see [`KvBook::plan`]).
+    state: Arc<S>,
     bytes: usize,
     last_used: u64,
 }
@@ -139,6 +141,8 @@ pub(super) struct KvBook<S> {
     clock: u64,
     /// Off: every prompt is read in full (a baseline).
     reuse: bool,
+    /// Bytes of saved state per token, from the last state stored (0 until then).
+    bytes_per_token: usize,
     /// Cells idle content may keep in the KV cache: idle slots and the pinned prefixes no
     /// running request starts with. Past it the least recently used go to RAM. Every decode
     /// step attends over the span of used cells, so idle content left in the cache slows all
@@ -158,8 +162,14 @@ impl<S> KvBook<S> {
             saved_budget: saved_budget_bytes,
             clock: 0,
             reuse: true,
+            bytes_per_token: 0,
             idle_budget: usize::MAX,
         }
+    }
+
+    /// Cells idle content may keep in the cache (`usize::MAX`: no limit).
+    pub fn idle_budget(&self) -> usize {
+        self.idle_budget
     }
 
     /// Whether KV state is reused across requests at all.
@@ -178,7 +188,7 @@ impl<S> KvBook<S> {
     /// Cells a slot shares with a pinned prefix are counted once, with the prefix. The caller
     /// carries the eviction out (saving to RAM when asked to).
     pub fn idle_excess(&self) -> Option<Eviction> {
-        self.idle_excess_over(self.idle_budget)
+        self.idle_excess_over(self.idle_budget, false)
     }
 
     /// Like [`KvBook::idle_excess`], when a request has just started: with the RAM tier on,
@@ -186,19 +196,27 @@ impl<S> KvBook<S> {
     /// slots). Restoring a conversation from RAM copies a few megabytes; keeping it costs
     /// every running request attention over its cells on every token (for a 135M model a
     /// thousand idle cells add about a quarter to a decode step).
+    /// Content whose state would not fit in RAM stays (it could only be read again).
     pub fn admission_excess(&self) -> Option<Eviction> {
-        let budget = if self.idle_budget == usize::MAX {
-            usize::MAX
-        } else {
-            0
-        };
-        self.idle_excess_over(budget)
+        if !self.reuse || self.saved_budget == 0 {
+            return None;
+        }
+        self.idle_excess_over(0, true)
     }
 
-    fn idle_excess_over(&self, budget: usize) -> Option<Eviction> {
+    fn idle_excess_over(&self, budget: usize, admission: bool) -> Option<Eviction> {
         if budget == usize::MAX {
             return None;
         }
+        // At admission, only what RAM can take (as far as the states seen so far tell).
+        let movable = |e: &Eviction| {
+            let (Eviction::Slot { seq, save } | Eviction::Prefix { seq, save }) = *e;
+            let bytes = self
+                .seq_tokens(seq)
+                .len()
+                .saturating_mul(self.bytes_per_token);
+            !admission || !save || bytes <= self.saved_budget
+        };
         let idle_prefix = |p: &Prefix| {
             !self
                 .slots
@@ -211,7 +229,10 @@ impl<S> KvBook<S> {
         for (i, p) in self.prefixes.iter().enumerate() {
             if let Some(p) = p.as_ref().filter(|p| idle_prefix(p)) {
                 idle += p.tokens.len();
-                items.push((p.last_used, self.prefix_eviction(self.prefix_seq(i))));
+                let eviction = self.prefix_eviction(self.prefix_seq(i));
+                if movable(&eviction) {
+                    items.push((p.last_used, eviction));
+                }
             }
         }
         for (i, s) in self.slots.iter().enumerate() {
@@ -227,7 +248,10 @@ impl<S> KvBook<S> {
                 .max()
                 .unwrap_or(0);
             idle += s.tokens.len() - shared;
-            items.push((s.last_used, self.slot_eviction(i)));
+            let eviction = self.slot_eviction(i);
+            if movable(&eviction) {
+                items.push((s.last_used, eviction));
+            }
         }
         if idle <= budget {
             return None;
@@ -237,7 +261,7 @@ impl<S> KvBook<S> {
 
     /// Moving pinned prefix `seq` out: saved to RAM first unless a conversation that starts
     /// with it is kept already (in RAM or in a slot), or it is short.
-    fn prefix_eviction(&self, seq: usize) -> Eviction {
+    pub fn prefix_eviction(&self, seq: usize) -> Eviction {
         let tokens = self.seq_tokens(seq);
         let covered = self.saved.iter().any(|s| s.tokens.starts_with(tokens))
             || self.slots.iter().any(|s| s.tokens.starts_with(tokens));
@@ -414,14 +438,19 @@ impl<S> KvBook<S> {
                 )
             }
             From::Saved(i) => {
-                let saved = self.saved.swap_remove(i);
-                self.saved_bytes -= saved.bytes;
-                let n = saved.tokens.len();
-                (
-                    Source::Restore { state: saved.state },
-                    ReuseKind::Restored,
-                    n,
-                )
+                let n = self.saved[i].tokens.len();
+                // A conversation that continues here leaves RAM (its next save replaces it);
+                // one whose start only is taken (a shared system prompt) stays for its own
+                // next turn.
+                let state = if n.saturating_sub(len) < DIVERGENCE {
+                    let saved = self.saved.swap_remove(i);
+                    self.saved_bytes -= saved.bytes;
+                    saved.state
+                } else {
+                    self.saved[i].last_used = now;
+                    Arc::clone(&self.saved[i].state)
+                };
+                (Source::Restore { state }, ReuseKind::Restored, n)
             }
             From::Nothing => (Source::Nothing, ReuseKind::Miss, 0),
         };
@@ -572,10 +601,11 @@ impl<S> KvBook<S> {
     /// state was just copied out). Older entries leave when the budget is exceeded; a state
     /// larger than the whole budget is not kept.
     pub fn store(&mut self, seq: usize, state: S, bytes: usize) {
+        let tokens = self.seq_tokens(seq).to_vec();
+        self.bytes_per_token = bytes / tokens.len().max(1);
         if bytes > self.saved_budget {
             return;
         }
-        let tokens = self.seq_tokens(seq).to_vec();
         // A saved conversation that this one continues is stale now.
         self.saved.retain(|s| {
             let stale = tokens.starts_with(&s.tokens);
@@ -587,7 +617,7 @@ impl<S> KvBook<S> {
         let now = self.tick();
         self.saved.push(Saved {
             tokens,
-            state,
+            state: Arc::new(state),
             bytes,
             last_used: now,
         });
@@ -849,7 +879,7 @@ mod tests {
 
     #[test]
     fn an_idle_prefix_counts_toward_the_idle_budget_and_a_running_one_does_not() {
-        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20).with_idle_budget(150);
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20).with_idle_budget(100);
         let system = toks(1000..1128);
         let (p1, p2) = (cat(&system, &toks(100..180)), cat(&system, &toks(200..210)));
         let plan1 = book.plan(&p1).unwrap();
@@ -862,7 +892,7 @@ mod tests {
         // The second ends: its 10 own tokens are idle; the prefix is still read by the first.
         book.release(slot2);
         assert_eq!(book.idle_excess(), None);
-        // Both idle: 128 (prefix) + 80 + 10 > 150. The prefix was used least recently; the
+        // Both idle: 128 (prefix) + 80 + 10 > 100. The prefix was used least recently; the
         // slots that start with it keep its tokens, so it is not saved.
         book.release(slot1);
         let prefix_seq = 3;
@@ -881,7 +911,7 @@ mod tests {
             },
         );
         assert_eq!(book.pinned(), 0);
-        // Then the conversations, oldest first, until 150 cells are left at most.
+        // Then the conversations, oldest first, until 100 cells are left at most.
         let mut evicted = Vec::new();
         while let Some(eviction) = book.idle_excess() {
             evicted.push(eviction);
@@ -904,6 +934,16 @@ mod tests {
         let p3 = cat(&system, &toks(300..320));
         let plan3 = book.plan(&p3).unwrap();
         assert_eq!((plan3.kind, plan3.keep), (ReuseKind::Restored, 128));
+        // Only its start was taken: the saved conversation stays for its own next turn.
+        assert_eq!(book.saved_usage().0, 2);
+        let p1_next = cat(&p1, &toks(400..410));
+        let plan = book.plan(&p1_next).unwrap();
+        assert_eq!((plan.kind, plan.keep), (ReuseKind::Restored, p1.len()));
+        assert_eq!(
+            book.saved_usage().0,
+            1,
+            "a continued conversation leaves RAM"
+        );
     }
 
     #[test]
@@ -946,6 +986,16 @@ mod tests {
         let a2 = cat(&a, &toks(6000..6010));
         let plan = book.plan(&a2).unwrap();
         assert_eq!((plan.kind, plan.keep), (ReuseKind::Restored, 100));
+
+        // A state RAM could not hold stays in the cache: 100 tokens at 20 bytes each are
+        // more than a 1000-byte tier.
+        let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 0, 1000).with_idle_budget(1000);
+        past_turn(&mut book, &a);
+        book.store(0, Vec::new(), 2000);
+        assert_eq!(book.saved_usage().0, 0);
+        let plan = book.plan(&b).unwrap();
+        apply(&mut book, plan, &b);
+        assert_eq!(book.admission_excess(), None);
 
         // Without a RAM tier nothing leaves: it could only be read again.
         let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(2, 0, 0);

@@ -597,9 +597,9 @@ impl Worker<'_> {
     /// whole span on every token (turn 20 after the serving benchmark: 430–571 ms, on a
     /// fresh cache 313–337 ms). Their states are copied out, the cache is cleared (which
     /// resets the head) and they are copied back into its first cells: prefixes first, then
-    /// conversations, most recently used first, up to half the cache (a conversation that
-    /// shared a prefix's cells comes back with its own copy of them). What does not fit
-    /// goes to RAM like any evicted conversation. A request that arrives meanwhile waits
+    /// conversations, most recently used first, up to half the cache or the idle budget (a
+    /// conversation that shared a prefix's cells comes back with its own copy of them). What
+    /// does not fit goes to RAM like any evicted content. A request that arrives meanwhile waits
     /// for the copies (milliseconds per thousand tokens).
     fn compact_when_idle(&mut self) {
         if self.peak_running < 2 || !self.book.reuses() {
@@ -607,7 +607,9 @@ impl Worker<'_> {
         }
         self.peak_running = 0;
         let started = std::time::Instant::now();
-        let room = usize::try_from(self.ctx.n_ctx()).unwrap_or(usize::MAX) / 2;
+        // Up to half the cache, and no more than idle content may keep anyway.
+        let room = (usize::try_from(self.ctx.n_ctx()).unwrap_or(usize::MAX) / 2)
+            .min(self.book.idle_budget());
         let mut used = 0;
         // (sequence id, tokens, is a prefix, state)
         let mut keep = Vec::new();
@@ -631,7 +633,10 @@ impl Worker<'_> {
                     used += tokens;
                     keep.push((seq, tokens, prefix, state));
                 }
-                None if prefix => self.book.unpin_seq(seq),
+                None if prefix => {
+                    let eviction = self.book.prefix_eviction(seq);
+                    self.evict(eviction);
+                }
                 None => {
                     let eviction = self.book.slot_eviction(seq);
                     self.evict(eviction);
