@@ -862,6 +862,27 @@ mod tests {
         assert_eq!(book.idle_excess(), None);
     }
 
+    /// Two requests under one system prompt at once: the second copies the first one's
+    /// system prompt and pins it. Both are still running. Returns their prompts and slots.
+    fn two_sharing(
+        book: &mut KvBook<Vec<LlamaToken>>,
+        system: &[LlamaToken],
+    ) -> ([Vec<LlamaToken>; 2], [usize; 2]) {
+        let (p1, p2) = (cat(system, &toks(100..180)), cat(system, &toks(200..210)));
+        let plan1 = book.plan(&p1).unwrap();
+        let slot1 = plan1.slot;
+        apply(book, plan1, &p1);
+        let plan2 = book.plan(&p2).unwrap();
+        let slot2 = plan2.slot;
+        assert_eq!(
+            (plan2.kind, plan2.pin),
+            (ReuseKind::Shared, Some(system.len())),
+            "{plan2:?}"
+        );
+        apply(book, plan2, &p2);
+        ([p1, p2], [slot1, slot2])
+    }
+
     /// Carry out an eviction's bookkeeping the way the scheduler does (a saved state is the
     /// sequence's tokens).
     fn carry_out(book: &mut KvBook<Vec<LlamaToken>>, eviction: Eviction) {
@@ -881,14 +902,7 @@ mod tests {
     fn an_idle_prefix_counts_toward_the_idle_budget_and_a_running_one_does_not() {
         let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20).with_idle_budget(100);
         let system = toks(1000..1128);
-        let (p1, p2) = (cat(&system, &toks(100..180)), cat(&system, &toks(200..210)));
-        let plan1 = book.plan(&p1).unwrap();
-        let slot1 = plan1.slot;
-        apply(&mut book, plan1, &p1);
-        let plan2 = book.plan(&p2).unwrap();
-        let slot2 = plan2.slot;
-        assert_eq!(plan2.pin, Some(128), "{plan2:?}");
-        apply(&mut book, plan2, &p2);
+        let ([p1, _], [slot1, slot2]) = two_sharing(&mut book, &system);
         // The second ends: its 10 own tokens are idle; the prefix is still read by the first.
         book.release(slot2);
         assert_eq!(book.idle_excess(), None);
@@ -1043,15 +1057,7 @@ mod tests {
     fn compaction_lists_idle_slots_and_prefixes_and_forgets_a_lost_prefix() {
         let mut book: KvBook<Vec<LlamaToken>> = KvBook::new(3, 2, 1 << 20);
         let system = toks(1000..1064);
-        // Two requests at once: the second copies the first one's system prompt and pins it.
-        let (p1, p2) = (cat(&system, &toks(100..180)), cat(&system, &toks(200..210)));
-        let plan1 = book.plan(&p1).unwrap();
-        let slot1 = plan1.slot;
-        apply(&mut book, plan1, &p1);
-        let plan2 = book.plan(&p2).unwrap();
-        let slot2 = plan2.slot;
-        assert_eq!(plan2.kind, ReuseKind::Shared, "{plan2:?}");
-        apply(&mut book, plan2, &p2);
+        let (_, [slot1, slot2]) = two_sharing(&mut book, &system);
         book.release(slot1);
         book.release(slot2);
         let pinned = book.pinned_seqs();
