@@ -490,10 +490,11 @@ async fn skills_hot_reload_while_watched() {
         .watch(&dir, registry.clone(), shutdown.clone())
         .unwrap();
 
-    // Added.
+    // Added. The watcher may see the file half written first (an error row); it reloads
+    // on the write's later events, so wait for the loaded row.
     write_skill(&dir, "weather", WEATHER);
     eventually("weather appears", || {
-        skill_row(&registry, "weather").is_some()
+        skill_row(&registry, "weather").is_some_and(|c| c.status == CapabilityStatus::Loaded)
     })
     .await;
     let row = skill_row(&registry, "weather").unwrap();
@@ -528,7 +529,12 @@ async fn skills_hot_reload_while_watched() {
     )
     .unwrap();
     eventually("weather broken", || {
-        skill_row(&registry, "weather").is_some_and(|c| c.status == CapabilityStatus::Error)
+        skill_row(&registry, "weather").is_some_and(|c| {
+            c.status == CapabilityStatus::Error
+                && c.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("got `wether`"))
+        })
     })
     .await;
     let reason = skill_row(&registry, "weather").unwrap().reason.unwrap();
