@@ -59,22 +59,18 @@ impl Int8Linear {
         if k == 0 || !k.is_multiple_of(GROUP) || weight.len() != n * k || bias.len() != n {
             return None;
         }
-        let panels = n.div_ceil(PANEL);
-        let groups = k / GROUP;
-        let mut packed = vec![0i8; panels * PANEL * k];
+        let mut packed = vec![0i8; n.div_ceil(PANEL) * PANEL * k];
         let mut scale = Vec::with_capacity(n);
         let mut sum = Vec::with_capacity(n);
         for (o, row) in weight.chunks_exact(k).enumerate() {
             let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
             let s = if max > 0.0 { max / 127.0 } else { 1.0 };
             scale.push(s);
-            let (panel, lane) = (o / PANEL, o % PANEL);
             let mut total = 0i32;
             for (i, v) in row.iter().enumerate() {
                 let q = (v / s).round().clamp(-127.0, 127.0) as i8;
                 total += i32::from(q);
-                let at = ((panel * groups + i / GROUP) * PANEL + lane) * GROUP + i % GROUP;
-                packed[at] = q;
+                packed[packed_at(k, o, i)] = q;
             }
             sum.push(total);
         }
@@ -98,13 +94,10 @@ impl Int8Linear {
 
     /// The weights as f32 again (row-major `n × k`), and the bias.
     pub fn dequantized(&self) -> (Vec<f32>, Vec<f32>) {
-        let groups = self.k / GROUP;
         let mut w = vec![0f32; self.n * self.k];
         for o in 0..self.n {
-            let (panel, lane) = (o / PANEL, o % PANEL);
             for i in 0..self.k {
-                let at = ((panel * groups + i / GROUP) * PANEL + lane) * GROUP + i % GROUP;
-                w[o * self.k + i] = f32::from(self.packed[at]) * self.scale[o];
+                w[o * self.k + i] = f32::from(self.packed[packed_at(self.k, o, i)]) * self.scale[o];
             }
         }
         (w, self.bias.clone())
@@ -160,10 +153,10 @@ impl Int8Linear {
         out: &mut [f32],
         width: usize,
     ) {
-        let groups = self.k / GROUP;
         let col0 = range.start * PANEL;
+        let panel_len = PANEL * self.k;
         for p in range {
-            let w = &self.packed[p * groups * PANEL * GROUP..(p + 1) * groups * PANEL * GROUP];
+            let w = &self.packed[p * panel_len..(p + 1) * panel_len];
             let mut r0 = 0;
             while r0 < rows.m {
                 let mr = ROWS.min(rows.m - r0);
@@ -192,6 +185,12 @@ impl Int8Linear {
             }
         }
     }
+}
+
+/// Where weight `(output o, input i)` sits in the packed panels of a layer with `k` inputs:
+/// panel `o / 16`, group `i / 4`, lane `o % 16`, byte `i % 4`.
+fn packed_at(k: usize, o: usize, i: usize) -> usize {
+    (((o / PANEL) * (k / GROUP) + i / GROUP) * PANEL + o % PANEL) * GROUP + i % GROUP
 }
 
 /// Rows of `x` quantized to 7 bits: `x ≈ scale · (q − zero)`.
