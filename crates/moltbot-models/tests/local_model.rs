@@ -503,18 +503,18 @@ async fn an_idle_system_prompt_leaves_the_cache_for_ram_and_comes_back() {
         return;
     };
     let system = [SYSTEM; 4].join(" ");
-    let ask = |q| conversation_under(&system, &[], q, 16);
+    let under_system = |q| conversation_under(&system, &[], q, 16);
     // The first conversation alone is over the budget, so it goes to RAM when it ends; the
     // second restores its system prompt from there and pins it (they share it).
-    run(&model, ask("Are you open on Sunday?")).await;
-    run(&model, ask("Do you bake croissants?")).await;
+    run(&model, under_system("Are you open on Sunday?")).await;
+    run(&model, under_system("Do you bake croissants?")).await;
     let before = model.stats();
     assert_eq!(before.restored, 1, "{before:?}");
     // Once both are idle the prefix and the conversations are more than the idle budget:
     // they leave the cache, the conversations for RAM. A third conversation under the same
     // system prompt is restored from RAM instead of finding a pinned prefix.
     let q3 = "Can I order a birthday cake?";
-    let (warm, items) = run(&model, ask(q3)).await;
+    let (warm, items) = run(&model, under_system(q3)).await;
     let (u3, _) = usage_and_finish(&items);
     let after = model.stats();
     eprintln!("{before:?}\n{after:?}");
@@ -527,7 +527,7 @@ async fn an_idle_system_prompt_leaves_the_cache_for_ram_and_comes_back() {
         "reused {reused}: {after:?}"
     );
     let other = load_fresh_again(&model).await;
-    let (cold, _) = run(&other, ask(q3)).await;
+    let (cold, _) = run(&other, under_system(q3)).await;
     assert_same_answer(&cold, &warm);
 }
 
