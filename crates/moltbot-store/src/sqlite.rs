@@ -259,9 +259,12 @@ impl SqliteStore {
             let mut inserted = 0i64;
             let title = title_of(&messages);
             tx.execute(
+                // `updated_at` is strictly above every other session's, so newest-first
+                // follows the order of writes even within one millisecond.
                 "INSERT INTO sessions (id, \"user\", channel, created_at, updated_at, message_count, title)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)
-                 ON CONFLICT(id) DO UPDATE SET updated_at = ?4,
+                 VALUES (?1, ?2, ?3, ?4,
+                         MAX(?4, COALESCE((SELECT MAX(updated_at) FROM sessions), 0) + 1), 0, ?5)
+                 ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at,
                      \"user\" = COALESCE(sessions.\"user\", excluded.\"user\"),
                      title = COALESCE(sessions.title, excluded.title)",
                 params![session_id, user, channel, now, title],

@@ -178,11 +178,14 @@ impl PgStore {
         let now = now_ms();
         let title = title_of(&messages);
         let mut tx = self.pool.begin().await?;
-        // The session row first: it also serialises concurrent appends to one session.
+        // The session row first: it also serialises concurrent appends to one session. Its
+        // `updated_at` goes above every other session's, so newest-first follows the order
+        // of writes even within one millisecond.
         sqlx::query(
             "INSERT INTO sessions (id, \"user\", channel, created_at, updated_at, message_count, title)
-             VALUES ($1, $2, $3, $4, $4, 0, $5)
-             ON CONFLICT (id) DO UPDATE SET updated_at = $4,
+             VALUES ($1, $2, $3, $4,
+                     GREATEST($4, COALESCE((SELECT MAX(updated_at) FROM sessions), 0) + 1), 0, $5)
+             ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at,
                  \"user\" = COALESCE(sessions.\"user\", excluded.\"user\"),
                  title = COALESCE(sessions.title, excluded.title)",
         )

@@ -4,6 +4,7 @@
 //! every projection for a quantized matmul (the INT8 path) and to fuse the query/key/value
 //! projections into one matmul; both need access to the layers' weights.
 
+use super::gelu;
 use super::int8::{self, Int8Linear};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -36,8 +37,8 @@ pub enum Precision {
     /// f32 weights, f32 matmuls.
     F32,
     /// Weights quantized to 8 bits (one scale per output row); activations are quantized on
-    /// the fly (7 bits per row) and the products summed on integers (`int8.rs`, AVX2). On a
-    /// CPU without AVX2, candle's Q8_0 blocks (32 weights per scale) instead.
+    /// the fly (7 bits per row) and the products summed on integers (`int8.rs`: AVX-512 VNNI,
+    /// AVX-VNNI or AVX2). On a CPU without AVX2, candle's Q8_0 blocks (32 weights per scale) instead.
     Int8,
 }
 
@@ -60,7 +61,8 @@ struct Projection {
 #[derive(Debug, Clone)]
 enum Weight {
     F32(Tensor),
-    /// Our integer GEMM (`int8.rs`), where the CPU has AVX2; it adds the bias itself.
+    /// Our integer GEMM (`int8.rs`), where the CPU has AVX2 or better; it adds the bias
+    /// itself.
     Int8(Arc<Int8Linear>),
     /// candle's Q8_0 matmul elsewhere (one dot product per output: slower than f32).
     Q8(QMatMul),
@@ -95,6 +97,16 @@ impl Projection {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, None)
+    }
+
+    /// [`Self::forward`] followed by GELU, applied to the output buffer in place
+    /// (`gelu.rs`: vectorized and threaded, where candle's `gelu_erf` is neither).
+    fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_then(x, Some(gelu::gelu_in_place))
+    }
+
+    fn forward_then(&self, x: &Tensor, mut then: Option<fn(&mut [f32])>) -> Result<Tensor> {
         // One 2-D GEMM over all rows of the batch. `QMatMul`'s f32 path would broadcast the
         // weight over the batch and run one small GEMM per sequence, which at batch 32 was
         // slower per sentence than batch 1.
@@ -102,14 +114,24 @@ impl Projection {
         let (last, lead) = dims.split_last().unwrap_or((&0, &[]));
         let m = lead.iter().product::<usize>();
         let rows = x.reshape((m, *last))?;
-        let y = match &self.weight {
+        let mut y = match &self.weight {
             Weight::F32(w) => rows.matmul(&w.t()?)?.broadcast_add(&self.bias)?,
             Weight::Int8(lin) => {
                 let input = rows.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(lin.forward(&input, m), (m, lin.outputs()), x.device())?
+                let mut out = lin.forward(&input, m);
+                if let Some(f) = then.take() {
+                    f(&mut out);
+                }
+                Tensor::from_vec(out, (m, lin.outputs()), x.device())?
             }
             Weight::Q8(q) => q.forward(&rows)?.broadcast_add(&self.bias)?,
         };
+        if let Some(f) = then {
+            let n = y.dim(1)?;
+            let mut out = y.flatten_all()?.to_vec1::<f32>()?;
+            f(&mut out);
+            y = Tensor::from_vec(out, (m, n), x.device())?;
+        }
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
         y.reshape(out_dims)
@@ -300,7 +322,7 @@ impl Bert {
             let attended = layer
                 .attn_norm
                 .forward(&(layer.attn_out.forward(&context)? + &x)?)?;
-            let up = layer.up.forward(&attended)?.gelu_erf()?;
+            let up = layer.up.forward_gelu(&attended)?;
             x = layer
                 .out_norm
                 .forward(&(layer.down.forward(&up)? + &attended)?)?;

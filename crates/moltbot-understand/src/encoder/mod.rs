@@ -8,6 +8,7 @@
 //! pooling on top for classification (see `model::IntentModel::predict_long`).
 
 pub mod bert;
+pub mod gelu;
 pub mod int8;
 pub mod tune;
 
