@@ -40,18 +40,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dot(&a[0], &a[1]),
         dot(&a[0], &a[2])
     );
-    let mut results = Vec::new();
-    for (name, enc) in [("f32", &f32_enc), ("int8", &int8_enc)] {
+    // Three rounds, the two precisions alternating within each, every sentence at both
+    // batch sizes; the median round is printed (this machine's speed drifts).
+    let mut rates = vec![Vec::new(); 4];
+    for enc in [&f32_enc, &int8_enc] {
         enc.encode(&texts[..32])?; // warm-up
-        for batch in [1usize, 32] {
-            let n = if batch == 1 { 128 } else { texts.len() };
-            let t = Instant::now();
-            for chunk in texts[..n].chunks(batch) {
-                enc.encode(chunk)?;
+    }
+    for _ in 0..3 {
+        for (e, enc) in [&f32_enc, &int8_enc].into_iter().enumerate() {
+            for (b, batch) in [1usize, 32].into_iter().enumerate() {
+                let t = Instant::now();
+                for chunk in texts.chunks(batch) {
+                    enc.encode(chunk)?;
+                }
+                rates[e * 2 + b].push(texts.len() as f64 / t.elapsed().as_secs_f64());
             }
-            let rate = n as f64 / t.elapsed().as_secs_f64();
-            println!("{name} batch {batch}: {rate:.1} sentences/s");
-            results.push(rate);
+        }
+    }
+    let results: Vec<f64> = rates
+        .iter_mut()
+        .map(|r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect();
+    for (i, name) in ["f32", "int8"].into_iter().enumerate() {
+        for (b, batch) in [1, 32].into_iter().enumerate() {
+            println!(
+                "{name} batch {batch}: {:.1} sentences/s (median of 3)",
+                results[i * 2 + b]
+            );
         }
     }
     println!(

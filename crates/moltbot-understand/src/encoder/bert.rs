@@ -6,6 +6,7 @@
 
 use super::gelu;
 use super::int8::{self, Int8Linear};
+use super::softmax;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use serde::Deserialize;
@@ -308,13 +309,17 @@ impl Bert {
         range: std::ops::Range<usize>,
     ) -> Result<Tensor> {
         let (batch, len, hidden) = x.dims3()?;
-        let key_bias = key_bias(mask)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        // The key bias per sequence, as `key_bias` makes it, for `softmax.rs`.
+        let key_bias: Vec<f32> = key_bias(mask)?.flatten_all()?.to_vec1()?;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
         for layer in &self.layers[range] {
             let qkv = layer.qkv.forward(&x)?;
             let (q, k, v) = self.split_heads(&qkv)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&key_bias)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            // Scale, mask and softmax in one pass over the scores (vectorized and threaded,
+            // where candle's softmax calls a scalar `exp`).
+            let mut scores = q.matmul(&k.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            softmax::attention_in_place(&mut scores, len, self.heads * len, scale, &key_bias);
+            let probs = Tensor::from_vec(scores, (batch, self.heads, len, len), x.device())?;
             let context = probs
                 .matmul(&v)?
                 .transpose(1, 2)?

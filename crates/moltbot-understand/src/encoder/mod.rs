@@ -10,6 +10,7 @@
 pub mod bert;
 pub mod gelu;
 pub mod int8;
+pub mod softmax;
 pub mod tune;
 
 pub use bert::Precision;
