@@ -587,25 +587,8 @@ mod x86 {
     /// The CPU has AVX2 and AVX-VNNI; `x` holds `MR · k` bytes and `w` holds `k · PANEL`.
     #[target_feature(enable = "avx2,avxvnni")]
     pub(super) unsafe fn dot_avxvnni<const MR: usize>(x: &[u8], k: usize, w: &[i8], acc: &mut Acc) {
-        debug_assert!(x.len() >= MR * k && w.len() >= k * PANEL && MR <= ROWS);
-        let mut lo = [_mm256_setzero_si256(); MR];
-        let mut hi = [_mm256_setzero_si256(); MR];
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        for g in 0..k / GROUP {
-            // SAFETY (all loads): g < k/4, so the panel offset stays below k·PANEL bytes and
-            // the row offset below MR·k bytes.
-            let b0 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP).cast());
-            let b1 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP + 32).cast());
-            for r in 0..MR {
-                let a = _mm256_set1_epi32(xp.add(r * k + g * GROUP).cast::<i32>().read_unaligned());
-                lo[r] = _mm256_dpbusd_avx_epi32(lo[r], a, b0);
-                hi[r] = _mm256_dpbusd_avx_epi32(hi[r], a, b1);
-            }
-        }
-        for r in 0..MR {
-            _mm256_storeu_si256(acc[r].as_mut_ptr().cast(), lo[r]);
-            _mm256_storeu_si256(acc[r][8..].as_mut_ptr().cast(), hi[r]);
-        }
+        // SAFETY: the caller's guarantees are `dot_256`'s.
+        unsafe { dot_256::<MR>(x, k, w, acc, |c, a, b| _mm256_dpbusd_avx_epi32(c, a, b)) }
     }
 
     /// `MR` rows (1..=4) against one panel with AVX2's byte and word multiply-adds.
@@ -614,26 +597,54 @@ mod x86 {
     /// The CPU has AVX2; `x` holds `MR · k` bytes and `w` holds `k · PANEL` bytes.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn dot_avx2<const MR: usize>(x: &[u8], k: usize, w: &[i8], acc: &mut Acc) {
-        debug_assert!(x.len() >= MR * k && w.len() >= k * PANEL && MR <= ROWS);
         let ones = _mm256_set1_epi16(1);
+        // SAFETY: the caller's guarantees are `dot_256`'s.
+        unsafe {
+            dot_256::<MR>(x, k, w, acc, |c, a, b| {
+                _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+            })
+        }
+    }
+
+    /// The loop both 256-bit kernels share: `MR` rows against one panel's two halves of 8
+    /// outputs; `madd(c, a, b)` adds the products of one group of four bytes to `c`.
+    /// Inlined into each kernel, so it runs with that kernel's features.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and what `madd` uses; `x` holds `MR · k` bytes and `w` holds
+    /// `k · PANEL` bytes.
+    #[inline(always)]
+    unsafe fn dot_256<const MR: usize>(
+        x: &[u8],
+        k: usize,
+        w: &[i8],
+        acc: &mut Acc,
+        madd: impl Fn(__m256i, __m256i, __m256i) -> __m256i,
+    ) {
+        debug_assert!(x.len() >= MR * k && w.len() >= k * PANEL && MR <= ROWS);
         let mut lo = [_mm256_setzero_si256(); MR];
         let mut hi = [_mm256_setzero_si256(); MR];
         let (xp, wp) = (x.as_ptr(), w.as_ptr());
         for g in 0..k / GROUP {
-            // SAFETY (all loads): as in `dot_avxvnni`.
-            let b0 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP).cast());
-            let b1 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP + 32).cast());
-            for r in 0..MR {
-                let a = _mm256_set1_epi32(xp.add(r * k + g * GROUP).cast::<i32>().read_unaligned());
-                lo[r] =
-                    _mm256_add_epi32(lo[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones));
-                hi[r] =
-                    _mm256_add_epi32(hi[r], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones));
+            // SAFETY (all loads): g < k/4, so the panel offset stays below k·PANEL bytes and
+            // the row offset below MR·k bytes.
+            unsafe {
+                let b0 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP).cast());
+                let b1 = _mm256_loadu_si256(wp.add(g * PANEL * GROUP + 32).cast());
+                for r in 0..MR {
+                    let four = xp.add(r * k + g * GROUP).cast::<i32>().read_unaligned();
+                    let a = _mm256_set1_epi32(four);
+                    lo[r] = madd(lo[r], a, b0);
+                    hi[r] = madd(hi[r], a, b1);
+                }
             }
         }
         for r in 0..MR {
-            _mm256_storeu_si256(acc[r].as_mut_ptr().cast(), lo[r]);
-            _mm256_storeu_si256(acc[r][8..].as_mut_ptr().cast(), hi[r]);
+            // SAFETY: each row of `acc` holds PANEL · MAX_PANELS ≥ 16 lanes.
+            unsafe {
+                _mm256_storeu_si256(acc[r].as_mut_ptr().cast(), lo[r]);
+                _mm256_storeu_si256(acc[r][8..].as_mut_ptr().cast(), hi[r]);
+            }
         }
     }
 }
