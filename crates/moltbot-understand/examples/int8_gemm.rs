@@ -11,10 +11,7 @@ use moltbot_understand::encoder::int8::{Int8Linear, Kernel};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let kernels: Vec<Kernel> = Kernel::ALL
-        .into_iter()
-        .filter(|k| *k != Kernel::Portable && k.supported())
-        .collect();
+    let kernels = Kernel::simd_supported();
     println!(
         "kernels: {} (best: {})",
         kernels

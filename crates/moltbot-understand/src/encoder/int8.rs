@@ -99,6 +99,14 @@ impl Kernel {
         }
     }
 
+    /// The SIMD kernels this CPU runs, best first (the portable loop is not among them).
+    pub fn simd_supported() -> Vec<Kernel> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| *k != Kernel::Portable && k.supported())
+            .collect()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Avx512Vnni => "avx512-vnni",
@@ -443,39 +451,22 @@ fn dot(kernel: Kernel, rows: &QuantRows, r0: usize, mr: usize, w: &[i8], np: usi
     // SAFETY: the kernel is one this CPU runs (`forward_on`); each reads `x` (`mr` rows of
     // `k`) and `w` (`np · k · PANEL` bytes) within the lengths checked above.
     unsafe {
+        // The kernels take the row count (and the AVX-512 one its panel count) as constants.
+        macro_rules! rows_of {
+            ($kernel:ident $(, $np:expr)?) => {
+                match mr {
+                    1 => x86::$kernel::<1 $(, $np)?>(x, k, w, acc),
+                    2 => x86::$kernel::<2 $(, $np)?>(x, k, w, acc),
+                    3 => x86::$kernel::<3 $(, $np)?>(x, k, w, acc),
+                    _ => x86::$kernel::<4 $(, $np)?>(x, k, w, acc),
+                }
+            };
+        }
         match (kernel, np) {
-            (Kernel::Avx512Vnni, MAX_PANELS) => {
-                return match mr {
-                    1 => x86::dot_avx512vnni::<1, MAX_PANELS>(x, k, w, acc),
-                    2 => x86::dot_avx512vnni::<2, MAX_PANELS>(x, k, w, acc),
-                    3 => x86::dot_avx512vnni::<3, MAX_PANELS>(x, k, w, acc),
-                    _ => x86::dot_avx512vnni::<4, MAX_PANELS>(x, k, w, acc),
-                };
-            }
-            (Kernel::Avx512Vnni, _) => {
-                return match mr {
-                    1 => x86::dot_avx512vnni::<1, 1>(x, k, w, acc),
-                    2 => x86::dot_avx512vnni::<2, 1>(x, k, w, acc),
-                    3 => x86::dot_avx512vnni::<3, 1>(x, k, w, acc),
-                    _ => x86::dot_avx512vnni::<4, 1>(x, k, w, acc),
-                };
-            }
-            (Kernel::AvxVnni, _) => {
-                return match mr {
-                    1 => x86::dot_avxvnni::<1>(x, k, w, acc),
-                    2 => x86::dot_avxvnni::<2>(x, k, w, acc),
-                    3 => x86::dot_avxvnni::<3>(x, k, w, acc),
-                    _ => x86::dot_avxvnni::<4>(x, k, w, acc),
-                };
-            }
-            (Kernel::Avx2, _) => {
-                return match mr {
-                    1 => x86::dot_avx2::<1>(x, k, w, acc),
-                    2 => x86::dot_avx2::<2>(x, k, w, acc),
-                    3 => x86::dot_avx2::<3>(x, k, w, acc),
-                    _ => x86::dot_avx2::<4>(x, k, w, acc),
-                };
-            }
+            (Kernel::Avx512Vnni, MAX_PANELS) => return rows_of!(dot_avx512vnni, MAX_PANELS),
+            (Kernel::Avx512Vnni, _) => return rows_of!(dot_avx512vnni, 1),
+            (Kernel::AvxVnni, _) => return rows_of!(dot_avxvnni),
+            (Kernel::Avx2, _) => return rows_of!(dot_avx2),
             (Kernel::Portable, _) => {}
         }
     }
@@ -716,10 +707,7 @@ mod tests {
 
     #[test]
     fn every_kernel_this_cpu_runs_matches_the_portable_loop_exactly() {
-        let kernels: Vec<Kernel> = Kernel::ALL
-            .into_iter()
-            .filter(|k| *k != Kernel::Portable && k.supported())
-            .collect();
+        let kernels = Kernel::simd_supported();
         eprintln!(
             "kernels checked: {:?}",
             kernels.iter().map(|k| k.name()).collect::<Vec<_>>()

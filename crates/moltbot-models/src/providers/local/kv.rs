@@ -601,11 +601,11 @@ impl<S> KvBook<S> {
     /// state was just copied out). Older entries leave when the budget is exceeded; a state
     /// larger than the whole budget is not kept.
     pub fn store(&mut self, seq: usize, state: S, bytes: usize) {
-        let tokens = self.seq_tokens(seq).to_vec();
-        self.bytes_per_token = bytes / tokens.len().max(1);
+        self.bytes_per_token = bytes / self.seq_tokens(seq).len().max(1);
         if bytes > self.saved_budget {
             return;
         }
+        let tokens = self.seq_tokens(seq).to_vec();
         // A saved conversation that this one continues is stale now.
         self.saved.retain(|s| {
             let stale = tokens.starts_with(&s.tokens);
