@@ -118,7 +118,7 @@ check "moltbot knowledge list shows both files" bash -c '"$1" knowledge list --u
 grounded=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
   -d '{"session_id":"e2e-kb","message":"How many vacation days do employees get per year?"}' "$URL/api/v1/chat")
 echo "grounded: $grounded"
-check "a document question is answered from the documents, with citations" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); rt=r["route"]; assert rt["route"]=="knowledge" and rt["grounding"] in ("model", "model_then_quotes") and "31 days" in r["reply"], r; assert rt["citations"][0]["source"].endswith("handbook.md"), r; assert "Sources: [1] " in r["reply"] and "handbook.md" in r["reply"], r' "$grounded"
+check "a document question is answered from the documents, with citations" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); rt=r["route"]; assert rt["route"]=="knowledge" and rt["grounding"] in ("model", "model_then_quotes") and "31" in r["reply"], r; assert rt["citations"][0]["source"].endswith("handbook.md"), r; assert "Sources: [1] " in r["reply"] and "handbook.md" in r["reply"], r' "$grounded"
 greet=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
   -d '{"session_id":"e2e-hi","message":"hi there"}' "$URL/api/v1/chat")
 check "a greeting is answered by its template" python3 -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["route"]["route"]=="template" and r["model"]=="moltbot-router", r' "$greet"

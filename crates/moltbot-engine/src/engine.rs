@@ -483,10 +483,24 @@ impl Engine {
                     None => Writer::Model(request, None),
                 }
             }
-            Plan::Ground(passages) => Writer::Model(
-                self.session_request(past, Some(&passages), &req.overrides),
-                Some(passages),
-            ),
+            Plan::Ground(passages) => {
+                // Answers from passages are sampled no hotter than `grounded_temperature`
+                // unless the caller set a temperature: at chat's 0.7 the small local model
+                // often drifted from the passage to what it believed instead.
+                let grounded = self.router().map(|r| {
+                    r.config()
+                        .grounded_temperature
+                        .min(self.inner.opts.default_temperature)
+                });
+                let overrides = Overrides {
+                    temperature: req.overrides.temperature.or(grounded),
+                    ..req.overrides.clone()
+                };
+                Writer::Model(
+                    self.session_request(past, Some(&passages), &overrides),
+                    Some(passages),
+                )
+            }
         };
         self.publish(|| watch.event(SessionEventKind::User(req.message.clone())));
         let answer = async {

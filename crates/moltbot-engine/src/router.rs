@@ -401,20 +401,89 @@ pub fn sources_footer(question: &str, passages: &[Hit]) -> String {
     )
 }
 
-/// Whether a reply written from `passages` actually draws on them: at least a third of its
-/// content words (four letters or more, numbers, CJK characters) occur in the passages as
-/// whole words. A small model that ignores the passages ("The answer is 3.") fails this.
+/// Whether a reply written from `passages` keeps to them. Three checks, all on content
+/// words (four letters or more, numbers, CJK characters; plural `s` dropped), matched as
+/// whole words against the passages:
+/// - every number the reply states is in the passages: a wrong figure is the costliest
+///   mistake a grounded answer can make (citation marks `[1]` and list numbers aside);
+/// - at least a third of all its content words are;
+/// - sentences where fewer than half are (three words or more: "I hope this helps." is
+///   let through) hold less than a third of its words. A small model that answers from
+///   its own beliefs ("it varies by company; some offer more than 31") fails here even
+///   when it repeats the passage's vocabulary.
 pub fn is_supported(reply: &str, passages: &[Hit]) -> bool {
     let known: std::collections::HashSet<String> = passages
         .iter()
         .flat_map(|h| content_words(&h.text, 4, true))
+        .map(fold_plural)
         .collect();
-    let terms = content_words(reply, 4, true);
-    if terms.is_empty() {
-        return false;
+    let reply = without_markers(reply);
+    let (mut total, mut hits, mut astray) = (0, 0, 0);
+    for sentence in split_sentences(&reply) {
+        let terms: Vec<String> = content_words(sentence, 4, true)
+            .into_iter()
+            .map(fold_plural)
+            .collect();
+        let known_here = terms.iter().filter(|t| known.contains(*t)).count();
+        let unknown_number = terms
+            .iter()
+            .any(|t| t.chars().all(|c| c.is_ascii_digit()) && !known.contains(t));
+        if unknown_number {
+            return false;
+        }
+        total += terms.len();
+        hits += known_here;
+        if terms.len() >= 3 && known_here * 2 < terms.len() {
+            astray += terms.len();
+        }
     }
-    let hits = terms.iter().filter(|t| known.contains(*t)).count();
-    hits * 3 >= terms.len()
+    total > 0 && hits * 3 >= total && astray * 3 < total
+}
+
+/// `reply` without citation marks (`[1]`, `[1, 2]`) and list numbers at line starts
+/// (`1.`, `2)`), which are numbers the passages need not hold.
+fn without_markers(reply: &str) -> String {
+    let mut out = String::with_capacity(reply.len());
+    for line in reply.split_inclusive('\n') {
+        let body = line.trim_start();
+        let digits = body.chars().take_while(char::is_ascii_digit).count();
+        let mut after = body[digits..].chars();
+        let marked = (1..=2).contains(&digits)
+            && matches!(after.next(), Some('.' | ')'))
+            && after.next().is_none_or(char::is_whitespace);
+        let line = if marked { &body[digits + 1..] } else { line };
+        let mut rest = line;
+        while let Some(open) = rest.find('[') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.find(']') {
+                Some(close)
+                    if close > 0
+                        && after[..close]
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || c == ',' || c == ' ') =>
+                {
+                    rest = &after[close + 1..];
+                }
+                _ => {
+                    out.push('[');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
+/// English plurals fold onto their singular for matching ("employees" meets "employee");
+/// "ss" endings ("access") and short words keep theirs.
+fn fold_plural(word: String) -> String {
+    if word.len() > 4 && word.ends_with('s') && !word.ends_with("ss") && word.is_ascii() {
+        word[..word.len() - 1].to_string()
+    } else {
+        word
+    }
 }
 
 fn label(h: &Hit) -> String {
@@ -592,9 +661,38 @@ mod tests {
         ));
         assert!(!is_supported("The answer is 3.", &h));
         assert!(!is_supported("", &h));
+        // The vocabulary of the passage around a belief of the model's own: the second
+        // sentence (and most of the first) is not in the passage.
+        assert!(!is_supported(
+            "The number of vacation days a employee can get per year varies depending on \
+             the company's policies. Some companies offer more than 31, while others may \
+             have fewer or no paid vacation days at all.",
+            &h
+        ));
+        // A figure the passage does not hold, in an otherwise faithful sentence.
+        assert!(!is_supported(
+            "Every employee gets 30 days of paid vacation per calendar year.",
+            &h
+        ));
+        // Citation marks, list numbers and a closing courtesy are fine.
+        assert!(is_supported(
+            "1. Every employee gets 31 days of paid vacation [1, 2].\n2) Per calendar year [1]. \
+             I hope this helps!",
+            &h
+        ));
         let zh = [hit("手册.md", "", "公司每年提供三十天带薪休假。")];
         assert!(is_supported("每年有三十天带薪休假。", &zh));
         assert!(!is_supported("我不知道。", &zh));
+    }
+
+    #[test]
+    fn markers_are_taken_out_before_numbers_are_checked() {
+        assert_eq!(
+            without_markers("1. Yes [1].\n 12) No [2, 3] [x] [] end"),
+            " Yes .\n No  [x] [] end"
+        );
+        assert_eq!(without_markers("31 days"), "31 days");
+        assert_eq!(without_markers("3.5 percent"), "3.5 percent");
     }
 
     #[test]

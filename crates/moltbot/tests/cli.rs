@@ -677,3 +677,22 @@ fn intents_train_tunes_the_encoder_when_the_config_asks() {
         "{tuned_size} vs {frozen_size}"
     );
 }
+
+/// `moltbot config show | head -0`: a reader that is gone before anything is written ends
+/// the command quietly with status 0, with no panic on the broken pipe.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = moltbot(home.path())
+        .args(["config", "show"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}

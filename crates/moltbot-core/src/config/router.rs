@@ -29,6 +29,9 @@ pub struct RouterConfig {
     /// Cosine similarity at which a passage grounds any other turn (a "good hit").
     pub good_hit_score: f32,
     pub grounding: Grounding,
+    /// Highest sampling temperature of answers the model writes from passages, when the
+    /// request sets none (they take `model.temperature` when it is lower).
+    pub grounded_temperature: f32,
 }
 
 impl Default for RouterConfig {
@@ -40,6 +43,7 @@ impl Default for RouterConfig {
             knowledge_intent_min_score: 0.2,
             good_hit_score: 0.55,
             grounding: Grounding::Auto,
+            grounded_temperature: 0.2,
         }
     }
 }
@@ -55,6 +59,12 @@ impl RouterConfig {
         ] {
             in_range(field, v, -1.0, 1.0)?;
         }
+        in_range(
+            "router.grounded_temperature",
+            self.grounded_temperature,
+            0.0,
+            2.0,
+        )?;
         in_range("router.passages", self.passages, 1, 20)?;
         Ok(())
     }

@@ -233,6 +233,40 @@ async fn a_model_reply_that_ignores_the_passages_is_followed_by_them() {
     assert!(reply.contains("Sources: [1] handbook.md"), "{reply}");
 }
 
+/// The reply the embedded 135M model once gave in CI: the passage's words around a belief
+/// of its own. The passages follow it, and the request was sampled at the grounded
+/// temperature.
+#[tokio::test]
+async fn a_model_reply_that_drifts_from_the_passages_is_followed_by_them() {
+    let Some(Routed { ctx, knowledge }) = start_with(
+        RouterConfig::default(),
+        "The number of vacation days a employee can get per year varies depending on the \
+         company's policies. Some companies offer more than 31, while others may have fewer \
+         or no paid vacation days at all.",
+    )
+    .await
+    else {
+        return;
+    };
+    knowledge.add_text("handbook.md", HANDBOOK).unwrap();
+    let out = chat(&ctx, "s-drift", "How many vacation days do employees get?").await;
+    assert_eq!(out["route"]["route"], "knowledge", "{out}");
+    assert_eq!(out["route"]["grounding"], "model_then_quotes", "{out}");
+    let reply = out["reply"].as_str().unwrap();
+    assert!(reply.contains("31 days of paid vacation"), "{reply}");
+    let sent = ctx.fake.last_request().unwrap().json();
+    let t = sent["temperature"].as_f64().unwrap();
+    assert!((t - 0.2).abs() < 1e-6, "grounded temperature: {sent}");
+
+    // A caller's own temperature wins.
+    let body = json!({"session_id": "s-drift2", "message": "How many vacation days do employees get?",
+                      "temperature": 0.9});
+    let _ = ctx.post_ok("/api/v1/chat", &body).await;
+    let sent = ctx.fake.last_request().unwrap().json();
+    let t = sent["temperature"].as_f64().unwrap();
+    assert!((t - 0.9).abs() < 1e-6, "caller's temperature: {sent}");
+}
+
 #[tokio::test]
 async fn extractive_answers_need_no_model() {
     let cfg = RouterConfig {

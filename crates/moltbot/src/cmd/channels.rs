@@ -17,19 +17,19 @@ pub fn run_status(
     let rt = super::small_runtime()?;
     let value = rt.block_on(client.call("/api/v1/channels", None))?;
     if json {
-        println!("{value}");
+        outln!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
     let list = value["channels"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("no channel is enabled (set channels.<name>.enabled = true in the config)");
+        outln!("no channel is enabled (set channels.<name>.enabled = true in the config)");
     }
     for c in list {
         let detail = c["detail"]
             .as_str()
             .map(|d| format!("  ({d})"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<10} {:<11} dm_policy={:<9} outbox: {} pending, {} failed{detail}",
             c["channel"].as_str().unwrap_or("?"),
             c["status"].as_str().unwrap_or("?"),
@@ -54,15 +54,15 @@ pub fn run_approvals(
             let client = GatewayClient::new(&cfg, gateway)?;
             let value = rt.block_on(client.call("/api/v1/approvals", None))?;
             if json {
-                println!("{value}");
+                outln!("{value}");
                 return Ok(ExitCode::SUCCESS);
             }
             let list = value["approvals"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!("no approval is pending");
+                outln!("no approval is pending");
             }
             for a in list {
-                println!(
+                outln!(
                     "{}  {}  session={}  `{}`",
                     a["id"].as_str().unwrap_or("?"),
                     a["tool"].as_str().unwrap_or("?"),
@@ -78,7 +78,7 @@ pub fn run_approvals(
     let client = GatewayClient::new(&cfg, gateway)?;
     let path = format!("/api/v1/approvals/{id}");
     rt.block_on(client.call(&path, Some(json!({"approve": approve}))))?;
-    println!("{} {id}", if approve { "approved" } else { "denied" });
+    outln!("{} {id}", if approve { "approved" } else { "denied" });
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,7 +93,7 @@ pub fn run_capabilities(
     let rt = super::small_runtime()?;
     let value = rt.block_on(client.call("/api/v1/capabilities", None))?;
     if json {
-        println!("{value}");
+        outln!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
     for c in value["capabilities"]
@@ -112,7 +112,7 @@ pub fn run_capabilities(
                 format!("  tools: {}", names.join(", "))
             })
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:<6} {:<12} {:<9}{why}{tools}",
             c["kind"].as_str().unwrap_or("?"),
             c["name"].as_str().unwrap_or("?"),
@@ -145,12 +145,12 @@ pub fn run_message(
     });
     let value = rt.block_on(client.call("/api/v1/channels/send", Some(body)))?;
     if json {
-        println!("{value}");
+        outln!("{value}");
     } else {
         let status = value["status"].as_str().unwrap_or("?");
         for m in value["messages"].as_array().into_iter().flatten() {
             match m["platform_id"].as_str() {
-                Some(id) => println!("{id}"),
+                Some(id) => outln!("{id}"),
                 None => eprintln!(
                     "outbox #{} {}{}",
                     m["outbox_id"],

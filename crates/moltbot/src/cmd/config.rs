@@ -22,7 +22,7 @@ pub fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
             }
             write_private(&path, EXAMPLE_CONFIG)
                 .with_context(|| format!("writing {}", path.display()))?;
-            println!("{}", path.display());
+            outln!("{}", path.display());
         }
         ConfigCommand::Validate => match super::load_config(config_path) {
             Ok(cfg) => {
@@ -37,7 +37,7 @@ pub fn run(config_path: Option<&Path>, command: ConfigCommand) -> anyhow::Result
         ConfigCommand::Show => {
             let cfg = super::load_config(config_path)?;
             // Secrets serialise as "***".
-            print!("{}", toml::to_string_pretty(&cfg)?);
+            out!("{}", toml::to_string_pretty(&cfg)?);
         }
     }
     Ok(ExitCode::SUCCESS)

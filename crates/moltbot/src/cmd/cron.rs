@@ -26,12 +26,12 @@ pub fn run(config_path: Option<&Path>, command: CronCommand) -> anyhow::Result<E
             CronCommand::List { json } => {
                 let jobs = handle.list().await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&jobs)?);
+                    outln!("{}", serde_json::to_string_pretty(&jobs)?);
                 } else if jobs.is_empty() {
                     eprintln!("no scheduled jobs (add one with `moltbot cron add`)");
                 } else {
                     for job in &jobs {
-                        println!("{}", job_line(job));
+                        outln!("{}", job_line(job));
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -60,13 +60,13 @@ pub fn run(config_path: Option<&Path>, command: CronCommand) -> anyhow::Result<E
                 };
                 let runs = handle.runs(&id, limit).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&runs)?);
+                    outln!("{}", serde_json::to_string_pretty(&runs)?);
                 } else if runs.is_empty() {
                     eprintln!("{id} has not run yet");
                 } else {
                     let tz = job_tz(&job);
                     for r in &runs {
-                        println!("{}", run_line(r, tz));
+                        outln!("{}", run_line(r, tz));
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -117,7 +117,7 @@ async fn add(handle: &CronHandle, a: CronAddArgs) -> anyhow::Result<ExitCode> {
             misfire: a.misfire,
         })
         .await?;
-    println!("{}", job.id);
+    outln!("{}", job.id);
     eprintln!(
         "added \"{}\": {}, next run {}\n\
          a running gateway picks it up within a few seconds",

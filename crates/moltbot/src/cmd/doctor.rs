@@ -565,7 +565,7 @@ fn report(
 ) -> anyhow::Result<ExitCode> {
     let failed = checks.iter().any(|c| c.level == Level::Fail);
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"ok": !failed, "checks": checks, "environment": env})
         );
@@ -576,10 +576,10 @@ fn report(
                 Level::Warn => "warn",
                 Level::Fail => "FAIL",
             };
-            println!("[{mark}] {:<9} {}", c.name, c.detail);
+            outln!("[{mark}] {:<9} {}", c.name, c.detail);
         }
         if let Some(e) = env {
-            println!(
+            outln!(
                 "environment: {} {} ({}), {} CPUs ({} cores) {}, {:.1} GB RAM ({:.1} GB available){}",
                 e.os,
                 e.os_version.as_deref().unwrap_or(""),
@@ -596,7 +596,7 @@ fn report(
                 }
             );
         }
-        println!(
+        outln!(
             "{}",
             if failed {
                 "doctor: problems found"

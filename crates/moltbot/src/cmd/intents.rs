@@ -81,9 +81,9 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["model"] = out.display().to_string().into();
-                println!("{v}");
+                outln!("{v}");
             } else {
-                println!(
+                outln!(
                     "trained {} intents in {} groups ({} learned) from {} examples, {} features; \
                      embedding {:.1}s, training {:.1}s\nsaved to {}",
                     report.fine,
@@ -96,10 +96,14 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                     out.display()
                 );
                 if let Some(t) = &report.tune {
-                    println!(
+                    outln!(
                         "fine-tuned the encoder's last {} layers: {} epochs, loss {:.3} → {:.3}, \
                          {:.1}s (part of the embedding time)",
-                        t.layers, t.epochs, t.first_epoch_loss, t.last_epoch_loss, t.secs
+                        t.layers,
+                        t.epochs,
+                        t.first_epoch_loss,
+                        t.last_epoch_loss,
+                        t.secs
                     );
                 }
             }
@@ -128,22 +132,23 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             if json {
                 let mut v = serde_json::to_value(&report)?;
                 v["model"] = path.display().to_string().into();
-                println!("{v}");
+                outln!("{v}");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "examples {}  accuracy {:.2}%  macro-F1 {:.2}%  coarse accuracy {:.2}%",
                 report.examples,
                 report.accuracy * 100.0,
                 report.macro_f1 * 100.0,
                 report.coarse_accuracy * 100.0
             );
-            println!(
+            outln!(
                 "embedding {:.1}s, classification {:.2}s",
-                report.embed_secs, report.predict_secs
+                report.embed_secs,
+                report.predict_secs
             );
             if let Some(oos) = &report.out_of_scope {
-                println!(
+                outln!(
                     "out of scope: {} of {} examples; AUROC {:.3}; at threshold {:.2}: \
                      false accepts {:.1}%, false rejects {:.1}%; false accepts at 95% recall {:.1}%",
                     oos.out_of_scope,
@@ -158,12 +163,14 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             let mut errors: Vec<_> = report.per_class_errors.iter().collect();
             errors.sort_by(|a, b| b.1.errors.cmp(&a.1.errors).then(a.0.cmp(b.0)));
             if !errors.is_empty() {
-                println!("most errors (intent: wrong/support, most often taken for):");
+                outln!("most errors (intent: wrong/support, most often taken for):");
             }
             for (class, e) in errors.iter().take(15) {
-                println!(
+                outln!(
                     "  {class}: {}/{} -> {}",
-                    e.errors, e.support, e.confused_with
+                    e.errors,
+                    e.support,
+                    e.confused_with
                 );
             }
         }
@@ -176,7 +183,7 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                 encoder.as_deref(),
                 moltbot_understand::service::LONG_TEXT_WORDS,
             )?;
-            println!("{}", serde_json::to_string_pretty(&p)?);
+            outln!("{}", serde_json::to_string_pretty(&p)?);
         }
     }
     Ok(ExitCode::SUCCESS)

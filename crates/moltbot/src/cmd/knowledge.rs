@@ -149,7 +149,7 @@ fn add(target: &Target, paths: &[std::path::PathBuf]) -> anyhow::Result<ExitCode
             }
         }
     }
-    println!(
+    outln!(
         "added {added}, updated {updated}, unchanged {unchanged}, failed {failed}; {chunks} passages written"
     );
     Ok(if failed > 0 {
@@ -190,7 +190,7 @@ fn search(
         }
     };
     if json_out {
-        println!("{}", json!({ "hits": hits }));
+        outln!("{}", json!({ "hits": hits }));
         return Ok(ExitCode::SUCCESS);
     }
     let list = hits.as_array().cloned().unwrap_or_default();
@@ -200,7 +200,7 @@ fn search(
     for (i, h) in list.iter().enumerate() {
         let text = h["text"].as_str().unwrap_or("");
         let snippet: String = text.chars().take(240).collect();
-        println!(
+        outln!(
             "{}. {} [{}..{}] {}  (chunk {}, score {:.4})\n   {}{}",
             i + 1,
             h["source"].as_str().unwrap_or(""),
@@ -226,11 +226,11 @@ fn list(target: &Target, json_out: bool) -> anyhow::Result<ExitCode> {
         Target::Local(kb) => serde_json::to_value(kb.list()?)?,
     };
     if json_out {
-        println!("{sources}");
+        outln!("{sources}");
         return Ok(ExitCode::SUCCESS);
     }
     for s in sources.as_array().cloned().unwrap_or_default() {
-        println!(
+        outln!(
             "{:>6} passages {:>10} bytes  {}",
             s["chunks"],
             s["bytes"],
@@ -251,6 +251,6 @@ fn remove(target: &Target, source: &str) -> anyhow::Result<ExitCode> {
         Target::Local(kb) => kb.remove_source(source).context("removing the source")?,
     };
     anyhow::ensure!(removed > 0, "{source:?} is not in the knowledge store");
-    println!("removed {source} ({removed} passages)");
+    outln!("removed {source} ({removed} passages)");
     Ok(ExitCode::SUCCESS)
 }

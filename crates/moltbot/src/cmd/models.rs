@@ -19,7 +19,7 @@ pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result
                 true,
             )?;
             eprintln!("encoder: {}", encoder.display());
-            println!("{}", path.display());
+            outln!("{}", path.display());
         }
         ModelsCommand::List => {
             let models = moltbot_models::fetch::list_models(&models_dir);
@@ -30,7 +30,7 @@ pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result
                 );
             }
             for m in models {
-                println!(
+                outln!(
                     "{:<48} {:>8.1} MB  {}",
                     m.name,
                     m.size_bytes as f64 / 1e6,
@@ -47,7 +47,7 @@ pub fn run(config_path: Option<&Path>, command: ModelsCommand) -> anyhow::Result
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
     match moltbot_models::providers::local::check_file(path) {
         Ok(()) => {
-            println!("ok: llama.cpp reads {}", path.display());
+            outln!("ok: llama.cpp reads {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

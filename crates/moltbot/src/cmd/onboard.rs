@@ -609,7 +609,7 @@ fn print_next_steps(path: &Path, explicit_config: bool, a: &Answers, installing:
     } else {
         a.bind.to_string()
     };
-    println!("wrote {} (mode 0600: it holds secrets)", path.display());
+    outln!("wrote {} (mode 0600: it holds secrets)", path.display());
     let provider = match &a.provider {
         Provider::Local => "local (embedded model)".to_string(),
         Provider::OpenAi {
@@ -617,26 +617,26 @@ fn print_next_steps(path: &Path, explicit_config: bool, a: &Answers, installing:
         } => format!("openai-compatible {base_url}, model {model}"),
         Provider::Anthropic { model, .. } => format!("anthropic, model {model}"),
     };
-    println!("model:   {provider}");
-    println!("gateway: http://{host}:{}", a.port);
+    outln!("model:   {provider}");
+    outln!("gateway: http://{host}:{}", a.port);
     if a.token.is_some() {
-        println!(
+        outln!(
             "token:   generated and stored as gateway.token in the config \
              (`moltbot chat` and the other commands read it from there)"
         );
     }
-    println!("\nnext steps:");
-    println!("  moltbot{cfg_flag} doctor            check the setup");
+    outln!("\nnext steps:");
+    outln!("  moltbot{cfg_flag} doctor            check the setup");
     if a.provider == Provider::Local {
-        println!("  moltbot{cfg_flag} models fetch      download the embedded model now (else on first start)");
+        outln!("  moltbot{cfg_flag} models fetch      download the embedded model now (else on first start)");
     }
     if !installing {
-        println!("  moltbot{cfg_flag} gateway           run in the foreground, or");
-        println!("  moltbot{cfg_flag} daemon install    run as a background service");
+        outln!("  moltbot{cfg_flag} gateway           run in the foreground, or");
+        outln!("  moltbot{cfg_flag} daemon install    run as a background service");
     }
-    println!("  moltbot{cfg_flag} chat              talk to it");
+    outln!("  moltbot{cfg_flag} chat              talk to it");
     if a.telegram_token.is_some() || a.whatsapp.is_some() {
-        println!(
+        outln!(
             "  moltbot{cfg_flag} pairing list      approve the first people who write to the bot"
         );
     }

@@ -37,18 +37,18 @@ pub fn run(config_path: Option<&Path>, command: PairingCommand) -> anyhow::Resul
                 let requests = store.pairing_list(now_ms()).await?;
                 let allowed = store.allowed_list().await?;
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({"requests": requests, "allowed": allowed})
                     );
                     return anyhow::Ok(ExitCode::SUCCESS);
                 }
                 if requests.is_empty() {
-                    println!("no pairing requests waiting");
+                    outln!("no pairing requests waiting");
                 }
                 for r in &requests {
                     let mins = (r.expires_at - now_ms()).max(0) / 60_000;
-                    println!(
+                    outln!(
                         "{:<9} {}  from {} ({})  expires in {mins} min",
                         r.channel,
                         r.code,
@@ -57,9 +57,9 @@ pub fn run(config_path: Option<&Path>, command: PairingCommand) -> anyhow::Resul
                     );
                 }
                 if !allowed.is_empty() {
-                    println!("\napproved:");
+                    outln!("\napproved:");
                     for a in &allowed {
-                        println!(
+                        outln!(
                             "{:<9} {} ({}) via {}",
                             a.channel,
                             a.sender_id,
@@ -93,7 +93,7 @@ pub fn run(config_path: Option<&Path>, command: PairingCommand) -> anyhow::Resul
                         dedupe_key: None,
                     }])
                     .await?;
-                println!(
+                outln!(
                     "approved {} ({}) on {}",
                     req.sender_id,
                     req.sender_name.as_deref().unwrap_or("no name"),
@@ -103,12 +103,12 @@ pub fn run(config_path: Option<&Path>, command: PairingCommand) -> anyhow::Resul
             PairingCommand::Allow { channel, sender } => {
                 check_channel(&channel)?;
                 store.allowed_add(&channel, &sender, "cli").await?;
-                println!("allowed {sender} on {channel}");
+                outln!("allowed {sender} on {channel}");
             }
             PairingCommand::Revoke { channel, sender } => {
                 check_channel(&channel)?;
                 if store.allowed_remove(&channel, &sender).await? {
-                    println!("revoked {sender} on {channel}");
+                    outln!("revoked {sender} on {channel}");
                 } else {
                     eprintln!("{sender} was not approved on {channel}");
                     return Ok(ExitCode::FAILURE);

@@ -18,10 +18,10 @@ pub fn run(config_path: Option<&Path>, command: SessionsCommand) -> anyhow::Resu
             SessionsCommand::List { limit, json } => {
                 let (rows, total) = store.list_sessions(limit, 0).await?;
                 if json {
-                    println!("{}", serde_json::json!({"sessions": rows, "total": total}));
+                    outln!("{}", serde_json::json!({"sessions": rows, "total": total}));
                 } else {
                     for r in &rows {
-                        println!(
+                        outln!(
                             "{:<40} {:>5} msgs  {:<8} {}",
                             r.id,
                             r.message_count,
@@ -38,10 +38,10 @@ pub fn run(config_path: Option<&Path>, command: SessionsCommand) -> anyhow::Resu
                 };
                 let msgs = store.recent_messages(&id, limit).await?;
                 if json {
-                    println!("{}", serde_json::json!({"session": row, "messages": msgs}));
+                    outln!("{}", serde_json::json!({"session": row, "messages": msgs}));
                 } else {
                     for m in msgs {
-                        println!("[{}] {}", m.role.as_str(), m.content);
+                        outln!("[{}] {}", m.role.as_str(), m.content);
                     }
                 }
             }

@@ -18,9 +18,9 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cfg = match super::load_config(config_path) {
         Ok(cfg) => {
             if path.exists() {
-                println!("config:   {}", path.display());
+                outln!("config:   {}", path.display());
             } else {
-                println!(
+                outln!(
                     "config:   {} (not found: built-in defaults; run `moltbot onboard`)",
                     path.display()
                 );
@@ -28,19 +28,19 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
             cfg
         }
         Err(e) => {
-            println!("config:   {} (invalid)", path.display());
+            outln!("config:   {} (invalid)", path.display());
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(1));
         }
     };
-    println!("data dir: {}", cfg.data.resolved_dir().display());
+    outln!("data dir: {}", cfg.data.resolved_dir().display());
     print_service(&service_state());
     print_health(&cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn print_service(state: &ServiceState) {
-    println!("service:  {}", state.summary());
+    outln!("service:  {}", state.summary());
 }
 
 /// The gateway's base URL from the config (a wildcard bind is reached on loopback).
@@ -70,10 +70,10 @@ pub fn print_health(cfg: &Config) -> anyhow::Result<()> {
         resp.json::<Value>().await.ok()
     });
     match body {
-        None => println!("gateway:  not running (nothing answers at {url})"),
+        None => outln!("gateway:  not running (nothing answers at {url})"),
         Some(h) => {
             for line in health_lines(&h) {
-                println!("{line}");
+                outln!("{line}");
             }
         }
     }

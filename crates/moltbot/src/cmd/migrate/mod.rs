@@ -85,17 +85,17 @@ impl Report {
             let mut lines = i.detail.lines();
             let first = lines.next().unwrap_or("");
             match i.status {
-                Status::Mapped if dry_run => println!("would map   {} → {first}", i.what),
-                Status::Mapped => println!("mapped      {} → {first}", i.what),
-                Status::Unchanged => println!("unchanged   {} ({first})", i.what),
-                Status::NotMapped => println!("not mapped  {}: {first}", i.what),
+                Status::Mapped if dry_run => outln!("would map   {} → {first}", i.what),
+                Status::Mapped => outln!("mapped      {} → {first}", i.what),
+                Status::Unchanged => outln!("unchanged   {} ({first})", i.what),
+                Status::NotMapped => outln!("not mapped  {}: {first}", i.what),
             }
             for rest in lines {
-                println!("            {rest}");
+                outln!("            {rest}");
             }
         }
         let count = |s| self.items.iter().filter(|i| i.status == s).count();
-        println!(
+        outln!(
             "summary: {} mapped, {} unchanged, {} not mapped{}",
             count(Status::Mapped),
             count(Status::Unchanged),
