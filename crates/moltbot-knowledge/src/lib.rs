@@ -29,6 +29,7 @@ mod hnsw;
 mod index;
 mod knowledge;
 mod persist;
+mod prefetch;
 mod store;
 
 pub use bm25::{KeywordError, KeywordIndex};

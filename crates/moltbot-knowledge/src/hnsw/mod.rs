@@ -16,7 +16,10 @@
 //! - Level 0 lists hold up to `m0 = 2 * m` neighbours; upper levels up to `m`. Each list is a
 //!   block `[count, n_1, .., n_cap]` of `AtomicU32`. Atomics (relaxed loads are plain moves
 //!   on x86) let a parallel build publish links while other threads read them without locks;
-//!   writers of one node's lists hold that node's mutex.
+//!   writers of one node's lists hold that node's mutex. A new node picks up to the full
+//!   list's worth of neighbours on each level (2·M at level 0, as faiss does).
+//! - A search asks for the first cache lines of each newly reached neighbour's vector, and
+//!   for the next candidate's list, before it needs them (`crate::prefetch`).
 //! - Node levels come from a hash of `(seed, slot)`, so a build is reproducible in its
 //!   levels whatever the thread count.
 //! - Deleted nodes stay in the graph as tombstones (they still route searches) and never

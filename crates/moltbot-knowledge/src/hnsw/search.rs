@@ -9,6 +9,12 @@ use std::sync::atomic::Ordering;
 use super::Hnsw;
 use crate::index::{top_k_exact, IdFilter, Scored};
 
+/// Cache lines of each newly reached neighbour's vector asked for before its distance is
+/// computed. On 1M×384 (`bench/knn`), 1 to 4 lines gave 1.25–1.35x the queries per second
+/// of none, and all 24 lines gave nothing: the hardware prefetcher streams the rest of a
+/// vector once its start is on the way, and too many hints crowd the fill buffers.
+const PREFETCH_LINES: usize = 2;
+
 /// Per-thread buffers reused across searches.
 ///
 /// `marks` is the visited set as a generation-counter array: a node is visited in this
@@ -123,9 +129,13 @@ impl Hnsw {
                 break;
             }
             let block = self.block(c.id, level);
+            // The next candidate's list is needed as soon as this one is done.
+            if let Some(Reverse(next)) = candidates.peek() {
+                crate::prefetch::slice(self.block(next.id, level), 3);
+            }
             let n = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
-            // Gather unvisited neighbours first, then compute their distances in one run:
-            // the vector loads of the second loop can then overlap in the CPU.
+            // Gather unvisited neighbours first, asking for their vectors as they are
+            // found, then compute the distances in one run: the misses overlap.
             batch.clear();
             for x in &block[1..=n] {
                 let id = x.load(Ordering::Relaxed);
@@ -133,6 +143,7 @@ impl Hnsw {
                 if *mark != generation {
                     *mark = generation;
                     batch.push(id);
+                    crate::prefetch::slice(self.vec_of(id), PREFETCH_LINES);
                 }
             }
             let mut consider = |id: u32, d: f32| {
