@@ -14,12 +14,16 @@
 /// the command stops quietly with status 0, as `ripgrep` and `git` do, instead of panicking
 /// on the broken pipe. Any other write error is a real failure and still panics.
 macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
     ($($arg:tt)*) => {
         $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
-/// `print!` with the same broken-pipe handling as [`outln!`].
+/// `print!` with the same broken-pipe handling as [`outln!`]; the text is flushed at once,
+/// so a streamed reply shows as it comes.
 macro_rules! out {
     ($($arg:tt)*) => {
         $crate::write_out(format_args!($($arg)*))
@@ -31,7 +35,7 @@ macro_rules! out {
 pub fn write_out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args) {
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

@@ -14,15 +14,6 @@ fn main() -> std::process::ExitCode {
     let cli = moltbot::cli::Cli::parse();
     match moltbot::cmd::run(cli) {
         Ok(code) => code,
-        // A reader that went away (`moltbot logs | head`) ends the command, quietly.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            std::process::ExitCode::SUCCESS
-        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)

@@ -129,9 +129,9 @@ impl Hnsw {
                 break;
             }
             let block = self.block(c.id, level);
-            // The next candidate's list is needed as soon as this one is done.
+            // The next candidate's whole list is needed as soon as this one is done.
             if let Some(Reverse(next)) = candidates.peek() {
-                crate::prefetch::slice(self.block(next.id, level), 3);
+                crate::prefetch::slice(self.block(next.id, level), usize::MAX);
             }
             let n = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
             // Gather unvisited neighbours first, asking for their vectors as they are

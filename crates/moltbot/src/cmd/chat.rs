@@ -74,7 +74,6 @@ async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::
     let engine = engine.clone();
     let task =
         tokio::spawn(async move { engine.turn(req, Some(tx), CancellationToken::new()).await });
-    let mut out = std::io::stdout();
     while let Some(event) = rx.recv().await {
         let d = match event {
             TurnEvent::Delta(d) => d,
@@ -85,10 +84,9 @@ async fn local_turn(engine: &Engine, session: &str, message: String) -> anyhow::
                 continue;
             }
         };
-        write!(out, "{d}")?;
-        out.flush()?;
+        out!("{d}");
     }
-    writeln!(out)?;
+    outln!();
     task.await??;
     Ok(())
 }
@@ -119,14 +117,12 @@ async fn remote_turn(
         );
     }
     let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
-    let mut out = std::io::stdout();
     while let Some(ev) = events.next().await {
         let ev = ev.context("reading the reply stream")?;
         let data: serde_json::Value = serde_json::from_str(&ev.data).unwrap_or_default();
         match ev.event.as_str() {
             "delta" => {
-                write!(out, "{}", data["text"].as_str().unwrap_or(""))?;
-                out.flush()?;
+                out!("{}", data["text"].as_str().unwrap_or(""));
             }
             "error" => anyhow::bail!(
                 "{}",
@@ -135,6 +131,6 @@ async fn remote_turn(
             _ => {}
         }
     }
-    writeln!(out)?;
+    outln!();
     Ok(())
 }

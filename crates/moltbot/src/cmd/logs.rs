@@ -10,7 +10,7 @@
 use super::daemon::{Manager, UNIT_NAME};
 use anyhow::Context;
 use clap::Args;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -64,11 +64,12 @@ fn tail(path: &Path, n: usize, follow: bool) -> anyhow::Result<()> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
-    let mut out = std::io::stdout().lock();
+    let mut last = String::new();
     for l in &lines[lines.len().saturating_sub(n)..] {
-        writeln!(out, "{l}")?;
+        last.push_str(l);
+        last.push('\n');
     }
-    out.flush()?;
+    out!("{last}");
     if !follow {
         return Ok(());
     }
@@ -84,7 +85,6 @@ fn tail(path: &Path, n: usize, follow: bool) -> anyhow::Result<()> {
         f.seek(SeekFrom::Start(pos))?;
         let mut buf = Vec::new();
         pos += f.read_to_end(&mut buf)? as u64;
-        out.write_all(&buf)?;
-        out.flush()?;
+        out!("{}", String::from_utf8_lossy(&buf));
     }
 }
