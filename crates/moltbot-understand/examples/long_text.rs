@@ -36,6 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut trunc, mut whole, mut gated, mut n) = (0, 0, 0, 0);
+    // Gated accuracy and time with the encoder on every unit (0) and on shortlists.
+    let shortlists = [0usize, 2, 3, 4, 6];
+    let mut listed = vec![(0usize, std::time::Duration::ZERO); shortlists.len()];
     for e in data.examples.iter().step_by(5) {
         let mut sentences: Vec<String> = (0..rng.random_range(12..18))
             .map(|_| filler[rng.random_range(0..filler.len())].to_string())
@@ -57,6 +60,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         trunc += usize::from(model.predict(&first, Some(&enc))?.fine == e.fine);
         whole += usize::from(model.predict(&text, Some(&enc))?.fine == e.fine);
         gated += usize::from(model.predict_long(&text, Some(&enc), WINDOW)?.fine == e.fine);
+        for (k, (hits, time)) in shortlists.iter().zip(listed.iter_mut()) {
+            let t = std::time::Instant::now();
+            let p = model.predict_units(&text, Some(&enc), WINDOW, *k)?;
+            *time += t.elapsed();
+            *hits += usize::from(p.fine == e.fine);
+        }
     }
     let pct = |k: usize| 100.0 * k as f64 / n as f64;
     println!(
@@ -65,5 +74,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(whole),
         pct(gated)
     );
+    for (k, (hits, time)) in shortlists.iter().zip(&listed) {
+        println!(
+            "{{\"shortlist\":{k},\"gated\":{:.2},\"ms_per_input\":{:.2}}}",
+            pct(*hits),
+            time.as_secs_f64() * 1e3 / n as f64
+        );
+    }
     Ok(())
 }

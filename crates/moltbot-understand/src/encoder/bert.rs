@@ -6,6 +6,7 @@
 
 use super::gelu;
 use super::int8::{self, Int8Linear};
+use super::packed;
 use super::softmax;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -138,6 +139,31 @@ impl Projection {
         y.reshape(out_dims)
     }
 
+    /// `x·Wᵀ + b` for `m` packed rows of `x`, then GELU when `gelu` is set.
+    fn apply(&self, x: &[f32], m: usize, gelu: bool) -> Result<Vec<f32>> {
+        let mut out = match &self.weight {
+            Weight::Int8(lin) => lin.forward(x, m),
+            Weight::F32(w) => {
+                let rows = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+                rows.matmul(&w.t()?)?
+                    .broadcast_add(&self.bias)?
+                    .flatten_all()?
+                    .to_vec1()?
+            }
+            Weight::Q8(q) => {
+                let rows = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+                q.forward(&rows)?
+                    .broadcast_add(&self.bias)?
+                    .flatten_all()?
+                    .to_vec1()?
+            }
+        };
+        if gelu {
+            gelu::gelu_in_place(&mut out);
+        }
+        Ok(out)
+    }
+
     /// The weight in f32 (dequantized when the projection is INT8) and the bias.
     fn f32_parts(&self) -> Result<(Tensor, Tensor)> {
         let weight = match &self.weight {
@@ -159,10 +185,28 @@ impl Projection {
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    /// The same two as plain vectors, for the packed path (`packed.rs`).
+    weight_v: Vec<f32>,
+    bias_v: Vec<f32>,
     eps: f32,
 }
 
 impl LayerNorm {
+    fn new(weight: Tensor, bias: Tensor, eps: f32) -> Result<Self> {
+        Ok(Self {
+            weight_v: weight.to_vec1()?,
+            bias_v: bias.to_vec1()?,
+            weight,
+            bias,
+            eps,
+        })
+    }
+
+    /// `x ← layer_norm(x + residual)` on packed rows.
+    fn apply(&self, x: &mut [f32], residual: Option<&[f32]>) {
+        packed::add_layer_norm(x, residual, &self.weight_v, &self.bias_v, self.eps);
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
@@ -210,11 +254,11 @@ impl Bert {
                 .ok_or_else(|| candle_core::Error::Msg(format!("tensor `{name}` is missing")))
         };
         let eps = config.layer_norm_eps as f32;
-        let embed_norm = LayerNorm {
-            weight: take("embeddings.LayerNorm.weight")?,
-            bias: take("embeddings.LayerNorm.bias")?,
+        let embed_norm = LayerNorm::new(
+            take("embeddings.LayerNorm.weight")?,
+            take("embeddings.LayerNorm.bias")?,
             eps,
-        };
+        )?;
         let word = take("embeddings.word_embeddings.weight")?;
         let position = take("embeddings.position_embeddings.weight")?;
         let token_type = take("embeddings.token_type_embeddings.weight")?.narrow(0, 0, 1)?;
@@ -245,11 +289,11 @@ impl Bert {
                     w("attention.output.dense.bias")?,
                     precision,
                 )?,
-                attn_norm: LayerNorm {
-                    weight: w("attention.output.LayerNorm.weight")?,
-                    bias: w("attention.output.LayerNorm.bias")?,
+                attn_norm: LayerNorm::new(
+                    w("attention.output.LayerNorm.weight")?,
+                    w("attention.output.LayerNorm.bias")?,
                     eps,
-                },
+                )?,
                 up: Projection::new(
                     w("intermediate.dense.weight")?,
                     w("intermediate.dense.bias")?,
@@ -260,11 +304,11 @@ impl Bert {
                     w("output.dense.bias")?,
                     precision,
                 )?,
-                out_norm: LayerNorm {
-                    weight: w("output.LayerNorm.weight")?,
-                    bias: w("output.LayerNorm.bias")?,
+                out_norm: LayerNorm::new(
+                    w("output.LayerNorm.weight")?,
+                    w("output.LayerNorm.bias")?,
                     eps,
-                },
+                )?,
             });
         }
         let heads = config.num_attention_heads;
@@ -299,6 +343,52 @@ impl Bert {
             .broadcast_add(&self.token_type)?;
         let x = self.embed_norm.forward(&x)?;
         self.run_layers(x, mask, 0..layers.min(self.layers.len()))
+    }
+
+    /// Pooled, L2-normalised vectors of framed token sequences run as one packed batch
+    /// (`packed.rs`): each sequence costs its own length, with no padding, and everything
+    /// between the projections works on plain buffers. The same numbers as
+    /// [`Bert::forward`] followed by [`mean_pool`], up to rounding.
+    pub fn encode_packed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.config.hidden_size;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let total: usize = lens.iter().sum();
+        if let Some(&len) = lens
+            .iter()
+            .find(|&&l| l > self.config.max_position_embeddings)
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "a sequence of {len} tokens is past the {} positions",
+                self.config.max_position_embeddings
+            )));
+        }
+        if total == 0 {
+            return Ok(vec![vec![0.0; hidden]; seqs.len()]);
+        }
+        let device = self.word.device();
+        let ids: Vec<u32> = seqs.concat();
+        let positions: Vec<u32> = lens.iter().flat_map(|&l| 0..l as u32).collect();
+        let words = self
+            .word
+            .index_select(&Tensor::from_vec(ids, total, device)?, 0)?;
+        let places = self
+            .position
+            .index_select(&Tensor::from_vec(positions, total, device)?, 0)?;
+        let mut x: Vec<f32> = (words + places)?
+            .broadcast_add(&self.token_type)?
+            .flatten_all()?
+            .to_vec1()?;
+        self.embed_norm.apply(&mut x, None);
+        for layer in &self.layers {
+            let qkv = layer.qkv.apply(&x, total, false)?;
+            let context = packed::attention(&qkv, &lens, self.heads, self.head_dim);
+            let mut attended = layer.attn_out.apply(&context, total, false)?;
+            layer.attn_norm.apply(&mut attended, Some(&x));
+            let up = layer.up.apply(&attended, total, true)?;
+            x = layer.down.apply(&up, total, false)?;
+            layer.out_norm.apply(&mut x, Some(&attended));
+        }
+        Ok(packed::mean_pool(&x, &lens, hidden))
     }
 
     /// Run the layers in `range` on hidden states `x` `(batch, len, hidden)`.
@@ -398,18 +488,15 @@ impl Bert {
         let eps = self.embed_norm.eps;
         let mut layers = self.layers[..first].to_vec();
         for w in tuned {
-            let norm = |weight: &Tensor, bias: &Tensor| LayerNorm {
-                weight: weight.clone(),
-                bias: bias.clone(),
-                eps,
-            };
+            let norm =
+                |weight: &Tensor, bias: &Tensor| LayerNorm::new(weight.clone(), bias.clone(), eps);
             layers.push(Layer {
                 qkv: Projection::new(w.qkv_w.clone(), w.qkv_b.clone(), precision)?,
                 attn_out: Projection::new(w.out_w.clone(), w.out_b.clone(), precision)?,
-                attn_norm: norm(&w.attn_norm_w, &w.attn_norm_b),
+                attn_norm: norm(&w.attn_norm_w, &w.attn_norm_b)?,
                 up: Projection::new(w.up_w.clone(), w.up_b.clone(), precision)?,
                 down: Projection::new(w.down_w.clone(), w.down_b.clone(), precision)?,
-                out_norm: norm(&w.out_norm_w, &w.out_norm_b),
+                out_norm: norm(&w.out_norm_w, &w.out_norm_b)?,
             });
         }
         Ok(Self {

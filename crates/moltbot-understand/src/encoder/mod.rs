@@ -10,6 +10,7 @@
 pub mod bert;
 pub mod gelu;
 pub mod int8;
+pub mod packed;
 pub mod softmax;
 pub mod tune;
 
@@ -141,12 +142,10 @@ impl MiniLm {
         &self,
         seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
     ) -> Result<Vec<Vec<f32>>, EncodeError> {
-        let fwd = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let (ids, mask) = self.input_tensors(seqs)?;
-            let hidden = self.bert.forward(&ids, &mask)?;
-            mean_pool(&hidden, &mask)?.to_vec2::<f32>()
-        };
-        fwd().map_err(|e| EncodeError::Forward(e.to_string()))
+        let seqs: Vec<&[u32]> = seqs.collect();
+        self.bert
+            .encode_packed(&seqs)
+            .map_err(|e| EncodeError::Forward(e.to_string()))
     }
 
     /// Padded token ids and their 0/1 mask, both `(batch, len)`.
@@ -403,6 +402,59 @@ impl TurnVector {
                     ))
                 })?
                 .finish(states),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed path against the padded one (candle's batched attention over a padded
+    /// batch, then masked mean pooling), at both precisions, on the real model
+    /// (`MOLTBOT_TEST_ENCODER`; skipped without it, as the integration tests do).
+    #[test]
+    fn packed_batches_give_the_padded_batches_vectors() {
+        let Some(dir) = std::env::var_os("MOLTBOT_TEST_ENCODER").filter(|v| !v.is_empty()) else {
+            eprintln!("MOLTBOT_TEST_ENCODER is not set; skipping");
+            return;
+        };
+        let texts = [
+            "hi",
+            "what's my balance",
+            "please book me a table for four at an italian place near the station tonight",
+            "I lost my card yesterday on the train and somebody may have used it twice since",
+        ];
+        for precision in [Precision::F32, Precision::Int8] {
+            let enc = MiniLm::load(Path::new(&dir), precision).expect("load");
+            let ids = enc.token_ids(&texts).expect("tokenize");
+            let seqs: Vec<Vec<u32>> = ids.iter().map(|t| enc.windows(t).remove(0)).collect();
+            let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let packed = enc.bert.encode_packed(&refs).expect("packed");
+            let (ids, mask) = enc.input_tensors(refs.iter().copied()).expect("inputs");
+            let hidden = enc.bert.forward(&ids, &mask).expect("padded");
+            let padded = mean_pool(&hidden, &mask)
+                .and_then(|t| t.to_vec2::<f32>())
+                .expect("pool");
+            // f32 differs by summation order only. INT8 quantizes every projection's input
+            // row, and a last-bit difference upstream can move a value across a rounding
+            // step, so its vectors agree less closely (INT8 against f32: cos ≈ 0.997).
+            let (min_cos, max_diff) = match precision {
+                Precision::F32 => (0.99999, 1e-3),
+                Precision::Int8 => (0.999, 1e-2),
+            };
+            for (t, (a, b)) in texts.iter().zip(packed.iter().zip(&padded)) {
+                let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                let worst = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    cos > min_cos && worst < max_diff,
+                    "{precision:?} `{t}`: cos {cos}, largest difference {worst}"
+                );
+            }
         }
     }
 }

@@ -144,6 +144,15 @@ fn long_text_gating_finds_the_request_that_truncation_misses() {
         .predict(&windows[0], Some(enc.as_ref()))
         .expect("first window");
     assert_eq!(gated.fine, "ask_time", "{gated:?}");
+    // Seven sentence units, more than the shortlist: the sparse features alone must rank
+    // the request among the units the encoder sees, even on a shortlist of one, and the
+    // full list agrees.
+    for shortlist in [1, 0] {
+        let p = model
+            .predict_units(&text, Some(enc.as_ref()), 64, shortlist)
+            .expect("units");
+        assert_eq!(p.fine, "ask_time", "shortlist {shortlist}: {p:?}");
+    }
     assert_ne!(
         truncated.fine, "ask_time",
         "the first window alone has no request"
