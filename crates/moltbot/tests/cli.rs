@@ -696,3 +696,85 @@ fn output_to_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
 }
+
+/// A model trained at f32 from a file outside the config is served as it is by a gateway
+/// whose encoder runs INT8 (the default precision on CPUs with an integer kernel): it is not
+/// retrained from the config's intents, which would lose the file's intents.
+#[test]
+fn a_model_trained_at_f32_is_served_on_the_int8_encoder_as_it_is() {
+    if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MOLTBOT_TEST_ENCODER must name the encoder folder in CI"
+        );
+        eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../moltbot-understand/tests/fixtures/confusable-banking.tsv");
+    let model = home.path().join("banking.safetensors");
+    let o = moltbot(home.path())
+        .args([
+            "intents",
+            "train",
+            &data.display().to_string(),
+            "--precision",
+            "f32",
+        ])
+        .args(["--out", &model.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let trained = std::fs::read(&model).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = moltbot(home.path())
+        .args(["gateway", "--port", &port.to_string()])
+        .env("MOLTBOT_UNDERSTANDING__MODEL_PATH", &model)
+        .env("MOLTBOT_UNDERSTANDING__PRECISION", "int8")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer: serde_json::Value = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = client
+                .post(format!("http://127.0.0.1:{port}/api/v1/understand"))
+                .json(&serde_json::json!({"text": "when will my card arrive"}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status().is_success() {
+                    break r.json().await.unwrap();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "understanding never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The file's intent, which the built-in pack does not have, and the file untouched.
+    assert_eq!(answer["fine"], "card_arrival", "{answer}\n{log}");
+    assert!(
+        std::fs::read(&model).unwrap() == trained,
+        "the model file was rewritten"
+    );
+    assert!(
+        log.contains("trained at another precision of the same encoder"),
+        "{log}"
+    );
+}

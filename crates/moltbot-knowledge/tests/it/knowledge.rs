@@ -178,6 +178,47 @@ fn text_sources_offsets_and_encoder_mismatch() {
     assert!(e.to_string().contains("hashing-ngram-v1/256"), "{e}");
 }
 
+/// The hashing encoder under another name, as one encoder's weights at two precisions are
+/// named (`…/f32`, `…/int8`).
+struct Named(&'static str, HashingEncoder);
+
+impl moltbot_core::Encoder for Named {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn dim(&self) -> usize {
+        self.1.dim()
+    }
+    fn max_tokens(&self) -> usize {
+        self.1.max_tokens()
+    }
+    fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, moltbot_core::EncodeError> {
+        self.1.encode(texts)
+    }
+}
+
+#[test]
+fn a_store_built_at_one_precision_opens_at_another_but_not_with_other_weights() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let at = |name: &'static str| Arc::new(Named(name, HashingEncoder::new(256)));
+    let kb = Knowledge::open(store.path(), at("mini/f32")).expect("open");
+    kb.add_text(
+        "faq",
+        "# Reset\n\nUse the link on the login page to reset a password.",
+    )
+    .expect("add");
+    drop(kb);
+    let kb = Knowledge::open(store.path(), at("mini/int8")).expect("same weights, int8");
+    let hits = kb
+        .search("reset password", 1, &opts(SearchMode::Vector))
+        .expect("search");
+    assert_eq!(hits[0].source, "faq");
+    drop(kb);
+    let e = Knowledge::open(store.path(), at("other/int8")).expect_err("other weights");
+    assert_eq!(e.kind(), "knowledge_encoder_mismatch");
+    assert!(e.to_string().contains("mini/f32/256"), "{e}");
+}
+
 #[test]
 fn damaged_vector_file_is_rebuilt_on_open() {
     let store = tempfile::tempdir().expect("tempdir");

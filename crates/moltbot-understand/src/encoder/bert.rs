@@ -45,6 +45,16 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// INT8 where our integer kernel runs (AVX2 or better), f32 elsewhere: candle's Q8_0
+    /// fallback is slower than f32.
+    pub fn auto() -> Self {
+        if int8::accelerated() {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

@@ -7,6 +7,7 @@
 //! (weighted by their token counts) and re-normalised; the intent model adds score-gated
 //! pooling on top for classification (see `model::IntentModel::predict_long`).
 
+pub mod batching;
 pub mod bert;
 pub mod gelu;
 pub mod int8;
