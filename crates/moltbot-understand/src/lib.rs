@@ -26,7 +26,6 @@ pub mod store;
 pub mod text;
 
 pub use dataset::{Dataset, DatasetError, Example, IntentSpec};
-pub use encoder::batching::BatchingEncoder;
 pub use encoder::tune::{TuneConfig, TuneReport};
 pub use encoder::{MiniLm, Precision, SharedStates, TurnVector};
 pub use eval::{evaluate, EvalReport};

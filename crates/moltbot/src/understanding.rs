@@ -7,8 +7,7 @@ use moltbot_core::{weights_of, Encoder};
 use moltbot_knowledge::{HashingEncoder, Knowledge};
 use moltbot_models::fetch::{ensure_wheel_model, DEFAULT_ENCODER, ENCODER_WHEEL_ENV};
 use moltbot_understand::{
-    BatchingEncoder, Dataset, IntentModel, MiniLm, ModelConfig, Precision, TuneConfig,
-    Understanding,
+    Dataset, IntentModel, MiniLm, ModelConfig, Precision, TuneConfig, Understanding,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,8 +46,7 @@ pub fn load_encoder(
         EncoderPrecision::Int8 => Precision::Int8,
     };
     let encoder = MiniLm::load(&dir, precision).context("loading the sentence encoder")?;
-    // Concurrent turns share forward passes (`batching.rs`).
-    Ok(Some(Arc::new(BatchingEncoder::new(Arc::new(encoder)))))
+    Ok(Some(Arc::new(encoder)))
 }
 
 /// The training data the config names: the built-in pack and/or the extra files.

@@ -360,7 +360,15 @@ impl Bert {
     /// between the projections works on plain buffers. The same numbers as
     /// [`Bert::forward`] followed by [`mean_pool`], up to rounding.
     pub fn encode_packed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let hidden = self.config.hidden_size;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let x = self.embed_packed(seqs)?;
+        let x = self.layers_packed(x, &lens, 0..self.layers.len())?;
+        Ok(packed::mean_pool(&x, &lens, self.config.hidden_size))
+    }
+
+    /// The packed hidden states after the embeddings (`(tokens, hidden)`, sequences one
+    /// after another).
+    pub fn embed_packed(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
         let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let total: usize = lens.iter().sum();
         if let Some(&len) = lens
@@ -373,7 +381,7 @@ impl Bert {
             )));
         }
         if total == 0 {
-            return Ok(vec![vec![0.0; hidden]; seqs.len()]);
+            return Ok(Vec::new());
         }
         let device = self.word.device();
         let ids: Vec<u32> = seqs.concat();
@@ -389,16 +397,37 @@ impl Bert {
             .flatten_all()?
             .to_vec1()?;
         self.embed_norm.apply(&mut x, None);
-        for layer in &self.layers {
+        Ok(x)
+    }
+
+    /// Run the layers in `range` on packed hidden states `x` of sequences `lens` long.
+    pub fn layers_packed(
+        &self,
+        mut x: Vec<f32>,
+        lens: &[usize],
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let total: usize = lens.iter().sum();
+        if x.len() != total * self.config.hidden_size {
+            return Err(candle_core::Error::Msg(format!(
+                "{} hidden values for {total} tokens of {}",
+                x.len(),
+                self.config.hidden_size
+            )));
+        }
+        if total == 0 {
+            return Ok(x);
+        }
+        for layer in &self.layers[range] {
             let qkv = layer.qkv.apply(&x, total, false)?;
-            let context = packed::attention(&qkv, &lens, self.heads, self.head_dim);
+            let context = packed::attention(&qkv, lens, self.heads, self.head_dim);
             let mut attended = layer.attn_out.apply(&context, total, false)?;
             layer.attn_norm.apply(&mut attended, Some(&x));
             let up = layer.up.apply(&attended, total, true)?;
             x = layer.down.apply(&up, total, false)?;
             layer.out_norm.apply(&mut x, Some(&attended));
         }
-        Ok(packed::mean_pool(&x, &lens, hidden))
+        Ok(x)
     }
 
     /// Run the layers in `range` on hidden states `x` `(batch, len, hidden)`.

@@ -7,7 +7,6 @@
 //! (weighted by their token counts) and re-normalised; the intent model adds score-gated
 //! pooling on top for classification (see `model::IntentModel::predict_long`).
 
-pub mod batching;
 pub mod bert;
 pub mod gelu;
 pub mod int8;
@@ -16,8 +15,8 @@ pub mod softmax;
 pub mod tune;
 
 pub use bert::Precision;
-use bert::{mean_pool, Bert, BertConfig};
-use candle_core::{Device, Tensor};
+use bert::{Bert, BertConfig};
+use candle_core::Device;
 use moltbot_core::{EncodeError, Encoder};
 use std::path::Path;
 use tokenizers::Tokenizer;
@@ -149,16 +148,18 @@ impl MiniLm {
             .map_err(|e| EncodeError::Forward(e.to_string()))
     }
 
-    /// Padded token ids and their 0/1 mask, both `(batch, len)`.
+    /// Padded token ids and their 0/1 mask, both `(batch, len)`: the padded reference
+    /// path the packed one is tested against.
+    #[cfg(test)]
     fn input_tensors<'a>(
         &self,
         seqs: impl ExactSizeIterator<Item = &'a [u32]> + Clone,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+    ) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
         let batch = seqs.len();
         let (ids, mask, len) = pad(seqs);
         Ok((
-            Tensor::from_vec(ids, (batch, len), &self.device)?,
-            Tensor::from_vec(mask, (batch, len), &self.device)?,
+            candle_core::Tensor::from_vec(ids, (batch, len), &self.device)?,
+            candle_core::Tensor::from_vec(mask, (batch, len), &self.device)?,
         ))
     }
 
@@ -183,14 +184,13 @@ impl MiniLm {
             return Ok(None);
         }
         let seq = seqs.pop().unwrap_or_default();
-        let run = || -> candle_core::Result<(Tensor, Tensor)> {
-            let (ids, mask) = self.input_tensors(std::iter::once(seq.as_slice()))?;
-            Ok((self.bert.forward_layers(&ids, &mask, first)?, mask))
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let x = self.bert.embed_packed(&[seq.as_slice()])?;
+            self.bert.layers_packed(x, &[seq.len()], 0..first)
         };
-        let (hidden, mask) = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
+        let hidden = run().map_err(|e| EncodeError::Forward(e.to_string()))?;
         let states = SharedStates {
             hidden,
-            mask,
             first,
             tokens: seq.len(),
             base,
@@ -202,13 +202,12 @@ impl MiniLm {
     /// then the same pooling and normalisation as [`Encoder::encode`].
     fn top_vector(&self, states: &SharedStates) -> Result<Vec<f32>, EncodeError> {
         let run = || -> candle_core::Result<Vec<f32>> {
-            let top = self.bert.run_layers(
+            let top = self.bert.layers_packed(
                 states.hidden.clone(),
-                &states.mask,
+                &[states.tokens],
                 states.first..self.layer_count(),
             )?;
-            Ok(mean_pool(&top, &states.mask)?
-                .to_vec2::<f32>()?
+            Ok(packed::mean_pool(&top, &[states.tokens], self.dim())
                 .pop()
                 .unwrap_or_default())
         };
@@ -365,8 +364,8 @@ fn combine_windows(
 /// [`MiniLm::encode_keep_shared`]).
 #[derive(Debug, Clone)]
 pub struct SharedStates {
-    hidden: Tensor,
-    mask: Tensor,
+    /// Packed hidden states `(tokens, hidden)` of the one sequence.
+    hidden: Vec<f32>,
     /// The first layer the two encoders do not share.
     first: usize,
     tokens: usize,
@@ -409,6 +408,7 @@ impl TurnVector {
 
 #[cfg(test)]
 mod tests {
+    use super::bert::mean_pool;
     use super::*;
 
     /// The packed path against the padded one (candle's batched attention over a padded
