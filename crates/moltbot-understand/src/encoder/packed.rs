@@ -42,6 +42,49 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `Σ v` with eight independent sums (see [`dot`]).
+#[inline(always)]
+fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (chunks, rest) = v.as_chunks::<8>();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// `Σ (v − mean)²` with eight independent sums.
+#[inline(always)]
+fn squared_deviations(v: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (chunks, rest) = v.as_chunks::<8>();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += (c[i] - mean) * (c[i] - mean);
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>()
+}
+
+/// The largest value, over eight lanes (a running `max` is a chain the compiler keeps
+/// scalar). NaN-free input assumed: scores of finite activations.
+#[inline(always)]
+fn max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let (chunks, rest) = v.as_chunks::<8>();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    rest.iter()
+        .chain(&acc)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// Multi-head self-attention for a packed batch. `qkv` holds, per token, its query, key and
 /// value (`3 · hidden` values, heads side by side in each); sequence `s` owns `lens[s]`
 /// consecutive tokens. Gives the context `(tokens, hidden)`: for each token and head,
@@ -70,18 +113,16 @@ pub fn attention(qkv: &[f32], lens: &[usize], heads: usize, head_dim: usize) -> 
             let scores = &mut scores[..len];
             for h in 0..heads {
                 let q = &qkv[row * 3 * hidden + h * head_dim..][..head_dim];
-                let mut max = f32::NEG_INFINITY;
                 for (j, s) in scores.iter_mut().enumerate() {
                     let k = &qkv[(start + j) * 3 * hidden + hidden + h * head_dim..][..head_dim];
                     *s = dot(q, k) * scale;
-                    max = max.max(*s);
                 }
-                let mut sum = 0f32;
+                // Separate passes, so the `exp` loop has no running sum and vectorizes.
+                let top = max(scores);
                 for s in scores.iter_mut() {
-                    *s = exp_nonpositive(*s - max);
-                    sum += *s;
+                    *s = exp_nonpositive(*s - top);
                 }
-                let inv = 1.0 / sum;
+                let inv = 1.0 / sum(scores);
                 let c = &mut ctx[h * head_dim..][..head_dim];
                 for (j, &p) in scores.iter().enumerate() {
                     let v =
@@ -125,8 +166,8 @@ pub fn add_layer_norm(
         x.iter_mut().zip(r).for_each(|(a, b)| *a += b);
     }
     for row in x.chunks_exact_mut(hidden) {
-        let mean = row.iter().sum::<f32>() / hidden as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / hidden as f32;
+        let mean = sum(row) / hidden as f32;
+        let var = squared_deviations(row, mean) / hidden as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
             *v = (*v - mean) * inv * w + b;
@@ -244,6 +285,22 @@ mod tests {
         .unwrap();
         for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
             assert!((a - b).abs() < 1e-4, "at {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn lane_sums_and_max_match_plain_loops() {
+        for n in [0usize, 3, 8, 13, 384] {
+            let v = values(n, n);
+            let plain: f32 = v.iter().sum();
+            assert!((sum(&v) - plain).abs() < 1e-3, "sum of {n}");
+            let m = plain / n.max(1) as f32;
+            let dev: f32 = v.iter().map(|x| (x - m) * (x - m)).sum();
+            assert!(
+                (squared_deviations(&v, m) - dev).abs() < 1e-2,
+                "deviations of {n}"
+            );
+            assert_eq!(max(&v), v.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         }
     }
 
