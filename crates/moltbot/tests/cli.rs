@@ -21,6 +21,20 @@ fn moltbot(home: &Path) -> Command {
     c
 }
 
+/// Whether the real encoder is there for a test that needs it (`MOLTBOT_TEST_ENCODER`, which
+/// the test script fetches); CI must have it, elsewhere the test is skipped.
+fn encoder_is_set() -> bool {
+    if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "MOLTBOT_TEST_ENCODER must name the encoder folder in CI"
+        );
+        eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
+        return false;
+    }
+    true
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -625,12 +639,7 @@ fn doctor_fix_repairs_permissions_and_checks_store_and_channels() {
 /// overrides it. Needs the real encoder (the test script fetches it).
 #[test]
 fn intents_train_tunes_the_encoder_when_the_config_asks() {
-    if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "MOLTBOT_TEST_ENCODER must name the encoder folder in CI"
-        );
-        eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
+    if !encoder_is_set() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
@@ -702,12 +711,7 @@ fn output_to_a_closed_pipe_ends_quietly() {
 /// retrained from the config's intents, which would lose the file's intents.
 #[test]
 fn a_model_trained_at_f32_is_served_on_the_int8_encoder_as_it_is() {
-    if std::env::var_os("MOLTBOT_TEST_ENCODER").is_none_or(|v| v.is_empty()) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "MOLTBOT_TEST_ENCODER must name the encoder folder in CI"
-        );
-        eprintln!("skipped: MOLTBOT_TEST_ENCODER is not set");
+    if !encoder_is_set() {
         return;
     }
     let home = tempfile::tempdir().unwrap();
