@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let (mut trunc, mut whole, mut gated, mut n) = (0, 0, 0, 0);
     // Gated accuracy and time with the encoder on every unit (0) and on shortlists.
-    let shortlists = [0usize, 2, 3, 4, 6];
+    let shortlists = [0usize, 2, 3, 4, 6, 8, 10];
     let mut listed = vec![(0usize, std::time::Duration::ZERO); shortlists.len()];
     for e in data.examples.iter().step_by(5) {
         let mut sentences: Vec<String> = (0..rng.random_range(12..18))

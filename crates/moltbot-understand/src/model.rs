@@ -46,6 +46,11 @@ pub struct ModelConfig {
     pub surprise_distance_weight: f32,
     /// Calibrated surprise at or above which a turn is treated as out of domain.
     pub surprise_threshold: f32,
+    /// Sentence units of a long text the encoder runs on (0 = all): the ones the sparse
+    /// features rank highest ([`IntentModel::predict_units`]). A serving choice, set with
+    /// [`IntentModel::set_long_shortlist`], not stored in model files.
+    #[serde(skip)]
+    pub long_shortlist: usize,
 }
 
 impl Default for ModelConfig {
@@ -60,6 +65,7 @@ impl Default for ModelConfig {
             calibration_share: 0.1,
             surprise_distance_weight: 4.0,
             surprise_threshold: 0.95,
+            long_shortlist: 0,
         }
     }
 }
@@ -433,8 +439,9 @@ impl IntentModel {
 
     /// Classify a text of any length. Texts of one window (`window_words` words) go through
     /// [`IntentModel::predict`]. A longer one is cut into sentence units
-    /// ([`sentence_units`]). With an encoder, only the [`LONG_SHORTLIST`] units the sparse
-    /// features rank most request-like are encoded (the others are dropped); each
+    /// ([`sentence_units`]). With an encoder and a `long_shortlist` set, only that many
+    /// units, the ones the sparse features rank most request-like, are encoded (the
+    /// others are dropped); each
     /// remaining unit is classified and their distributions are pooled with attention
     /// weights from each unit's own confidence and surprise
     /// (`softmax((confidence − 2·surprise) / 0.1)`), so the sentence that carries the
@@ -456,7 +463,7 @@ impl IntentModel {
         encoder: Option<&dyn Encoder>,
         window_words: usize,
     ) -> Result<Prediction, ModelError> {
-        self.predict_units(text, encoder, window_words, LONG_SHORTLIST)
+        self.predict_units(text, encoder, window_words, self.config.long_shortlist)
     }
 
     /// [`IntentModel::predict_long`] for a text of several windows, with the encoder run
@@ -822,6 +829,11 @@ impl IntentModel {
     pub fn set_surprise_threshold(&mut self, threshold: f32) {
         self.config.surprise_threshold = threshold;
     }
+
+    /// Encode only `units` sentence units of a long text (0 = all of them).
+    pub fn set_long_shortlist(&mut self, units: usize) {
+        self.config.long_shortlist = units;
+    }
 }
 
 /// What [`IntentModel::score_vectors`] returns.
@@ -893,10 +905,6 @@ fn fit_heads(
     );
     (coarse_head, fine_head)
 }
-
-/// Sentence units of a long text the encoder runs on: the ones the sparse features rank
-/// highest ([`IntentModel::predict_units`]).
-pub const LONG_SHORTLIST: usize = 6;
 
 /// Temperature of the confidence gate over windows of a long text.
 const GATE_TEMPERATURE: f32 = 0.1;

@@ -153,6 +153,7 @@ pub fn load(
         );
     }
     model.set_surprise_threshold(cfg.surprise_threshold);
+    model.set_long_shortlist(cfg.long_shortlist);
     Ok(Some(Arc::new(Understanding::new(
         encoder,
         model,

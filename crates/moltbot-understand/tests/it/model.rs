@@ -144,9 +144,15 @@ fn long_text_gating_finds_the_request_that_truncation_misses() {
         .predict(&windows[0], Some(enc.as_ref()))
         .expect("first window");
     assert_eq!(gated.fine, "ask_time", "{gated:?}");
-    // Seven sentence units, more than the shortlist: the sparse features alone must rank
-    // the request among the units the encoder sees, even on a shortlist of one, and the
-    // full list agrees.
+    // Seven sentence units: with a shortlist, the sparse features alone must rank the
+    // request among the units the encoder sees, even on a shortlist of one; the full list
+    // (the default) agrees, and so does the model with a shortlist set.
+    let mut listed = (*model).clone();
+    listed.set_long_shortlist(1);
+    let p = listed
+        .predict_long(&text, Some(enc.as_ref()), 64)
+        .expect("long, shortlist set");
+    assert_eq!(p.fine, "ask_time", "{p:?}");
     for shortlist in [1, 0] {
         let p = model
             .predict_units(&text, Some(enc.as_ref()), 64, shortlist)
