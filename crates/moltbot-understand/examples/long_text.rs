@@ -4,7 +4,9 @@
 //! - truncation: only the first `WINDOW` words, as an encoder with a fixed window sees it;
 //! - whole: the whole text at once (sparse features see everything, the encoder averages
 //!   its windows);
-//! - gated: `predict_long`, sentence units weighted by their own confidence and surprise.
+//! - gated: `predict_long`, sentence units weighted by their own confidence and surprise,
+//!   with every unit encoded and with shortlists of the units the sparse features rank
+//!   highest (one line per shortlist size; 0 = every unit, the "gated" figure).
 //!
 //! `cargo run --release -p moltbot-understand --example long_text -- MODEL ENCODER_DIR TEST_TSV [MAP]`
 
@@ -35,8 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|l| !l.trim().is_empty())
         .collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let (mut trunc, mut whole, mut gated, mut n) = (0, 0, 0, 0);
-    // Gated accuracy and time with the encoder on every unit (0) and on shortlists.
+    let (mut trunc, mut whole, mut n) = (0, 0, 0);
+    // Gated accuracy and time with the encoder on every unit (0, what `predict_long` does
+    // by default) and on shortlists.
     let shortlists = [0usize, 2, 3, 4, 6, 8, 10];
     let mut listed = vec![(0usize, std::time::Duration::ZERO); shortlists.len()];
     for e in data.examples.iter().step_by(5) {
@@ -59,7 +62,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n += 1;
         trunc += usize::from(model.predict(&first, Some(&enc))?.fine == e.fine);
         whole += usize::from(model.predict(&text, Some(&enc))?.fine == e.fine);
-        gated += usize::from(model.predict_long(&text, Some(&enc), WINDOW)?.fine == e.fine);
         for (k, (hits, time)) in shortlists.iter().zip(listed.iter_mut()) {
             let t = std::time::Instant::now();
             let p = model.predict_units(&text, Some(&enc), WINDOW, *k)?;
@@ -72,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{{\"inputs\":{n},\"window_words\":{WINDOW},\"truncation\":{:.2},\"whole\":{:.2},\"gated\":{:.2}}}",
         pct(trunc),
         pct(whole),
-        pct(gated)
+        pct(listed[0].0)
     );
     for (k, (hits, time)) in shortlists.iter().zip(&listed) {
         println!(

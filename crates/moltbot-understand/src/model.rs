@@ -382,8 +382,13 @@ impl IntentModel {
 
     /// Features of `text` given its embedding (if the model uses one).
     pub fn features(&self, text: &str, embedding: Option<&[f32]>) -> Features {
+        self.features_of(self.featurizer.transform(text), embedding)
+    }
+
+    /// [`IntentModel::features`] from sparse features already computed.
+    fn features_of(&self, sparse: SparseVec, embedding: Option<&[f32]>) -> Features {
         Features {
-            sparse: self.featurizer.transform(text),
+            sparse,
             dense: embedding
                 .map(|e| e.iter().map(|v| v * self.config.dense_weight).collect())
                 .unwrap_or_default(),
@@ -479,19 +484,29 @@ impl IntentModel {
         shortlist: usize,
     ) -> Result<Prediction, ModelError> {
         let mut windows = sentence_units(text, window_words.max(1));
+        // Each unit's sparse features, computed once: the shortlist ranks by them and the
+        // heads score with them.
+        let mut sparse: Vec<SparseVec> = windows
+            .iter()
+            .map(|w| self.featurizer.transform(w))
+            .collect();
         let encoder = self.usable_encoder(encoder)?;
         if encoder.is_some() && shortlist > 0 && windows.len() > shortlist {
-            let mut ranked: Vec<(f32, usize)> = windows
+            let mut ranked: Vec<(f32, usize)> = sparse
                 .iter()
                 .enumerate()
-                .map(|(i, w)| (self.sparse_gate(&self.featurizer.transform(w)), i))
+                .map(|(i, s)| (self.sparse_gate(s), i))
                 .collect();
             ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
             let mut keep: Vec<usize> = ranked[..shortlist].iter().map(|r| r.1).collect();
             keep.sort_unstable();
             windows = keep
-                .into_iter()
-                .map(|i| std::mem::take(&mut windows[i]))
+                .iter()
+                .map(|&i| std::mem::take(&mut windows[i]))
+                .collect();
+            sparse = keep
+                .iter()
+                .map(|&i| std::mem::take(&mut sparse[i]))
                 .collect();
         }
         let embeddings = match encoder {
@@ -501,10 +516,10 @@ impl IntentModel {
             }
             None => Vec::new(),
         };
-        let feats: Vec<Features> = windows
-            .iter()
+        let feats: Vec<Features> = sparse
+            .into_iter()
             .enumerate()
-            .map(|(i, w)| self.features(w, embeddings.get(i).map(Vec::as_slice)))
+            .map(|(i, s)| self.features_of(s, embeddings.get(i).map(Vec::as_slice)))
             .collect();
         let scored: Vec<Scored> = feats.iter().map(|f| self.score_vectors(f)).collect();
         let probs: Vec<Vec<f32>> = scored

@@ -109,64 +109,43 @@ impl Projection {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_then(x, None)
+        self.forward_then(x, false)
     }
 
     /// [`Self::forward`] followed by GELU, applied to the output buffer in place
     /// (`gelu.rs`: vectorized and threaded, where candle's `gelu_erf` is neither).
     fn forward_gelu(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_then(x, Some(gelu::gelu_in_place))
+        self.forward_then(x, true)
     }
 
-    fn forward_then(&self, x: &Tensor, mut then: Option<fn(&mut [f32])>) -> Result<Tensor> {
-        // One 2-D GEMM over all rows of the batch. `QMatMul`'s f32 path would broadcast the
-        // weight over the batch and run one small GEMM per sequence, which at batch 32 was
-        // slower per sentence than batch 1.
+    /// [`Self::apply`] on a tensor of any rank: its leading dimensions are the rows.
+    fn forward_then(&self, x: &Tensor, gelu: bool) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let (last, lead) = dims.split_last().unwrap_or((&0, &[]));
+        let (_, lead) = dims.split_last().unwrap_or((&0, &[]));
         let m = lead.iter().product::<usize>();
-        let rows = x.reshape((m, *last))?;
-        let mut y = match &self.weight {
-            Weight::F32(w) => rows.matmul(&w.t()?)?.broadcast_add(&self.bias)?,
-            Weight::Int8(lin) => {
-                let input = rows.flatten_all()?.to_vec1::<f32>()?;
-                let mut out = lin.forward(&input, m);
-                if let Some(f) = then.take() {
-                    f(&mut out);
-                }
-                Tensor::from_vec(out, (m, lin.outputs()), x.device())?
-            }
-            Weight::Q8(q) => q.forward(&rows)?.broadcast_add(&self.bias)?,
-        };
-        if let Some(f) = then {
-            let n = y.dim(1)?;
-            let mut out = y.flatten_all()?.to_vec1::<f32>()?;
-            f(&mut out);
-            y = Tensor::from_vec(out, (m, n), x.device())?;
-        }
+        let out = self.apply(&x.flatten_all()?.to_vec1::<f32>()?, m, gelu)?;
         let mut out_dims = lead.to_vec();
-        out_dims.push(y.dim(1)?);
-        y.reshape(out_dims)
+        out_dims.push(self.bias.dim(0)?);
+        Tensor::from_vec(out, out_dims, x.device())
     }
 
-    /// `x·Wᵀ + b` for `m` packed rows of `x`, then GELU when `gelu` is set.
+    /// `x·Wᵀ + b` for `m` rows of `x`, then GELU when `gelu` is set. One 2-D GEMM over all
+    /// rows of the batch: `QMatMul`'s f32 path would broadcast the weight over the batch
+    /// and run one small GEMM per sequence, which at batch 32 was slower per sentence than
+    /// batch 1.
     fn apply(&self, x: &[f32], m: usize, gelu: bool) -> Result<Vec<f32>> {
+        // candle's products take the rows as a tensor and leave the bias to us.
+        let via_candle = |product: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Vec<f32>> {
+            let rows = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+            product(&rows)?
+                .broadcast_add(&self.bias)?
+                .flatten_all()?
+                .to_vec1()
+        };
         let mut out = match &self.weight {
             Weight::Int8(lin) => lin.forward(x, m),
-            Weight::F32(w) => {
-                let rows = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
-                rows.matmul(&w.t()?)?
-                    .broadcast_add(&self.bias)?
-                    .flatten_all()?
-                    .to_vec1()?
-            }
-            Weight::Q8(q) => {
-                let rows = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
-                q.forward(&rows)?
-                    .broadcast_add(&self.bias)?
-                    .flatten_all()?
-                    .to_vec1()?
-            }
+            Weight::F32(w) => via_candle(&|rows| rows.matmul(&w.t()?))?,
+            Weight::Q8(q) => via_candle(&|rows| q.forward(rows))?,
         };
         if gelu {
             gelu::gelu_in_place(&mut out);

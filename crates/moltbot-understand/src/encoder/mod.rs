@@ -1,8 +1,8 @@
 //! [`MiniLm`]: a BERT-family sentence encoder (all-MiniLM-L6-v2 by default) run in process
 //! with candle, in f32 or INT8.
 //!
-//! Inputs are tokenized without padding, sorted by length and run in sub-batches of similar
-//! length, so a batch of short chat turns wastes little work on padding. An input longer
+//! Inputs are tokenized without padding, sorted by length and run in packed sub-batches
+//! (`packed.rs`: every sequence at its own length, no padding). An input longer
 //! than the model's window is cut into overlapping windows whose vectors are averaged
 //! (weighted by their token counts) and re-normalised; the intent model adds score-gated
 //! pooling on top for classification (see `model::IntentModel::predict_long`).
@@ -23,7 +23,8 @@ use tokenizers::Tokenizer;
 
 /// Sub-batch limits: at most this many sequences…
 const MAX_BATCH: usize = 32;
-/// …and this many tokens (sequences × padded length), which bounds attention memory.
+/// …and this many tokens, counted as sequences × the longest one's length (sorted
+/// ascending, the last member's), which bounds a sub-batch's buffers.
 const MAX_BATCH_TOKENS: usize = 4096;
 /// The window all-MiniLM-L6-v2 was trained with; position embeddings go to 512.
 const DEFAULT_WINDOW: usize = 256;
@@ -120,7 +121,7 @@ impl MiniLm {
         let mut out = vec![Vec::new(); seqs.len()];
         let mut start = 0;
         while start < order.len() {
-            // Sorted ascending, so the last member of a sub-batch sets its padded length.
+            // Sorted ascending, so the last member of a sub-batch is its longest.
             let mut end = start + 1;
             while end < order.len()
                 && end - start < MAX_BATCH
