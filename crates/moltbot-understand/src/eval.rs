@@ -2,7 +2,7 @@
 //! out-of-scope turns (AUROC, false-accept rate at the model's threshold).
 
 use crate::dataset::Dataset;
-use crate::model::{embed_all, IntentModel, ModelError, Prediction};
+use crate::model::{IntentModel, ModelError, Prediction};
 use moltbot_core::Encoder;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -18,8 +18,10 @@ pub struct EvalReport {
     pub per_class_errors: BTreeMap<String, ClassErrors>,
     /// Present when the data held utterances of intents the model does not know.
     pub out_of_scope: Option<OosReport>,
-    pub embed_secs: f64,
-    pub predict_secs: f64,
+    /// Wall time of classifying every example (sparse features, encoder, heads).
+    pub classify_secs: f64,
+    /// Examples the sparse exit answered without the encoder.
+    pub sparse_exits: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,20 +58,11 @@ pub fn evaluate(
 ) -> Result<(EvalReport, Vec<Prediction>), ModelError> {
     let t0 = std::time::Instant::now();
     let texts: Vec<&str> = data.examples.iter().map(|e| e.text.as_str()).collect();
-    // Through the model's own view of the encoder: a model with tuned layers embeds with
-    // them, and a missing or mismatched encoder is an error.
-    let embeddings = match model.usable_encoder(encoder)? {
-        Some(enc) => embed_all(enc, &texts)?,
-        None => Vec::new(),
-    };
-    let embed_secs = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    let preds: Vec<Prediction> = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| model.score(&model.features(t, embeddings.get(i).map(Vec::as_slice))))
-        .collect();
-    let predict_secs = t1.elapsed().as_secs_f64();
+    // Each text whole, as serving classifies a short turn (the sparse exit included); a
+    // model with tuned layers embeds with them, and a missing or mismatched encoder is an
+    // error.
+    let preds = model.classify_whole(&texts, encoder)?;
+    let classify_secs = t0.elapsed().as_secs_f64();
     let known: std::collections::HashSet<&str> =
         model.fine_labels().iter().map(String::as_str).collect();
 
@@ -179,8 +172,8 @@ pub fn evaluate(
         coarse_accuracy: ratio(coarse_correct, in_scope),
         per_class_errors,
         out_of_scope,
-        embed_secs,
-        predict_secs,
+        classify_secs,
+        sparse_exits: preds.iter().filter(|p| p.sparse_exit).count(),
     };
     Ok((report, preds))
 }

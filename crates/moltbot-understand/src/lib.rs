@@ -18,6 +18,7 @@
 pub mod dataset;
 pub mod encoder;
 pub mod eval;
+pub mod exit;
 pub mod features;
 pub mod linear;
 pub mod model;

@@ -16,6 +16,7 @@
 use crate::dataset::{Dataset, IntentSpec};
 use crate::encoder::tune::{TuneConfig, TuneReport, TunedLayers, Tuning};
 use crate::encoder::{MiniLm, TurnVector};
+use crate::exit::{choose_threshold, HeldOutTurn, Judged, SparseExit, MIN_EXIT_HOLDOUT};
 use crate::features::{FeatureConfig, Featurizer, SparseVec};
 use crate::linear::{log_sum_exp, softmax_in_place, Input, Softmax, TrainConfig};
 use moltbot_core::{EncodeError, Encoder};
@@ -114,6 +115,9 @@ pub struct Prediction {
     pub raw_surprise: f32,
     /// `surprise >= threshold`: treat as out of domain.
     pub out_of_domain: bool,
+    /// Answered by the sparse exit, without the sentence encoder
+    /// ([`IntentModel::set_sparse_exit`]).
+    pub sparse_exit: bool,
     /// The next best fine intents with their probabilities.
     pub alternatives: Vec<(String, f32)>,
 }
@@ -145,6 +149,10 @@ pub struct IntentModel {
     pub(crate) calibration: Vec<f32>,
     /// Fine-tuned top layers of the encoder, if training tuned them.
     pub(crate) tuned: Option<Tuned>,
+    /// Sparse-only heads that answer sure turns without the encoder ([`crate::exit`]).
+    pub(crate) exit: Option<SparseExit>,
+    /// Serve with `exit` (a serving choice, not stored: on after training and loading).
+    pub(crate) exit_enabled: bool,
 }
 
 /// Tuned encoder layers and, once a prediction needed it, the encoder built from them on
@@ -178,6 +186,8 @@ pub struct TrainReport {
     pub learned_groups: usize,
     /// The encoder's fine-tuning, when it ran (its time is part of `embed_secs`).
     pub tune: Option<TuneReport>,
+    /// The sparse exit's confidence threshold, when training gave the model one.
+    pub sparse_exit_threshold: Option<f32>,
 }
 
 impl IntentModel {
@@ -232,6 +242,7 @@ impl IntentModel {
                 .filter(|c| c.starts_with(LEARNED_GROUP_PREFIX))
                 .count(),
             tune: tune_report,
+            sparse_exit_threshold: model.sparse_exit_threshold(),
         };
         Ok((model, report))
     }
@@ -367,6 +378,8 @@ impl IntentModel {
             centroids,
             calibration: Vec::new(),
             tuned: None,
+            exit: None,
+            exit_enabled: true,
         };
         if !held_out.is_empty() {
             let mut scores: Vec<f32> = held_out
@@ -375,9 +388,74 @@ impl IntentModel {
                 .collect();
             scores.sort_by(f32::total_cmp);
             model.calibration = scores;
+            if dim > 0 && held_out.len() >= MIN_EXIT_HOLDOUT {
+                model.exit = model.fit_exit(&feats, &y_fine, &fit_part, &held_out);
+            }
             (model.coarse_head, model.fine_head) = heads(&all);
         }
         Ok(model)
+    }
+
+    /// Fit the sparse exit (see [`crate::exit`]) while the model's heads are the ones fit
+    /// without `held_out`: the exit's heads on `fit_part`, its threshold and surprise
+    /// calibration from the held-out turns, then its heads again on every example. `None`
+    /// when not even its surest held-out answers keep up with the full model's.
+    fn fit_exit(
+        &self,
+        feats: &[Features],
+        y: &[u32],
+        fit_part: &[usize],
+        held_out: &[usize],
+    ) -> Option<SparseExit> {
+        let sparse_only: Vec<Features> = feats
+            .iter()
+            .map(|f| Features {
+                sparse: f.sparse.clone(),
+                dense: Vec::new(),
+            })
+            .collect();
+        let heads = |rows: &[usize]| {
+            fit_heads(
+                &self.config,
+                self.coarse_labels.len(),
+                &self.fine_to_coarse,
+                &self.featurizer,
+                &sparse_only,
+                y,
+                rows,
+            )
+        };
+        let (coarse_head, fine_head) = heads(fit_part);
+        let mut exit = SparseExit {
+            coarse_head,
+            fine_head,
+            threshold: f32::INFINITY,
+            calibration: Vec::new(),
+        };
+        let judged: Vec<Judged> = held_out
+            .iter()
+            .map(|&i| self.judge_with_exit(&exit, &feats[i].sparse))
+            .collect();
+        exit.calibration = judged.iter().map(|j| j.surprise.0).collect();
+        exit.calibration.sort_by(f32::total_cmp);
+        let turns: Vec<HeldOutTurn> = held_out
+            .iter()
+            .zip(&judged)
+            .filter_map(|(&i, j)| {
+                // Surprise now against the finished calibration, as serving will see it.
+                let surprise = calibrate(&exit.calibration, j.surprise.0);
+                self.exit_unsurprised(surprise).then(|| HeldOutTurn {
+                    confidence: j.confidence(),
+                    exit_right: argmax(&j.probs) == y[i] as usize,
+                    full_right: argmax(&self.score_vectors(&feats[i]).probabilities())
+                        == y[i] as usize,
+                })
+            })
+            .collect();
+        exit.threshold = choose_threshold(turns, held_out.len())?;
+        (exit.coarse_head, exit.fine_head) = heads(&(0..feats.len()).collect::<Vec<_>>());
+        tracing::debug!(threshold = exit.threshold, "fitted the sparse exit");
+        Some(exit)
     }
 
     /// Features of `text` given its embedding (if the model uses one).
@@ -395,14 +473,15 @@ impl IntentModel {
         }
     }
 
-    /// Classify one text, embedding it with `encoder` when the model uses one.
+    /// Classify one text, embedding it with `encoder` when the model uses one and its
+    /// sparse exit is not sure of the answer.
     pub fn predict(
         &self,
         text: &str,
         encoder: Option<&dyn Encoder>,
     ) -> Result<Prediction, ModelError> {
-        let embedding = self.embed_one(text, encoder)?;
-        Ok(self.score(&self.features(text, embedding.as_deref())))
+        self.classify_whole(&[text], encoder)
+            .map(|mut p| p.remove(0))
     }
 
     /// [`IntentModel::predict_long`], also giving back what classifying computed of
@@ -419,7 +498,14 @@ impl IntentModel {
         if sentence_windows(text, window_words.max(1)).len() > 1 {
             return Ok((self.predict_windows(text, encoder, window_words)?, None));
         }
-        let (embedding, kept) = match (self.usable_encoder(encoder)?, &self.tuned) {
+        let sparse = self.featurizer.transform(text);
+        let encoder = self.usable_encoder(encoder)?;
+        if encoder.is_some() {
+            if let Some(j) = self.judge_exit(&sparse) {
+                return Ok((self.finish(&j), None));
+            }
+        }
+        let (embedding, kept) = match (encoder, &self.tuned) {
             (None, _) => (None, None),
             (Some(enc), None) => {
                 let v = enc.encode(&[text])?.pop();
@@ -438,19 +524,21 @@ impl IntentModel {
                 }
             }
         };
-        let prediction = self.score(&self.features(text, embedding.as_deref()));
+        let prediction = self.score(&self.features_of(sparse, embedding.as_deref()));
         Ok((prediction, kept))
     }
 
     /// Classify a text of any length. Texts of one window (`window_words` words) go through
     /// [`IntentModel::predict`]. A longer one is cut into sentence units
-    /// ([`sentence_units`]). With an encoder and a `long_shortlist` set, only that many
-    /// units, the ones the sparse features rank most request-like, are encoded (the
-    /// others are dropped); each
-    /// remaining unit is classified and their distributions are pooled with attention
-    /// weights from each unit's own confidence and surprise
-    /// (`softmax((confidence − 2·surprise) / 0.1)`), so the sentence that carries the
-    /// request dominates and filler around it fades out.
+    /// ([`sentence_units`]), and each is classified:
+    /// - when the sparse exit answers for any unit, every unit is judged by the exit's
+    ///   heads alone (no encoder);
+    /// - otherwise each unit is encoded, or with a `long_shortlist` set only that many,
+    ///   the ones the sparse features rank most request-like (the others are dropped).
+    ///
+    /// The units' distributions are pooled with attention weights from each unit's own
+    /// confidence and surprise (`softmax((confidence − 2·surprise) / 0.1)`), so the
+    /// sentence that carries the request dominates and filler around it fades out.
     pub fn predict_long(
         &self,
         text: &str,
@@ -483,65 +571,65 @@ impl IntentModel {
         window_words: usize,
         shortlist: usize,
     ) -> Result<Prediction, ModelError> {
-        let mut windows = sentence_units(text, window_words.max(1));
-        // Each unit's sparse features, computed once: the shortlist ranks by them and the
-        // heads score with them.
+        let windows = sentence_units(text, window_words.max(1));
+        let encoder = self.usable_encoder(encoder)?;
+        // Each unit's sparse features, computed once: the exit, the shortlist and the heads
+        // all read them.
         let mut sparse: Vec<SparseVec> = windows
             .iter()
             .map(|w| self.featurizer.transform(w))
             .collect();
-        let encoder = self.usable_encoder(encoder)?;
-        if encoder.is_some() && shortlist > 0 && windows.len() > shortlist {
-            let mut ranked: Vec<(f32, usize)> = sparse
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (self.sparse_gate(s), i))
-                .collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut keep: Vec<usize> = ranked[..shortlist].iter().map(|r| r.1).collect();
-            keep.sort_unstable();
-            windows = keep
-                .iter()
-                .map(|&i| std::mem::take(&mut windows[i]))
-                .collect();
-            sparse = keep
-                .iter()
-                .map(|&i| std::mem::take(&mut sparse[i]))
-                .collect();
+        let mut judged: Vec<Option<Judged>> = sparse
+            .iter()
+            .map(|s| encoder.and_then(|_| self.judge_exit(s)))
+            .collect();
+        // Once the exit answers for one unit, the text holds a request the sparse heads are
+        // sure of, and the other units are judged by the exit's heads too, without the
+        // encoder: the surprise in the gate fades the filler either way. On turns buried
+        // in filler this kept gated accuracy (CLINC150 81.8%, BANKING77 90.9%) and took
+        // 2.3–2.6x less time than encoding the rest (`examples/long_text.rs`).
+        if let Some(exit) = self
+            .exit
+            .as_ref()
+            .filter(|_| judged.iter().any(Option::is_some))
+        {
+            for (j, s) in judged.iter_mut().zip(&sparse) {
+                if j.is_none() {
+                    *j = Some(self.judge_with_exit(exit, s));
+                }
+            }
+        }
+        // The units left for the encoder, cut to the shortlist if one is set.
+        let mut rest: Vec<usize> = (0..windows.len())
+            .filter(|&i| judged[i].is_none())
+            .collect();
+        if encoder.is_some() && shortlist > 0 && rest.len() > shortlist {
+            rest.sort_by(|&a, &b| {
+                self.sparse_gate(&sparse[b])
+                    .total_cmp(&self.sparse_gate(&sparse[a]))
+            });
+            rest.truncate(shortlist);
+            rest.sort_unstable();
         }
         let embeddings = match encoder {
             Some(enc) => {
-                let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
+                let refs: Vec<&str> = rest.iter().map(|&i| windows[i].as_str()).collect();
                 embed_all(enc, &refs)?
             }
             None => Vec::new(),
         };
-        let feats: Vec<Features> = sparse
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| self.features_of(s, embeddings.get(i).map(Vec::as_slice)))
-            .collect();
-        let scored: Vec<Scored> = feats.iter().map(|f| self.score_vectors(f)).collect();
-        let probs: Vec<Vec<f32>> = scored
+        for (k, &i) in rest.iter().enumerate() {
+            let f = self.features_of(
+                std::mem::take(&mut sparse[i]),
+                embeddings.get(k).map(Vec::as_slice),
+            );
+            judged[i] = Some(self.judge_full(&f));
+        }
+        // Units the shortlist dropped stay `None` and are left out.
+        let units: Vec<Judged> = judged.into_iter().flatten().collect();
+        let mut gate: Vec<f32> = units
             .iter()
-            .map(|s| {
-                let mut p = s.combined.clone();
-                softmax_in_place(&mut p);
-                p
-            })
-            .collect();
-        let mut gate: Vec<f32> = probs
-            .iter()
-            .zip(scored.iter().zip(&feats))
-            .map(|(p, (s, f))| {
-                let (best, confidence) = p
-                    .iter()
-                    .copied()
-                    .enumerate()
-                    .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
-                let surprise = self.calibrate(self.raw_surprise(s, f, best));
-                (confidence - GATE_SURPRISE_WEIGHT * surprise) / GATE_TEMPERATURE
-            })
+            .map(|u| (u.confidence() - GATE_SURPRISE_WEIGHT * u.surprise.1) / GATE_TEMPERATURE)
             .collect();
         softmax_in_place(&mut gate);
         let classes = self.fine_labels.len();
@@ -551,26 +639,24 @@ impl IntentModel {
             fine_lse: 0.0,
         };
         let mut pooled_probs = vec![0f32; classes];
-        for ((s, p), a) in scored.iter().zip(&probs).zip(&gate) {
+        for (u, a) in units.iter().zip(&gate) {
             pooled
                 .coarse
                 .iter_mut()
-                .zip(&s.coarse)
+                .zip(&u.scored.coarse)
                 .for_each(|(o, v)| *o += a * v);
             pooled_probs
                 .iter_mut()
-                .zip(p)
+                .zip(&u.probs)
                 .for_each(|(o, v)| *o += a * v);
-            pooled.fine_lse += a * s.fine_lse;
+            pooled.fine_lse += a * u.scored.fine_lse;
         }
         pooled.combined = pooled_probs.iter().map(|p| p.max(1e-12).ln()).collect();
-        // Surprise is judged on the window the gate trusts most.
-        let lead = gate
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i);
-        Ok(self.describe(&pooled, &feats[lead]))
+        // Surprise is the one of the unit the gate trusts most.
+        let lead = argmax(&gate);
+        let surprise = units.get(lead).map_or((0.0, 0.0), |u| u.surprise);
+        let encoded = units.iter().any(|u| !u.sparse_exit);
+        Ok(self.prediction(&pooled, &pooled_probs, surprise, !encoded))
     }
 
     /// How request-like a text looks to the fine head's sparse weights alone (no encoder):
@@ -588,9 +674,9 @@ impl IntentModel {
             .fold(f32::NEG_INFINITY, f32::max)
     }
 
-    /// Classify many texts at once: the short ones share one batched encoder call (the
-    /// encoder sorts them by length into sub-batches), long ones go through
-    /// [`IntentModel::predict_long`]. Results are in input order.
+    /// Classify many texts at once: the short ones the sparse exit is not sure of share
+    /// one batched encoder call (the encoder sorts them by length into sub-batches), long
+    /// ones go through [`IntentModel::predict_long`]. Results are in input order.
     pub fn predict_batch(
         &self,
         texts: &[&str],
@@ -608,23 +694,51 @@ impl IntentModel {
             .filter(|(_, is_long)| !**is_long)
             .map(|(t, _)| *t)
             .collect();
-        let embeddings = match self.usable_encoder(encoder)? {
-            Some(enc) if !short.is_empty() => embed_all(enc, &short)?,
-            _ => Vec::new(),
-        };
-        let mut next_short = 0;
+        let mut short = self.classify_whole(&short, encoder)?.into_iter();
         texts
             .iter()
             .zip(&long)
-            .map(|(t, is_long)| {
-                if *is_long {
-                    return self.predict_long(t, encoder, window_words);
-                }
-                let e = embeddings.get(next_short).map(Vec::as_slice);
-                next_short += 1;
-                Ok(self.score(&self.features(t, e)))
+            .map(|(t, is_long)| match is_long {
+                true => self.predict_long(t, encoder, window_words),
+                false => Ok(short.next().expect("one prediction per short text")),
             })
             .collect()
+    }
+
+    /// Classify each text whole (no windows), in order: the sparse exit answers those it is
+    /// sure of, one batched encoder call embeds the others.
+    pub(crate) fn classify_whole(
+        &self,
+        texts: &[&str],
+        encoder: Option<&dyn Encoder>,
+    ) -> Result<Vec<Prediction>, ModelError> {
+        let encoder = self.usable_encoder(encoder)?;
+        let mut sparse: Vec<SparseVec> =
+            texts.iter().map(|t| self.featurizer.transform(t)).collect();
+        let mut done: Vec<Option<Prediction>> = sparse
+            .iter()
+            .map(|s| {
+                encoder
+                    .and_then(|_| self.judge_exit(s))
+                    .map(|j| self.finish(&j))
+            })
+            .collect();
+        let rest: Vec<usize> = (0..texts.len()).filter(|&i| done[i].is_none()).collect();
+        let embeddings = match encoder {
+            Some(enc) if !rest.is_empty() => {
+                let refs: Vec<&str> = rest.iter().map(|&i| texts[i]).collect();
+                embed_all(enc, &refs)?
+            }
+            _ => Vec::new(),
+        };
+        for (k, &i) in rest.iter().enumerate() {
+            let f = self.features_of(
+                std::mem::take(&mut sparse[i]),
+                embeddings.get(k).map(Vec::as_slice),
+            );
+            done[i] = Some(self.score(&f));
+        }
+        Ok(done.into_iter().flatten().collect())
     }
 
     /// The encoder to embed with: `None` when the model uses none, an error when it needs
@@ -710,17 +824,6 @@ impl IntentModel {
         self.tuned.as_ref().map_or(0, |t| t.layers.layers.len())
     }
 
-    fn embed_one(
-        &self,
-        text: &str,
-        encoder: Option<&dyn Encoder>,
-    ) -> Result<Option<Vec<f32>>, ModelError> {
-        match self.usable_encoder(encoder)? {
-            Some(enc) => Ok(enc.encode(&[text])?.pop()),
-            None => Ok(None),
-        }
-    }
-
     /// The name of the encoder the model needs, if any.
     pub fn encoder_name(&self) -> Option<&str> {
         self.encoder.as_ref().map(|(n, _)| n.as_str())
@@ -735,16 +838,24 @@ impl IntentModel {
     /// The heads' outputs for one input: coarse probabilities, fine log-scores (combined) and
     /// the fine head's raw logits.
     pub(crate) fn score_vectors(&self, f: &Features) -> Scored {
-        let input = Input {
-            sparse: &f.sparse,
-            dense: &f.dense,
-        };
-        let mut coarse = self.coarse_head.logits(input);
+        self.score_heads(&self.coarse_head, &self.fine_head, &f.sparse, &f.dense)
+    }
+
+    /// [`IntentModel::score_vectors`] with a given pair of heads (the model's own, or the
+    /// sparse exit's, which read no dense block).
+    pub(crate) fn score_heads(
+        &self,
+        coarse_head: &Softmax,
+        fine_head: &Softmax,
+        sparse: &SparseVec,
+        dense: &[f32],
+    ) -> Scored {
+        let mut coarse = coarse_head.logits(Input { sparse, dense });
         softmax_in_place(&mut coarse);
-        let mut dense = f.dense.clone();
+        let mut dense = dense.to_vec();
         dense.extend(coarse.iter().map(|p| p * self.config.coarse_feature_weight));
-        let fine_logits = self.fine_head.logits(Input {
-            sparse: &f.sparse,
+        let fine_logits = fine_head.logits(Input {
+            sparse,
             dense: &dense,
         });
         let lse = log_sum_exp(&fine_logits);
@@ -765,14 +876,26 @@ impl IntentModel {
     }
 
     fn describe(&self, s: &Scored, f: &Features) -> Prediction {
-        let mut probs = s.combined.clone();
-        softmax_in_place(&mut probs);
+        let probs = s.probabilities();
+        let best = argmax(&probs);
+        let raw = self.raw_surprise(s, &f.dense, best);
+        let surprise = calibrate(&self.calibration, raw);
+        self.prediction(s, &probs, (raw, surprise), false)
+    }
+
+    /// The prediction for scores `s` (with their probabilities `probs`) and a surprise
+    /// already worked out as `(raw, calibrated)`.
+    pub(crate) fn prediction(
+        &self,
+        s: &Scored,
+        probs: &[f32],
+        (raw, surprise): (f32, f32),
+        sparse_exit: bool,
+    ) -> Prediction {
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|a, b| probs[*b].total_cmp(&probs[*a]));
         let best = order[0];
         let group = self.fine_to_coarse[best] as usize;
-        let raw = self.raw_surprise(s, f, best);
-        let surprise = self.calibrate(raw);
         Prediction {
             coarse: self.coarse_labels[group].clone(),
             fine: self.fine_labels[best].clone(),
@@ -781,6 +904,7 @@ impl IntentModel {
             surprise,
             raw_surprise: raw,
             out_of_domain: surprise >= self.config.surprise_threshold,
+            sparse_exit,
             alternatives: order[1..order.len().min(4)]
                 .iter()
                 .map(|&i| (self.fine_labels[i].clone(), probs[i]))
@@ -789,32 +913,18 @@ impl IntentModel {
     }
 
     /// Negative energy of the fine head, plus the embedding's distance to the best class's
-    /// centroid. Larger = stranger.
-    fn raw_surprise(&self, s: &Scored, f: &Features, best: usize) -> f32 {
+    /// centroid when there is an embedding (`dense`, scaled as in [`Features`]). Larger =
+    /// stranger.
+    pub(crate) fn raw_surprise(&self, s: &Scored, dense: &[f32], best: usize) -> f32 {
         let energy = -s.fine_lse;
         let dim = self.encoder.as_ref().map_or(0, |e| e.1);
-        if dim == 0 || f.dense.len() != dim {
+        if dim == 0 || dense.len() != dim {
             return energy;
         }
         let centroid = &self.centroids[best * dim..][..dim];
-        let norm = f.dense.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        let cos: f32 = centroid
-            .iter()
-            .zip(&f.dense)
-            .map(|(c, v)| c * v)
-            .sum::<f32>()
-            / norm;
+        let norm = dense.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        let cos: f32 = centroid.iter().zip(dense).map(|(c, v)| c * v).sum::<f32>() / norm;
         energy + self.config.surprise_distance_weight * (1.0 - cos)
-    }
-
-    /// Share of held-out in-domain examples whose raw surprise is below `raw`; without
-    /// calibration data, a logistic squash of the raw score.
-    fn calibrate(&self, raw: f32) -> f32 {
-        if self.calibration.is_empty() {
-            return 1.0 / (1.0 + (-raw).exp());
-        }
-        let below = self.calibration.partition_point(|s| *s < raw);
-        below as f32 / self.calibration.len() as f32
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -857,6 +967,36 @@ pub(crate) struct Scored {
     pub coarse: Vec<f32>,
     pub combined: Vec<f32>,
     pub fine_lse: f32,
+}
+
+impl Scored {
+    /// The fine intents' probabilities (softmax of the combined scores).
+    pub(crate) fn probabilities(&self) -> Vec<f32> {
+        let mut p = self.combined.clone();
+        softmax_in_place(&mut p);
+        p
+    }
+}
+
+/// Index of the largest value (the first of equals).
+pub(crate) fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |a, (i, &x)| if x > a.1 { (i, x) } else { a },
+        )
+        .0
+}
+
+/// Share of the held-out in-domain raw surprises in `table` (sorted) below `raw`; without
+/// calibration data, a logistic squash of the raw score.
+pub(crate) fn calibrate(table: &[f32], raw: f32) -> f32 {
+    if table.is_empty() {
+        return 1.0 / (1.0 + (-raw).exp());
+    }
+    let below = table.partition_point(|s| *s < raw);
+    below as f32 / table.len() as f32
 }
 
 /// Fit the coarse head and the fine head (which also sees the one-hot true group) on `rows`.

@@ -7,6 +7,7 @@
 
 use crate::dataset::IntentSpec;
 use crate::encoder::tune::TunedLayers;
+use crate::exit::SparseExit;
 use crate::features::Featurizer;
 use crate::linear::Softmax;
 use crate::model::{IntentModel, ModelConfig, ModelError, Tuned};
@@ -37,6 +38,11 @@ struct Meta {
     encoder: Option<(String, usize)>,
     n_char: u32,
     dense_dim: usize,
+    /// The sparse exit's confidence threshold; its heads are the `exit.*` tensors. Absent
+    /// in models without an exit (and ignored by builds that predate it, which serve every
+    /// turn through the encoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exit_threshold: Option<f32>,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -108,6 +114,45 @@ impl IntentModel {
                 f32_bytes(&self.calibration),
             ),
         ];
+        let mut buffers = buffers;
+        if let Some(exit) = &self.exit {
+            let (cs, cd, cb) = exit.coarse_head.parts();
+            let (fs, fd, fb) = exit.fine_head.parts();
+            buffers.extend([
+                (
+                    "exit.coarse.sparse",
+                    Dtype::F32,
+                    vec![vocab, groups],
+                    f32_bytes(cs),
+                ),
+                (
+                    "exit.coarse.dense",
+                    Dtype::F32,
+                    vec![0, groups],
+                    f32_bytes(cd),
+                ),
+                ("exit.coarse.bias", Dtype::F32, vec![groups], f32_bytes(cb)),
+                (
+                    "exit.fine.sparse",
+                    Dtype::F32,
+                    vec![vocab, fine],
+                    f32_bytes(fs),
+                ),
+                (
+                    "exit.fine.dense",
+                    Dtype::F32,
+                    vec![groups, fine],
+                    f32_bytes(fd),
+                ),
+                ("exit.fine.bias", Dtype::F32, vec![fine], f32_bytes(fb)),
+                (
+                    "exit.calibration",
+                    Dtype::F32,
+                    vec![exit.calibration.len()],
+                    f32_bytes(&exit.calibration),
+                ),
+            ]);
+        }
         // Fine-tuned encoder layers, f32, under `tuned.{layer}.{field}`.
         let mut tuned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         if let Some(t) = &self.tuned {
@@ -144,6 +189,7 @@ impl IntentModel {
             encoder: self.encoder.clone(),
             n_char: self.featurizer.n_char(),
             dense_dim,
+            exit_threshold: self.exit.as_ref().map(|e| e.threshold),
         };
         let meta_json = serde_json::to_string(&meta).map_err(|e| io("encode metadata for", &e))?;
         let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
@@ -240,6 +286,15 @@ impl IntentModel {
         };
         let coarse_head = head("coarse", groups, meta.dense_dim)?;
         let fine_head = head("fine", fine, meta.dense_dim + groups)?;
+        let exit = match meta.exit_threshold {
+            None => None,
+            Some(threshold) => Some(SparseExit {
+                coarse_head: head("exit.coarse", groups, 0)?,
+                fine_head: head("exit.fine", fine, groups)?,
+                threshold,
+                calibration: floats("exit.calibration")?,
+            }),
+        };
         let centroids = floats("centroids")?;
         let dim = meta.encoder.as_ref().map_or(0, |e| e.1);
         // Tuned layers: every `tuned.*` tensor must read, or the file is refused (a model
@@ -286,6 +341,8 @@ impl IntentModel {
             centroids,
             calibration: floats("calibration")?,
             tuned,
+            exit,
+            exit_enabled: true,
         })
     }
 }

@@ -342,6 +342,10 @@ pub enum IntentsCommand {
         /// Encoder precision used to embed the evaluation texts (default: the config's).
         #[arg(long, value_parser = parse_precision)]
         precision: Option<EncoderPrecision>,
+        /// Run every example through the encoder, even those the sparse exit would answer
+        /// (default: understanding.sparse_exit).
+        #[arg(long)]
+        no_sparse_exit: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

@@ -152,8 +152,19 @@ pub fn load(
             cfg.tune_layers
         );
     }
-    model.set_surprise_threshold(cfg.surprise_threshold);
-    model.set_long_shortlist(cfg.long_shortlist);
+    if cfg.sparse_exit
+        && encoder.is_some()
+        && model.sparse_exit_threshold().is_none()
+        && model.held_out_turns() >= moltbot_understand::exit::MIN_EXIT_HOLDOUT
+    {
+        tracing::info!(
+            path = %path.display(),
+            "the intent model has no sparse exit, so every turn runs the encoder: it was \
+             likely trained before the exit existed (`moltbot intents train --reload` \
+             retrains it)"
+        );
+    }
+    model.serve_with(cfg);
     Ok(Some(Arc::new(Understanding::new(
         encoder,
         model,

@@ -135,11 +135,11 @@ pub async fn reload(
                     .join("model.safetensors")
             }),
     };
-    let threshold = state.config().understanding.surprise_threshold;
+    let serving = state.config().understanding.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let mut model = IntentModel::load(&path)
             .map_err(|e| ApiError::BadRequest(format!("`model_path`: {e}")))?;
-        model.set_surprise_threshold(threshold);
+        model.serve_with(&serving);
         let (fine, coarse) = (model.fine_labels().len(), model.coarse_labels().len());
         let encoder = model.encoder_name().map(str::to_string);
         u.replace(model)

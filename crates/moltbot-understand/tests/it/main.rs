@@ -4,6 +4,7 @@
 //! `moltbot models fetch`). Without it the encoder tests are skipped locally and fail in CI.
 
 mod encoder;
+mod exit;
 mod model;
 mod tune;
 

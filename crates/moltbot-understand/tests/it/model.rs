@@ -34,9 +34,9 @@ const OUT_OF_DOMAIN: &[&str] = &[
 ];
 
 /// The encoder and a model trained on the built-in pack, shared by the tests.
-type Trained = (Arc<dyn Encoder>, Arc<IntentModel>);
+pub type Trained = (Arc<dyn Encoder>, Arc<IntentModel>);
 
-fn builtin_model() -> Option<Trained> {
+pub fn builtin_model() -> Option<Trained> {
     static MODEL: OnceLock<Option<Trained>> = OnceLock::new();
     MODEL
         .get_or_init(|| {

@@ -106,6 +106,12 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                         t.secs
                     );
                 }
+                if let Some(threshold) = report.sparse_exit_threshold {
+                    outln!(
+                        "sparse exit: turns the char + word heads give {threshold:.3} or more \
+                         are answered without the encoder"
+                    );
+                }
             }
             if reload {
                 let client = super::client::GatewayClient::new(&cfg, gateway)?;
@@ -122,10 +128,16 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
             model,
             coarse_map,
             precision,
+            no_sparse_exit,
             json,
         } => {
             let path = model.unwrap_or_else(|| model_path(ucfg, &data_dir));
-            let model = IntentModel::load(&path)?;
+            let mut model = IntentModel::load(&path)?;
+            // As the gateway would serve it.
+            model.serve_with(ucfg);
+            if no_sparse_exit {
+                model.set_sparse_exit(false);
+            }
             let encoder = encoder_for(&model, precision, ucfg, &data_dir)?;
             let data = Dataset::load(&files, coarse_map.as_deref())?;
             let (report, _) = evaluate(&model, &data, encoder.as_deref())?;
@@ -143,9 +155,9 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
                 report.coarse_accuracy * 100.0
             );
             outln!(
-                "embedding {:.1}s, classification {:.2}s",
-                report.embed_secs,
-                report.predict_secs
+                "classified in {:.1}s; the sparse exit answered {} of them without the encoder",
+                report.classify_secs,
+                report.sparse_exits
             );
             if let Some(oos) = &report.out_of_scope {
                 outln!(
@@ -176,7 +188,8 @@ pub fn run(config_path: Option<&Path>, command: IntentsCommand) -> anyhow::Resul
         }
         IntentsCommand::Predict { text, model } => {
             let path = model.unwrap_or_else(|| model_path(ucfg, &data_dir));
-            let model = IntentModel::load(&path)?;
+            let mut model = IntentModel::load(&path)?;
+            model.serve_with(ucfg);
             let encoder = encoder_for(&model, None, ucfg, &data_dir)?;
             let p = model.predict_long(
                 &text,
