@@ -22,7 +22,7 @@
 
 use crate::features::SparseVec;
 use crate::linear::Softmax;
-use crate::model::{argmax, calibrate, Features, IntentModel, Prediction, Scored};
+use crate::model::{argmax, calibrate, fit_heads, Features, IntentModel, Prediction, Scored};
 
 /// Held-out accuracy the exit may cost, as a share of the held-out turns (0.1 point).
 pub const EXIT_LOSS: f64 = 0.001;
@@ -45,8 +45,10 @@ pub(crate) struct SparseExit {
     pub(crate) coarse_head: Softmax,
     /// Reads the sparse block and the coarse distribution (no embedding).
     pub(crate) fine_head: Softmax,
-    /// Fine confidence at or above which the exit answers.
-    pub(crate) threshold: f32,
+    /// Fine confidence at or above which the exit answers; `None`: it never answers (too
+    /// few held-out turns to set one, or not even the surest kept up), and the heads only
+    /// rank the units of long texts.
+    pub(crate) threshold: Option<f32>,
     /// Raw surprise of the held-out in-domain turns under these heads, sorted ascending.
     pub(crate) calibration: Vec<f32>,
 }
@@ -101,12 +103,80 @@ pub(crate) fn choose_threshold(mut turns: Vec<HeldOutTurn>, total: usize) -> Opt
 }
 
 impl IntentModel {
+    /// Fit the sparse exit while the model's heads are the ones fit without `held_out`:
+    /// its heads on `fit_part`; from the held-out turns, its surprise calibration and (with
+    /// at least [`MIN_EXIT_HOLDOUT`] of them) its threshold; then its heads again on every
+    /// example.
+    pub(crate) fn fit_exit(
+        &self,
+        feats: &[Features],
+        y: &[u32],
+        fit_part: &[usize],
+        held_out: &[usize],
+    ) -> SparseExit {
+        let sparse_only: Vec<Features> = feats
+            .iter()
+            .map(|f| Features {
+                sparse: f.sparse.clone(),
+                dense: Vec::new(),
+            })
+            .collect();
+        let heads = |rows: &[usize]| {
+            fit_heads(
+                &self.config,
+                self.coarse_labels.len(),
+                &self.fine_to_coarse,
+                &self.featurizer,
+                &sparse_only,
+                y,
+                rows,
+            )
+        };
+        let (coarse_head, fine_head) = heads(fit_part);
+        let mut exit = SparseExit {
+            coarse_head,
+            fine_head,
+            threshold: None,
+            calibration: Vec::new(),
+        };
+        if held_out.is_empty() {
+            return exit;
+        }
+        let judged: Vec<Judged> = held_out
+            .iter()
+            .map(|&i| self.judge_with_exit(&exit, &feats[i].sparse))
+            .collect();
+        exit.calibration = judged.iter().map(|j| j.surprise.0).collect();
+        exit.calibration.sort_by(f32::total_cmp);
+        if held_out.len() >= MIN_EXIT_HOLDOUT {
+            let turns: Vec<HeldOutTurn> = held_out
+                .iter()
+                .zip(&judged)
+                .filter_map(|(&i, j)| {
+                    // Surprise against the finished calibration, as serving will see it.
+                    let surprise = calibrate(&exit.calibration, j.surprise.0);
+                    self.exit_unsurprised(surprise).then(|| HeldOutTurn {
+                        confidence: j.confidence(),
+                        exit_right: argmax(&j.probs) == y[i] as usize,
+                        full_right: argmax(&self.score_vectors(&feats[i]).probabilities())
+                            == y[i] as usize,
+                    })
+                })
+                .collect();
+            exit.threshold = choose_threshold(turns, held_out.len());
+        }
+        (exit.coarse_head, exit.fine_head) = heads(&(0..feats.len()).collect::<Vec<_>>());
+        tracing::debug!(threshold = ?exit.threshold, "fitted the sparse exit");
+        exit
+    }
+
     /// The exit's judgement of a text's sparse features when it may answer alone: the exit
     /// is present and on, sure enough, and not surprised.
     pub(crate) fn judge_exit(&self, sparse: &SparseVec) -> Option<Judged> {
         let exit = self.exit.as_ref().filter(|_| self.exit_enabled)?;
+        let threshold = exit.threshold?;
         let judged = self.judge_with_exit(exit, sparse);
-        (judged.confidence() >= exit.threshold && self.exit_unsurprised(judged.surprise.1))
+        (judged.confidence() >= threshold && self.exit_unsurprised(judged.surprise.1))
             .then_some(judged)
     }
 
@@ -146,10 +216,10 @@ impl IntentModel {
         self.prediction(&j.scored, &j.probs, j.surprise, j.sparse_exit)
     }
 
-    /// Whether the model has a sparse exit (trained with an encoder and enough held-out
-    /// turns), and the confidence at which it answers.
+    /// The confidence at which the model's sparse exit answers, if it has one that does
+    /// (trained with an encoder and enough held-out turns).
     pub fn sparse_exit_threshold(&self) -> Option<f32> {
-        self.exit.as_ref().map(|e| e.threshold)
+        self.exit.as_ref().and_then(|e| e.threshold)
     }
 
     /// Number of training examples held out to calibrate surprise (and to set the exit).

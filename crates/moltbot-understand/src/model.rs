@@ -16,7 +16,7 @@
 use crate::dataset::{Dataset, IntentSpec};
 use crate::encoder::tune::{TuneConfig, TuneReport, TunedLayers, Tuning};
 use crate::encoder::{MiniLm, TurnVector};
-use crate::exit::{choose_threshold, HeldOutTurn, Judged, SparseExit, MIN_EXIT_HOLDOUT};
+use crate::exit::{Judged, SparseExit};
 use crate::features::{FeatureConfig, Featurizer, SparseVec};
 use crate::linear::{log_sum_exp, softmax_in_place, Input, Softmax, TrainConfig};
 use moltbot_core::{EncodeError, Encoder};
@@ -48,7 +48,7 @@ pub struct ModelConfig {
     /// Calibrated surprise at or above which a turn is treated as out of domain.
     pub surprise_threshold: f32,
     /// Sentence units of a long text the encoder runs on (0 = all): the ones the sparse
-    /// features rank highest ([`IntentModel::predict_units`]). A serving choice, set with
+    /// exit's heads rank highest ([`IntentModel::predict_units`]). A serving choice, set with
     /// [`IntentModel::set_long_shortlist`], not stored in model files.
     #[serde(skip)]
     pub long_shortlist: usize,
@@ -388,74 +388,15 @@ impl IntentModel {
                 .collect();
             scores.sort_by(f32::total_cmp);
             model.calibration = scores;
-            if dim > 0 && held_out.len() >= MIN_EXIT_HOLDOUT {
-                model.exit = model.fit_exit(&feats, &y_fine, &fit_part, &held_out);
-            }
+        }
+        if dim > 0 {
+            // While the model's heads are still the ones fit without the held-out turns.
+            model.exit = Some(model.fit_exit(&feats, &y_fine, &fit_part, &held_out));
+        }
+        if !held_out.is_empty() {
             (model.coarse_head, model.fine_head) = heads(&all);
         }
         Ok(model)
-    }
-
-    /// Fit the sparse exit (see [`crate::exit`]) while the model's heads are the ones fit
-    /// without `held_out`: the exit's heads on `fit_part`, its threshold and surprise
-    /// calibration from the held-out turns, then its heads again on every example. `None`
-    /// when not even its surest held-out answers keep up with the full model's.
-    fn fit_exit(
-        &self,
-        feats: &[Features],
-        y: &[u32],
-        fit_part: &[usize],
-        held_out: &[usize],
-    ) -> Option<SparseExit> {
-        let sparse_only: Vec<Features> = feats
-            .iter()
-            .map(|f| Features {
-                sparse: f.sparse.clone(),
-                dense: Vec::new(),
-            })
-            .collect();
-        let heads = |rows: &[usize]| {
-            fit_heads(
-                &self.config,
-                self.coarse_labels.len(),
-                &self.fine_to_coarse,
-                &self.featurizer,
-                &sparse_only,
-                y,
-                rows,
-            )
-        };
-        let (coarse_head, fine_head) = heads(fit_part);
-        let mut exit = SparseExit {
-            coarse_head,
-            fine_head,
-            threshold: f32::INFINITY,
-            calibration: Vec::new(),
-        };
-        let judged: Vec<Judged> = held_out
-            .iter()
-            .map(|&i| self.judge_with_exit(&exit, &feats[i].sparse))
-            .collect();
-        exit.calibration = judged.iter().map(|j| j.surprise.0).collect();
-        exit.calibration.sort_by(f32::total_cmp);
-        let turns: Vec<HeldOutTurn> = held_out
-            .iter()
-            .zip(&judged)
-            .filter_map(|(&i, j)| {
-                // Surprise now against the finished calibration, as serving will see it.
-                let surprise = calibrate(&exit.calibration, j.surprise.0);
-                self.exit_unsurprised(surprise).then(|| HeldOutTurn {
-                    confidence: j.confidence(),
-                    exit_right: argmax(&j.probs) == y[i] as usize,
-                    full_right: argmax(&self.score_vectors(&feats[i]).probabilities())
-                        == y[i] as usize,
-                })
-            })
-            .collect();
-        exit.threshold = choose_threshold(turns, held_out.len())?;
-        (exit.coarse_head, exit.fine_head) = heads(&(0..feats.len()).collect::<Vec<_>>());
-        tracing::debug!(threshold = exit.threshold, "fitted the sparse exit");
-        Some(exit)
     }
 
     /// Features of `text` given its embedding (if the model uses one).
@@ -534,7 +475,7 @@ impl IntentModel {
     /// - when the sparse exit answers for any unit, every unit is judged by the exit's
     ///   heads alone (no encoder);
     /// - otherwise each unit is encoded, or with a `long_shortlist` set only that many,
-    ///   the ones the sparse features rank most request-like (the others are dropped).
+    ///   the ones the exit's heads rank most request-like (the others are dropped).
     ///
     /// The units' distributions are pooled with attention weights from each unit's own
     /// confidence and surprise (`softmax((confidence − 2·surprise) / 0.1)`), so the
@@ -560,10 +501,12 @@ impl IntentModel {
     }
 
     /// [`IntentModel::predict_long`] for a text of several windows, with the encoder run
-    /// on at most `shortlist` of its sentence units (0 = all): those the sparse features
-    /// alone find most request-like ([`IntentModel::sparse_gate`]). The full gate then
-    /// weighs the shortlisted units only. Public for `examples/long_text.rs`, which
-    /// compares shortlist sizes.
+    /// on at most `shortlist` of its sentence units (0 = all) when the sparse exit answers
+    /// for none of them: those the exit's heads find most request-like (highest
+    /// `confidence − 2·surprise`, the gate's own measure). The gate then weighs the
+    /// shortlisted units only. A model without exit heads (trained before they existed)
+    /// encodes every unit. Public for `examples/long_text.rs`, which compares shortlist
+    /// sizes.
     pub fn predict_units(
         &self,
         text: &str,
@@ -603,11 +546,19 @@ impl IntentModel {
         let mut rest: Vec<usize> = (0..windows.len())
             .filter(|&i| judged[i].is_none())
             .collect();
-        if encoder.is_some() && shortlist > 0 && rest.len() > shortlist {
-            rest.sort_by(|&a, &b| {
-                self.sparse_gate(&sparse[b])
-                    .total_cmp(&self.sparse_gate(&sparse[a]))
-            });
+        let ranking = self
+            .exit
+            .as_ref()
+            .filter(|_| encoder.is_some() && shortlist > 0 && rest.len() > shortlist);
+        if let Some(exit) = ranking {
+            let gate: Vec<f32> = sparse
+                .iter()
+                .map(|s| {
+                    let j = self.judge_with_exit(exit, s);
+                    j.confidence() - GATE_SURPRISE_WEIGHT * j.surprise.1
+                })
+                .collect();
+            rest.sort_by(|&a, &b| gate[b].total_cmp(&gate[a]));
             rest.truncate(shortlist);
             rest.sort_unstable();
         }
@@ -657,21 +608,6 @@ impl IntentModel {
         let surprise = units.get(lead).map_or((0.0, 0.0), |u| u.surprise);
         let encoded = units.iter().any(|u| !u.sparse_exit);
         Ok(self.prediction(&pooled, &pooled_probs, surprise, !encoded))
-    }
-
-    /// How request-like a text looks to the fine head's sparse weights alone (no encoder):
-    /// the largest sparse evidence for any intent, `max_c Σ w_sparse[c]·x`, without the
-    /// class biases. The long-text shortlist ranks sentence units by it before any of them
-    /// is encoded. Measured on CLINC150 turns buried in filler (`examples/long_text.rs`,
-    /// shortlist of 4): 77.3% gated accuracy, as with every unit encoded; the top softmax
-    /// probability of the same logits (biases in) kept 67.8%, their log-sum-exp 74.7%.
-    fn sparse_gate(&self, sparse: &SparseVec) -> f32 {
-        let z = self.fine_head.logits(Input { sparse, dense: &[] });
-        let (_, _, bias) = self.fine_head.parts();
-        z.iter()
-            .zip(bias)
-            .map(|(z, b)| z - b)
-            .fold(f32::NEG_INFINITY, f32::max)
     }
 
     /// Classify many texts at once: the short ones the sparse exit is not sure of share
@@ -1000,7 +936,7 @@ pub(crate) fn calibrate(table: &[f32], raw: f32) -> f32 {
 }
 
 /// Fit the coarse head and the fine head (which also sees the one-hot true group) on `rows`.
-fn fit_heads(
+pub(crate) fn fit_heads(
     config: &ModelConfig,
     groups: usize,
     fine_to_coarse: &[u32],

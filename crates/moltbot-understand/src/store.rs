@@ -38,9 +38,9 @@ struct Meta {
     encoder: Option<(String, usize)>,
     n_char: u32,
     dense_dim: usize,
-    /// The sparse exit's confidence threshold; its heads are the `exit.*` tensors. Absent
-    /// in models without an exit (and ignored by builds that predate it, which serve every
-    /// turn through the encoder).
+    /// The sparse exit's confidence threshold, if it answers at all; its heads are the
+    /// `exit.*` tensors. Builds that predate the exit ignore both and serve every turn
+    /// through the encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exit_threshold: Option<f32>,
 }
@@ -189,7 +189,7 @@ impl IntentModel {
             encoder: self.encoder.clone(),
             n_char: self.featurizer.n_char(),
             dense_dim,
-            exit_threshold: self.exit.as_ref().map(|e| e.threshold),
+            exit_threshold: self.exit.as_ref().and_then(|e| e.threshold),
         };
         let meta_json = serde_json::to_string(&meta).map_err(|e| io("encode metadata for", &e))?;
         let info = HashMap::from([(META_KEY.to_string(), meta_json)]);
@@ -286,12 +286,12 @@ impl IntentModel {
         };
         let coarse_head = head("coarse", groups, meta.dense_dim)?;
         let fine_head = head("fine", fine, meta.dense_dim + groups)?;
-        let exit = match meta.exit_threshold {
-            None => None,
-            Some(threshold) => Some(SparseExit {
+        let exit = match st.names().contains(&"exit.fine.bias") {
+            false => None,
+            true => Some(SparseExit {
                 coarse_head: head("exit.coarse", groups, 0)?,
                 fine_head: head("exit.fine", fine, groups)?,
-                threshold,
+                threshold: meta.exit_threshold,
                 calibration: floats("exit.calibration")?,
             }),
         };
