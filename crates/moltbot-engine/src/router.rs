@@ -53,6 +53,14 @@ pub struct Citation {
     pub score: Option<f32>,
 }
 
+/// Counts a classified turn by how it was answered: `sparse_exit` (the char + word heads
+/// were sure enough, no encoder pass) or `full` (the whole model, encoder included when it
+/// has one).
+pub fn count_understood(sparse_exit: bool) {
+    let path = if sparse_exit { "sparse_exit" } else { "full" };
+    metrics::counter!("moltbot_understand_total", "path" => path).increment(1);
+}
+
 /// Why a turn went where it went, for the response metadata, logs and metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteInfo {
@@ -206,6 +214,7 @@ impl DialogueRouter {
                         _ => false,
                     });
                     let p = understood.prediction;
+                    count_understood(p.sparse_exit);
                     info.intent = Some(p.fine.clone());
                     info.coarse = Some(p.coarse.clone());
                     info.confidence = Some(p.confidence);

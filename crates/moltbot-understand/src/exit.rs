@@ -174,10 +174,20 @@ impl IntentModel {
     /// is present and on, sure enough, and not surprised.
     pub(crate) fn judge_exit(&self, sparse: &SparseVec) -> Option<Judged> {
         let exit = self.exit.as_ref().filter(|_| self.exit_enabled)?;
-        let threshold = exit.threshold?;
-        let judged = self.judge_with_exit(exit, sparse);
-        (judged.confidence() >= threshold && self.exit_unsurprised(judged.surprise.1))
-            .then_some(judged)
+        exit.threshold?;
+        Some(self.judge_with_exit(exit, sparse)).filter(|j| self.exit_may_answer(j))
+    }
+
+    /// Whether the exit may answer alone for a judgement of its heads: the exit is on and
+    /// has a threshold, the confidence reaches it, and the surprise is low enough.
+    pub(crate) fn exit_may_answer(&self, judged: &Judged) -> bool {
+        let threshold = self
+            .exit
+            .as_ref()
+            .filter(|_| self.exit_enabled)
+            .and_then(|e| e.threshold);
+        threshold
+            .is_some_and(|t| judged.confidence() >= t && self.exit_unsurprised(judged.surprise.1))
     }
 
     /// Whether the exit's calibrated surprise lets it answer (below

@@ -88,6 +88,9 @@ pub async fn understand(
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let elapsed = start.elapsed().as_secs_f64();
     metrics::histogram!("moltbot_understand_latency_seconds").record(elapsed);
+    for r in &results {
+        moltbot_engine::router::count_understood(r.prediction.sparse_exit);
+    }
     if single {
         let one: Understood = results.pop().expect("one result per text");
         return Ok(Json(json!(one)));

