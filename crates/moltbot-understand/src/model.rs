@@ -502,8 +502,8 @@ impl IntentModel {
 
     /// [`IntentModel::predict_long`] for a text of several windows, with the encoder run
     /// on at most `shortlist` of its sentence units (0 = all) when the sparse exit answers
-    /// for none of them: those the exit's heads find most request-like (highest
-    /// `confidence − 2·surprise`, the gate's own measure). The gate then weighs the
+    /// for none of them: those the exit's heads find most request-like (lowest raw
+    /// surprise, i.e. the most evidence for some intent). The gate then weighs the
     /// shortlisted units only. A model without exit heads (trained before they existed)
     /// encodes every unit. Public for `examples/long_text.rs`, which compares shortlist
     /// sizes.
@@ -548,12 +548,15 @@ impl IntentModel {
                 (units.into_iter().map(Some).collect(), Vec::new())
             }
             Some(units) if shortlist > 0 && units.len() > shortlist => {
-                // The units left for the encoder, cut to the shortlist: the most
-                // request-like by the gate's own measure under the exit's heads.
-                let gate: Vec<f32> = units
-                    .iter()
-                    .map(|j| j.confidence() - GATE_SURPRISE_WEIGHT * j.surprise.1)
-                    .collect();
+                // The units left for the encoder, cut to the shortlist: those with the
+                // lowest raw surprise under the exit's heads (the energy, −log Σ exp of the
+                // fine logits: the most evidence for some intent). Not the gate's own
+                // measure: the calibrated surprise is 1.0 for every filler unit and for most
+                // requests the exit is unsure of, so that ranking falls back to confidence,
+                // which favours intent-like filler. In `examples/long_text.rs` the energy
+                // kept every-unit accuracy with 3 units (CLINC150 81.8%, BANKING77 91.7%),
+                // where confidence − 2·surprise needed 6–8.
+                let gate: Vec<f32> = units.iter().map(|j| -j.surprise.0).collect();
                 let mut rest: Vec<usize> = (0..units.len()).collect();
                 rest.sort_by(|&a, &b| gate[b].total_cmp(&gate[a]));
                 rest.truncate(shortlist);

@@ -56,10 +56,10 @@ pub struct UnderstandingConfig {
     pub tune_epochs: usize,
     /// For inputs longer than one window in which the sparse exit answers for no sentence:
     /// encode only this many sentence units, the ones the exit's heads find most
-    /// request-like (0 = every unit). With 6, long inputs took half the time, and accuracy
-    /// on requests buried in filler went from 81.8% to 81.6% on CLINC150 and from 90.9%
-    /// to 91.7% on BANKING77 (BENCHMARKS.md). Models trained before the exit existed
-    /// encode every unit.
+    /// request-like (0 = every unit). With 4, long inputs took 2.4–2.7x less time, and
+    /// accuracy on requests buried in filler was 81.3% on CLINC150 (every unit 81.8%) and
+    /// 91.7% on BANKING77 (every unit 90.9%; BENCHMARKS.md). Models trained before the
+    /// exit existed encode every unit.
     pub long_shortlist: usize,
     /// Answer turns the sparse char + word heads are sure of without running the encoder
     /// (the *sparse exit*). Training picks how sure they must be from held-out turns, so
@@ -83,7 +83,7 @@ impl Default for UnderstandingConfig {
             min_confidence: 0.6,
             tune_layers: 0,
             tune_epochs: 2,
-            long_shortlist: 6,
+            long_shortlist: 4,
             sparse_exit: true,
         }
     }
