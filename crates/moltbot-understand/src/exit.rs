@@ -173,21 +173,24 @@ impl IntentModel {
     /// The exit's judgement of a text's sparse features when it may answer alone: the exit
     /// is present and on, sure enough, and not surprised.
     pub(crate) fn judge_exit(&self, sparse: &SparseVec) -> Option<Judged> {
-        let exit = self.exit.as_ref().filter(|_| self.exit_enabled)?;
-        exit.threshold?;
+        let (exit, _) = self.serving_exit()?;
         Some(self.judge_with_exit(exit, sparse)).filter(|j| self.exit_may_answer(j))
     }
 
-    /// Whether the exit may answer alone for a judgement of its heads: the exit is on and
-    /// has a threshold, the confidence reaches it, and the surprise is low enough.
+    /// The exit and its threshold when it may answer turns: present, on, and trained with
+    /// enough held-out turns to have a threshold.
+    pub(crate) fn serving_exit(&self) -> Option<(&SparseExit, f32)> {
+        let exit = self.exit.as_ref().filter(|_| self.exit_enabled)?;
+        Some((exit, exit.threshold?))
+    }
+
+    /// Whether the exit may answer alone for a judgement of its heads: it is serving
+    /// ([`IntentModel::serving_exit`]), the confidence reaches its threshold, and the
+    /// surprise is low enough.
     pub(crate) fn exit_may_answer(&self, judged: &Judged) -> bool {
-        let threshold = self
-            .exit
-            .as_ref()
-            .filter(|_| self.exit_enabled)
-            .and_then(|e| e.threshold);
-        threshold
-            .is_some_and(|t| judged.confidence() >= t && self.exit_unsurprised(judged.surprise.1))
+        self.serving_exit().is_some_and(|(_, t)| {
+            judged.confidence() >= t && self.exit_unsurprised(judged.surprise.1)
+        })
     }
 
     /// Whether the exit's calibrated surprise lets it answer (below
